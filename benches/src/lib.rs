@@ -1,0 +1,1 @@
+//! Criterion benchmarks of edgekd live in `benches/`; this crate only hosts them.

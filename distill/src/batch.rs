@@ -1,0 +1,205 @@
+//! Turning a [`Dataset`] into normalized, shuffled, optionally augmented training batches.
+
+use candle_core::{Device, Tensor};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Beta, Distribution};
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{Dataset, Normalization};
+use crate::error::{Error, Result};
+
+/// Independent random streams of one run, so that e.g. turning on jitter does not change the
+/// shuffling order, and a resumed epoch replays exactly.
+#[derive(Debug, Clone, Copy)]
+pub enum Stream {
+    /// Weight initialisation.
+    Init = 1,
+    /// Order of samples in an epoch.
+    Shuffle = 2,
+    /// Dropout masks.
+    Dropout = 3,
+    /// Jitter offsets and mixup pairs.
+    Augment = 4,
+}
+
+/// A generator for `stream` of run `seed` in `epoch` (0 for things that happen once).
+pub fn rng(seed: u64, stream: Stream, epoch: usize) -> StdRng {
+    // SplitMix64-style finaliser over the three inputs, so nearby seeds give unrelated streams.
+    let mut z = seed ^ (stream as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    StdRng::seed_from_u64(z ^ (z >> 31))
+}
+
+/// The order in which an epoch visits the samples.
+pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    order.shuffle(&mut rng(seed, Stream::Shuffle, epoch));
+    order
+}
+
+/// Data augmentation applied to training batches only.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Augment {
+    /// Random translation of each image by up to this many pixels in x and y (0 = off).
+    /// Hinton et al. (2015) used 2.
+    #[serde(default)]
+    pub jitter: usize,
+    /// Mixup with mixing weight drawn from Beta(a, a) (None = off; 0.2 is common).
+    #[serde(default)]
+    pub mixup: Option<f32>,
+}
+
+impl Augment {
+    /// Whether any augmentation is on (then teacher outputs change every epoch and cannot be cached).
+    pub fn is_active(&self) -> bool {
+        self.jitter > 0 || self.mixup.is_some()
+    }
+
+    /// Rejects impossible settings.
+    pub fn validate(&self) -> Result<()> {
+        if self.jitter > 8 {
+            return Err(Error::Config(format!("jitter {} px is more than 8 px: digits would leave the image", self.jitter)));
+        }
+        if let Some(a) = self.mixup {
+            if !(a.is_finite() && a > 0.0) {
+                return Err(Error::Config(format!("mixup alpha must be positive, got {a}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One batch on the device.
+#[derive(Debug)]
+pub struct Batch {
+    /// `[n, rows * cols]` normalized pixels.
+    pub images: Tensor,
+    /// `[n]` class labels (u32).
+    pub labels: Tensor,
+    /// Dataset indices of the samples (before mixing).
+    pub indices: Vec<usize>,
+    /// When mixup is on: partner labels and the weight of the original sample.
+    pub mix: Option<Mix>,
+}
+
+/// How a mixup batch was blended: `x = lambda * x + (1 - lambda) * x[partner]`.
+#[derive(Debug)]
+pub struct Mix {
+    /// `[n]` labels of the partner samples (u32).
+    pub partner_labels: Tensor,
+    /// Weight of the original sample.
+    pub lambda: f64,
+}
+
+/// Builds the batch of `indices`: normalization always, augmentation when `augment` and `rng` say so.
+pub fn make_batch(
+    data: &Dataset,
+    indices: &[usize],
+    norm: Normalization,
+    augment: Option<(&Augment, &mut StdRng)>,
+    device: &Device,
+) -> Result<Batch> {
+    let n = indices.len();
+    let (rows, cols) = (data.rows, data.cols);
+    let lut: Vec<f32> = (0..=255u8).map(|p| norm.apply(p)).collect();
+    let mut x = Vec::with_capacity(n * rows * cols);
+    let (aug, mut rng) = match augment {
+        Some((a, r)) => (*a, Some(r)),
+        None => (Augment::default(), None),
+    };
+    for &i in indices {
+        let img = data.image(i);
+        match (&mut rng, aug.jitter) {
+            (Some(r), j) if j > 0 => {
+                let j = j as i64;
+                let (dy, dx) = (r.random_range(-j..=j), r.random_range(-j..=j));
+                for y in 0..rows as i64 {
+                    for xx in 0..cols as i64 {
+                        let (sy, sx) = (y - dy, xx - dx);
+                        let p = if sy >= 0 && sy < rows as i64 && sx >= 0 && sx < cols as i64 { img[(sy as usize) * cols + sx as usize] } else { 0 };
+                        x.push(lut[p as usize]);
+                    }
+                }
+            }
+            _ => x.extend(img.iter().map(|&p| lut[p as usize])),
+        }
+    }
+    let labels: Vec<u32> = indices.iter().map(|&i| data.labels[i] as u32).collect();
+    let mut images = Tensor::from_vec(x, (n, rows * cols), device)?;
+    let mut mix = None;
+    if let (Some(r), Some(alpha)) = (rng, aug.mixup) {
+        let beta = Beta::new(alpha, alpha).map_err(|e| Error::Config(format!("mixup alpha {alpha}: {e}")))?;
+        let lambda = beta.sample(r) as f64;
+        let mut partner: Vec<u32> = (0..n as u32).collect();
+        partner.shuffle(r);
+        let partner_t = Tensor::from_vec(partner.clone(), n, device)?;
+        images = ((&images * lambda)? + (images.index_select(&partner_t, 0)? * (1.0 - lambda))?)?;
+        let partner_labels = partner.iter().map(|&p| labels[p as usize]).collect::<Vec<_>>();
+        mix = Some(Mix { partner_labels: Tensor::from_vec(partner_labels, n, device)?, lambda });
+    }
+    Ok(Batch { images, labels: Tensor::from_vec(labels, n, device)?, indices: indices.to_vec(), mix })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::tests::toy;
+
+    #[test]
+    fn shuffles_are_seeded_and_differ_by_epoch() {
+        assert_eq!(epoch_order(100, 7, 3), epoch_order(100, 7, 3));
+        assert_ne!(epoch_order(100, 7, 3), epoch_order(100, 7, 4));
+        assert_ne!(epoch_order(100, 7, 3), epoch_order(100, 8, 3));
+        let mut o = epoch_order(100, 7, 3);
+        o.sort();
+        assert_eq!(o, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn normalization_matches_the_formula() {
+        let d = toy(2, 0);
+        let b = make_batch(&d, &[1], Normalization { mean: 0.5, std: 0.25 }, None, &Device::Cpu).unwrap();
+        let v = b.images.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for (got, &p) in v.iter().zip(d.image(1)) {
+            assert!((got - (p as f32 / 255.0 - 0.5) / 0.25).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn jitter_moves_pixels_without_changing_their_values() {
+        let d = toy(1, 0);
+        let aug = Augment { jitter: 2, mixup: None };
+        let norm = Normalization { mean: 0.0, std: 1.0 };
+        let mut moved = false;
+        for e in 0..10 {
+            let mut r = rng(1, Stream::Augment, e);
+            let b = make_batch(&d, &[0], norm, Some((&aug, &mut r)), &Device::Cpu).unwrap();
+            let v = b.images.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let lit = |img: &[f32]| img.iter().filter(|&&p| p > 0.0).count();
+            let orig: Vec<f32> = d.image(0).iter().map(|&p| p as f32 / 255.0).collect();
+            assert_eq!(lit(&v), lit(&orig), "the block stays inside the image");
+            moved |= v != orig;
+        }
+        assert!(moved);
+    }
+
+    #[test]
+    fn mixup_blends_pairs_with_the_reported_weight() {
+        let d = toy(8, 0);
+        let aug = Augment { jitter: 0, mixup: Some(0.4) };
+        let norm = Normalization { mean: 0.0, std: 1.0 };
+        let mut r = rng(1, Stream::Augment, 0);
+        let idx: Vec<usize> = (0..8).collect();
+        let b = make_batch(&d, &idx, norm, Some((&aug, &mut r)), &Device::Cpu).unwrap();
+        let plain = make_batch(&d, &idx, norm, None, &Device::Cpu).unwrap();
+        let mix = b.mix.unwrap();
+        assert!((0.0..=1.0).contains(&mix.lambda));
+        // Total brightness is conserved by a convex blend of a permutation.
+        let s = |t: &Tensor| t.sum_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!((s(&b.images) - s(&plain.images)).abs() / s(&plain.images) < 1e-4);
+    }
+}

@@ -1,0 +1,250 @@
+//! Labelled image datasets held in memory as bytes, and the MNIST directory layout.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::idx;
+
+/// Images of one size with one class label each, pixels as `u8`.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// `len * rows * cols` pixels, row-major, one image after another.
+    pub pixels: Vec<u8>,
+    /// One class index per image.
+    pub labels: Vec<u8>,
+    /// Image height.
+    pub rows: usize,
+    /// Image width.
+    pub cols: usize,
+}
+
+impl Dataset {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether the dataset holds no image.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Pixels per image.
+    pub fn image_len(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    /// The pixels of image `i`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let n = self.image_len();
+        &self.pixels[i * n..(i + 1) * n]
+    }
+
+    /// The images at `indices`, in that order.
+    pub fn select(&self, indices: &[usize]) -> Dataset {
+        let mut pixels = Vec::with_capacity(indices.len() * self.image_len());
+        for &i in indices {
+            pixels.extend_from_slice(self.image(i));
+        }
+        Dataset { pixels, labels: indices.iter().map(|&i| self.labels[i]).collect(), rows: self.rows, cols: self.cols }
+    }
+
+    /// The first `n` images (all of them if `n` is larger).
+    pub fn take(&self, n: usize) -> Dataset {
+        let n = n.min(self.len());
+        self.select(&(0..n).collect::<Vec<_>>())
+    }
+
+    /// Reads a pair of IDX files: images `[N, rows, cols]` and labels `[N]`.
+    pub fn from_idx(images: &Path, labels: &Path) -> Result<Dataset> {
+        let img = idx::read_idx(images)?;
+        let lab = idx::read_idx(labels)?;
+        if img.dims.len() != 3 {
+            return Err(Error::Idx { path: images.into(), reason: format!("images must have rank 3 [N, rows, cols], found {:?}", img.dims) });
+        }
+        if lab.dims.len() != 1 {
+            return Err(Error::Idx { path: labels.into(), reason: format!("labels must have rank 1 [N], found {:?}", lab.dims) });
+        }
+        if img.dims[0] != lab.dims[0] {
+            return Err(Error::Dataset {
+                dir: images.parent().unwrap_or(images).into(),
+                reason: format!("{} holds {} images but {} holds {} labels", images.display(), img.dims[0], labels.display(), lab.dims[0]),
+            });
+        }
+        if img.dims[1] == 0 || img.dims[2] == 0 {
+            return Err(Error::Idx { path: images.into(), reason: format!("empty image size {:?}", &img.dims[1..]) });
+        }
+        if let Some(&bad) = lab.data.iter().find(|&&l| l as usize >= NUM_CLASSES) {
+            return Err(Error::Idx { path: labels.into(), reason: format!("label {bad} is outside 0..{NUM_CLASSES}") });
+        }
+        Ok(Dataset { pixels: img.data, labels: lab.data, rows: img.dims[1], cols: img.dims[2] })
+    }
+
+    /// Writes the dataset as a gzipped IDX pair.
+    pub fn write_idx_gz(&self, images: &Path, labels: &Path) -> Result<()> {
+        write_gz(images, &idx::encode(&[self.len(), self.rows, self.cols], &self.pixels))?;
+        write_gz(labels, &idx::encode(&[self.len()], &self.labels))
+    }
+
+    /// Images per class, for reports.
+    pub fn class_counts(&self) -> [usize; NUM_CLASSES] {
+        let mut counts = [0; NUM_CLASSES];
+        for &l in &self.labels {
+            counts[l as usize] += 1;
+        }
+        counts
+    }
+}
+
+/// Classes in MNIST-like data (digits 0-9).
+pub const NUM_CLASSES: usize = 10;
+
+fn write_gz(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(bytes).map_err(Error::io("compressing", path))?;
+    let gz = enc.finish().map_err(Error::io("compressing", path))?;
+    crate::atomic::write(path, &gz)
+}
+
+/// Per-pixel normalization applied to `pixel / 255`: `(x - mean) / std`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Normalization {
+    /// Subtracted after scaling to [0, 1].
+    pub mean: f32,
+    /// Divided by after subtracting the mean.
+    pub std: f32,
+}
+
+impl Normalization {
+    /// MNIST's training-set statistics, as torchvision uses them.
+    pub const MNIST: Normalization = Normalization { mean: 0.1307, std: 0.3081 };
+
+    /// The normalized value of one pixel.
+    pub fn apply(&self, pixel: u8) -> f32 {
+        (pixel as f32 / 255.0 - self.mean) / self.std
+    }
+}
+
+impl Default for Normalization {
+    fn default() -> Self {
+        Self::MNIST
+    }
+}
+
+/// A train/test pair read from a directory of IDX files laid out as MNIST ships.
+#[derive(Debug, Clone)]
+pub struct Splits {
+    /// The training set.
+    pub train: Dataset,
+    /// The test set.
+    pub test: Dataset,
+}
+
+/// The four MNIST file stems, in (train images, train labels, test images, test labels) order.
+pub const MNIST_FILES: [&str; 4] = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+];
+
+/// Finds `stem`, `stem.gz`, or the `stem.idx3-ubyte` spelling some mirrors use, in `dir`.
+fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
+    let dotted = stem.replacen("-idx", ".idx", 1);
+    for name in [format!("{stem}.gz"), stem.to_string(), format!("{dotted}.gz"), dotted.clone()] {
+        let p = dir.join(&name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(Error::Dataset { dir: dir.into(), reason: format!("no {stem}[.gz] here (expected the MNIST IDX layout; `edgekd data fetch mnist --dir {}` downloads it)", dir.display()) })
+}
+
+impl Splits {
+    /// Loads `train-*` and `t10k-*` IDX files (gzipped or raw) from `dir`.
+    pub fn load(dir: &Path) -> Result<Splits> {
+        if !dir.is_dir() {
+            return Err(Error::Dataset { dir: dir.into(), reason: "not a directory".into() });
+        }
+        let p: Vec<PathBuf> = MNIST_FILES.iter().map(|s| find(dir, s)).collect::<Result<_>>()?;
+        let train = Dataset::from_idx(&p[0], &p[1])?;
+        let test = Dataset::from_idx(&p[2], &p[3])?;
+        if (train.rows, train.cols) != (test.rows, test.cols) {
+            return Err(Error::Dataset {
+                dir: dir.into(),
+                reason: format!("train images are {}x{} but test images are {}x{}", train.rows, train.cols, test.rows, test.cols),
+            });
+        }
+        if train.is_empty() || test.is_empty() {
+            return Err(Error::Dataset { dir: dir.into(), reason: "train or test set is empty".into() });
+        }
+        Ok(Splits { train, test })
+    }
+
+    /// Writes both splits as gzipped IDX files into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(Error::io("creating directory", dir))?;
+        let f = |i: usize| dir.join(format!("{}.gz", MNIST_FILES[i]));
+        self.train.write_idx_gz(&f(0), &f(1))?;
+        self.test.write_idx_gz(&f(2), &f(3))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A deterministic toy dataset: class `c` lights a 3x3 block at a class-specific place.
+    pub fn toy(n: usize, seed: u8) -> Dataset {
+        let (rows, cols) = (28, 28);
+        let mut pixels = vec![0u8; n * rows * cols];
+        let mut labels = Vec::with_capacity(n);
+        for i in 0..n {
+            let c = (i * 7 + seed as usize) % NUM_CLASSES;
+            labels.push(c as u8);
+            let (r0, c0) = (4 + (c / 5) * 10, 2 + (c % 5) * 5);
+            for r in r0..r0 + 3 {
+                for cc in c0..c0 + 3 {
+                    pixels[i * rows * cols + r * cols + cc] = 200 + ((i + r) % 50) as u8;
+                }
+            }
+        }
+        Dataset { pixels, labels, rows, cols }
+    }
+
+    #[test]
+    fn splits_round_trip_through_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Splits { train: toy(30, 0), test: toy(10, 3) };
+        s.write(dir.path()).unwrap();
+        let back = Splits::load(dir.path()).unwrap();
+        assert_eq!(back.train.pixels, s.train.pixels);
+        assert_eq!(back.test.labels, s.test.labels);
+    }
+
+    #[test]
+    fn mismatched_counts_and_missing_files_are_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Splits::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("train-images-idx3-ubyte"), "{err}");
+        let s = Splits { train: toy(30, 0), test: toy(10, 3) };
+        s.write(dir.path()).unwrap();
+        let short = toy(29, 0);
+        write_gz(&dir.path().join("train-labels-idx1-ubyte.gz"), &idx::encode(&[29], &short.labels)).unwrap();
+        let err = Splits::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("30 images") && err.contains("29 labels"), "{err}");
+    }
+
+    #[test]
+    fn labels_out_of_range_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("i");
+        let lab = dir.path().join("l");
+        std::fs::write(&img, idx::encode(&[1, 2, 2], &[0; 4])).unwrap();
+        std::fs::write(&lab, idx::encode(&[1], &[12])).unwrap();
+        assert!(Dataset::from_idx(&img, &lab).unwrap_err().to_string().contains("label 12"));
+    }
+}

@@ -1,0 +1,107 @@
+//! The one error type of the distill crate.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while loading data, building models or training.
+///
+/// Display strings name the file or the setting at fault; the underlying cause, when there is
+/// one, is kept as the error's `source` so a caller printing the chain sees both.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Reading or writing a file failed.
+    #[error("{action} {}", path.display())]
+    Io {
+        /// What was being done ("reading", "writing", "creating directory").
+        action: &'static str,
+        /// The file at fault.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file claims to be IDX but is not a valid one.
+    #[error("{}: invalid IDX file: {reason}", path.display())]
+    Idx {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A dataset is incomplete or inconsistent (missing files, images without labels, ...).
+    #[error("dataset {}: {reason}", dir.display())]
+    Dataset {
+        /// The dataset directory or file.
+        dir: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A downloaded or local file does not have the published SHA-256 sum.
+    #[error("{}: SHA-256 mismatch: expected {expected}, found {actual}", path.display())]
+    Checksum {
+        /// The file at fault.
+        path: PathBuf,
+        /// The published sum.
+        expected: String,
+        /// The sum of the bytes on disk.
+        actual: String,
+    },
+    /// A download failed on every mirror.
+    #[error("downloading {file}: {reason}")]
+    Download {
+        /// The file that could not be fetched.
+        file: String,
+        /// Why, mirror by mirror.
+        reason: String,
+    },
+    /// A model spec string or spec file could not be understood.
+    #[error("invalid model spec `{spec}`: {reason}")]
+    Spec {
+        /// The spec as given.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A checkpoint directory is missing pieces or does not match its spec.
+    #[error("checkpoint {}: {reason}", path.display())]
+    Checkpoint {
+        /// The checkpoint directory or file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A configuration value is out of range or inconsistent with another.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Training produced a NaN or infinite value.
+    #[error("non-finite {what} at epoch {epoch}, batch {batch}: lower the learning rate or the temperature, or enable gradient clipping")]
+    NonFinite {
+        /// What went non-finite (loss, gradient norm).
+        what: &'static str,
+        /// 1-based epoch.
+        epoch: usize,
+        /// 0-based batch index in that epoch.
+        batch: usize,
+    },
+    /// A TOML or JSON document could not be parsed or written.
+    #[error("{}: {reason}", path.display())]
+    Format {
+        /// The file at fault.
+        path: PathBuf,
+        /// The parser's message.
+        reason: String,
+    },
+    /// An error from candle's tensor library.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// The distill crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { action, path, source }
+    }
+}

@@ -1,0 +1,31 @@
+//! edgekd's training stage: MNIST-style datasets, MLP and CNN models in candle, and
+//! knowledge distillation from one or more teachers into a smaller student.
+//!
+//! The pieces read like the method:
+//! [`dataset`] and [`batch`] make the data, [`spec`] and [`model`] the networks,
+//! [`loss`] holds the distillation losses, [`optim`] the optimizers, and [`trainer`]
+//! the single loop that trains a model alone or from teachers.
+#![warn(missing_docs)]
+
+pub mod atomic;
+pub mod batch;
+pub mod checkpoint;
+pub mod dataset;
+pub mod error;
+pub mod fetch;
+pub mod idx;
+pub mod loss;
+pub mod model;
+pub mod optim;
+pub mod report;
+pub mod spec;
+pub mod trainer;
+
+pub use dataset::{Dataset, Normalization, Splits};
+pub use error::{Error, Result};
+pub use loss::{KdConfig, SoftLoss};
+pub use model::Model;
+pub use optim::{OptimizerConfig, OptimizerKind, Schedule};
+pub use report::{KdGain, Report, Summary};
+pub use spec::ModelSpec;
+pub use trainer::{DistillConfig, Objective, Observer, Run, TrainConfig};

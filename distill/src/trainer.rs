@@ -1,0 +1,428 @@
+//! The one training loop, for plain supervised training and for every kind of distillation.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, Var, D};
+use candle_nn::{Linear, Module};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::batch::{epoch_order, make_batch, rng, Augment, Batch, Stream};
+use crate::checkpoint::{self, state_dir};
+use crate::dataset::{Dataset, Normalization};
+use crate::error::{Error, Result};
+use crate::loss::{self, distillation_loss, label_loss, KdConfig, SoftTargets};
+use crate::model::Model;
+use crate::optim::{Optimizer, OptimizerConfig, Schedule};
+
+/// Settings shared by every run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Samples per update.
+    pub batch_size: usize,
+    /// Seeds initialisation, shuffling, dropout and augmentation.
+    pub seed: u64,
+    /// Update rule and its settings.
+    pub optimizer: OptimizerConfig,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Training-time augmentation.
+    pub augment: Augment,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig { epochs: 10, batch_size: 128, seed: 0, optimizer: OptimizerConfig::default(), schedule: Schedule::Cosine, augment: Augment::default() }
+    }
+}
+
+impl TrainConfig {
+    /// Rejects settings with no meaning.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 || self.batch_size == 0 {
+            return Err(Error::Config(format!("epochs and batch size must be at least 1, got {} and {}", self.epochs, self.batch_size)));
+        }
+        if let Schedule::Step { every, gamma } = self.schedule {
+            if every == 0 || !(gamma > 0.0 && gamma <= 1.0) {
+                return Err(Error::Config(format!("step schedule needs every >= 1 and gamma in (0, 1], got {every} and {gamma}")));
+            }
+        }
+        self.optimizer.validate()?;
+        self.augment.validate()
+    }
+}
+
+/// Distillation settings beyond the loss blend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillConfig {
+    /// Temperature, alpha, which soft loss, hint weight.
+    pub kd: KdConfig,
+    /// Relative weight of each teacher (empty: equal weights).
+    #[serde(default)]
+    pub teacher_weights: Vec<f64>,
+    /// Epochs of hard-label-only training after distillation, at `finetune_lr`.
+    #[serde(default)]
+    pub finetune_epochs: usize,
+    /// Constant learning rate of the fine-tune.
+    #[serde(default = "default_finetune_lr")]
+    pub finetune_lr: f64,
+}
+
+fn default_finetune_lr() -> f64 {
+    1e-4
+}
+
+impl Default for DistillConfig {
+    fn default() -> Self {
+        DistillConfig { kd: KdConfig::default(), teacher_weights: vec![], finetune_epochs: 0, finetune_lr: default_finetune_lr() }
+    }
+}
+
+/// What a run learns from.
+pub enum Objective<'a> {
+    /// The true labels alone.
+    Labels,
+    /// Teachers' outputs blended with the labels.
+    Distill {
+        /// Teacher models (evaluation mode).
+        teachers: &'a [Model],
+        /// Blend and schedule.
+        config: DistillConfig,
+    },
+}
+
+/// One batch's figures, for progress display.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchStats {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// 0-based batch in the epoch.
+    pub batch: usize,
+    /// Batches in the epoch.
+    pub batches: usize,
+    /// Total loss.
+    pub loss: f32,
+    /// Training accuracy on this batch (on the original labels).
+    pub accuracy: f32,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Samples in the batch.
+    pub samples: usize,
+}
+
+/// One epoch's figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochStats {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean training loss.
+    pub train_loss: f64,
+    /// Training accuracy (on the original labels).
+    pub train_accuracy: f64,
+    /// Test accuracy after the epoch.
+    pub test_accuracy: f64,
+    /// Test errors after the epoch.
+    pub test_errors: usize,
+    /// Wall-clock seconds of training (not evaluation).
+    pub seconds: f64,
+    /// Training samples per second.
+    pub samples_per_second: f64,
+    /// Whether this was a hard-label fine-tune epoch.
+    #[serde(default)]
+    pub finetune: bool,
+}
+
+/// Hears about training as it happens; the library never prints.
+pub trait Observer {
+    /// A long step that is not an epoch (e.g. computing teacher outputs).
+    fn phase(&mut self, _what: &str) {}
+    /// An epoch begins.
+    fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _batches: usize) {}
+    /// A batch is done.
+    fn batch_end(&mut self, _stats: &BatchStats) {}
+    /// An epoch is done and checkpointed.
+    fn epoch_end(&mut self, _stats: &EpochStats) {}
+}
+
+/// An observer that ignores everything.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// Accuracy of a model on a dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// Correct predictions.
+    pub correct: usize,
+    /// Samples.
+    pub total: usize,
+    /// Predicted class per sample.
+    #[serde(skip)]
+    pub predictions: Vec<u32>,
+}
+
+impl Evaluation {
+    /// Fraction correct.
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.total.max(1) as f64
+    }
+    /// Wrong predictions.
+    pub fn errors(&self) -> usize {
+        self.total - self.correct
+    }
+    /// Fraction of samples on which two models predict the same class.
+    pub fn agreement(&self, other: &Evaluation) -> f64 {
+        let same = self.predictions.iter().zip(&other.predictions).filter(|(a, b)| a == b).count();
+        same as f64 / self.predictions.len().max(1) as f64
+    }
+}
+
+const EVAL_BATCH: usize = 1000;
+
+/// Logits of `model` on all of `data`, in order, without augmentation.
+pub fn logits_of(model: &Model, data: &Dataset, norm: Normalization, device: &Device) -> Result<Tensor> {
+    let idx: Vec<usize> = (0..data.len()).collect();
+    let parts = idx
+        .chunks(EVAL_BATCH)
+        .map(|c| Ok(model.forward(&make_batch(data, c, norm, None, device)?.images, false)?.logits))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// Accuracy of `model` on `data`.
+pub fn evaluate(model: &Model, data: &Dataset, device: &Device) -> Result<Evaluation> {
+    let logits = logits_of(model, data, model.spec().normalization, device)?;
+    let predictions = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+    let correct = predictions.iter().zip(&data.labels).filter(|(p, l)| **p == **l as u32).count();
+    Ok(Evaluation { correct, total: data.len(), predictions })
+}
+
+/// What a finished (or paused) run returns.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// Per-epoch figures, including epochs done before a resume.
+    pub history: Vec<EpochStats>,
+    /// Whether the run stopped early on request (`stop_after`).
+    pub paused: bool,
+}
+
+/// Saved after every epoch so `--resume` can continue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Progress {
+    epochs_done: usize,
+    fingerprint: String,
+    history: Vec<EpochStats>,
+}
+
+/// Trains `student` on `train`, evaluating on `test` after each epoch and checkpointing into
+/// `out_dir`. With `resume`, continues from the last checkpoint there; with `stop_after`, stops
+/// (checkpointed) after that many epochs, as an interrupted run would.
+pub struct Run<'a> {
+    /// The model being trained (its weights are updated in place).
+    pub student: &'a Model,
+    /// Labels or teachers.
+    pub objective: Objective<'a>,
+    /// Training settings.
+    pub config: &'a TrainConfig,
+    /// Training data.
+    pub train: &'a Dataset,
+    /// Evaluation data.
+    pub test: &'a Dataset,
+    /// Checkpoint directory.
+    pub out_dir: &'a Path,
+    /// Continue from `out_dir`'s checkpoint.
+    pub resume: bool,
+    /// Stop after this many epochs in total.
+    pub stop_after: Option<usize>,
+}
+
+impl Run<'_> {
+    /// Runs to the end (or to `stop_after`).
+    pub fn execute(self, observer: &mut dyn Observer) -> Result<RunOutcome> {
+        let cfg = self.config;
+        cfg.validate()?;
+        let device = self.student.params().vars[0].1.device().clone();
+        let norm = self.student.spec().normalization;
+        let (teachers, dcfg) = match &self.objective {
+            Objective::Labels => (&[][..], None),
+            Objective::Distill { teachers, config } => {
+                config.kd.validate()?;
+                if teachers.is_empty() {
+                    return Err(Error::Config("distillation needs at least one teacher".into()));
+                }
+                for t in teachers.iter() {
+                    if t.spec().classes != self.student.spec().classes || t.spec().input != self.student.spec().input {
+                        return Err(Error::Config(format!("teacher {} and student {} differ in input shape or classes", t.spec().name, self.student.spec().name)));
+                    }
+                }
+                (*teachers, Some(config.clone()))
+            }
+        };
+        let weights = match &dcfg {
+            Some(d) if !d.teacher_weights.is_empty() => {
+                if d.teacher_weights.len() != teachers.len() {
+                    return Err(Error::Config(format!("{} teacher weights for {} teachers", d.teacher_weights.len(), teachers.len())));
+                }
+                d.teacher_weights.clone()
+            }
+            _ => vec![1.0; teachers.len()],
+        };
+        let kd = dcfg.as_ref().map(|d| d.kd);
+        let finetune_epochs = dcfg.as_ref().map_or(0, |d| d.finetune_epochs);
+        let total_epochs = cfg.epochs + finetune_epochs;
+
+        // Hint distillation: a learned projection from student features to the first teacher's.
+        let hint = match kd {
+            Some(k) if k.hint_weight > 0.0 => {
+                let (i, o) = (self.student.spec().feature_dim(), teachers[0].spec().feature_dim());
+                let mut r = rng(cfg.seed, Stream::Init, 1);
+                let b = 1.0 / (i as f32).sqrt();
+                let w: Vec<f32> = (0..i * o).map(|_| r.random_range(-b..b)).collect();
+                let bias: Vec<f32> = (0..o).map(|_| r.random_range(-b..b)).collect();
+                Some((Var::from_tensor(&Tensor::from_vec(w, (o, i), &device)?)?, Var::from_tensor(&Tensor::from_vec(bias, o, &device)?)?))
+            }
+            _ => None,
+        };
+        let mut vars = self.student.params().vars();
+        if let Some((w, b)) = &hint {
+            vars.push(w.clone());
+            vars.push(b.clone());
+        }
+        let mut opt = Optimizer::new(cfg.optimizer, vars)?;
+
+        let fingerprint = serde_json::to_string(&(cfg, &dcfg, self.student.spec(), teachers.iter().map(|t| t.spec().name.clone()).collect::<Vec<_>>())).expect("configs serialise");
+        let sdir = state_dir(self.out_dir);
+        let mut history = Vec::new();
+        let mut start_epoch = 0;
+        if self.resume {
+            let progress: Progress = checkpoint::load_json(&sdir.join("progress.json")).map_err(|e| Error::Checkpoint { path: sdir.clone(), reason: format!("nothing to resume: {e}") })?;
+            if progress.fingerprint != fingerprint {
+                return Err(Error::Checkpoint { path: sdir, reason: "the checkpoint was made with different settings; resume with the same command line or config".into() });
+            }
+            let weights = checkpoint::load_tensors(&sdir.join("weights.safetensors"), &device)?;
+            for (p, var) in &self.student.params().vars {
+                let t = weights.get(&p.name).ok_or_else(|| Error::Checkpoint { path: sdir.clone(), reason: format!("weights lack {}", p.name) })?;
+                var.set(t)?;
+            }
+            let state = checkpoint::load_tensors(&sdir.join("optimizer.safetensors"), &device)?;
+            opt.load_state(&state)?;
+            if let Some((w, b)) = &hint {
+                let get = |n: &str| state.get(n).cloned().ok_or_else(|| Error::Checkpoint { path: sdir.clone(), reason: format!("state lacks {n}") });
+                w.set(&get("hint.weight")?)?;
+                b.set(&get("hint.bias")?)?;
+            }
+            start_epoch = progress.epochs_done;
+            history = progress.history;
+        }
+
+        // Without augmentation the teachers see the same inputs every epoch: run them once.
+        let needs_features = hint.is_some();
+        let cached: Option<Vec<Tensor>> = if !teachers.is_empty() && !cfg.augment.is_active() && !needs_features && start_epoch < cfg.epochs {
+            observer.phase("computing teacher logits once for the whole run");
+            Some(teachers.iter().map(|t| logits_of(t, self.train, t.spec().normalization, &device)).collect::<Result<_>>()?)
+        } else {
+            None
+        };
+
+        let batches = self.train.len().div_ceil(cfg.batch_size);
+        let total_steps = batches * cfg.epochs;
+        for epoch in start_epoch..total_epochs {
+            if self.stop_after.is_some_and(|s| epoch >= s) {
+                return Ok(RunOutcome { history, paused: true });
+            }
+            let finetune = epoch >= cfg.epochs;
+            observer.epoch_start(epoch + 1, total_epochs, batches);
+            self.student.reseed_dropout(cfg.seed, epoch);
+            let order = epoch_order(self.train.len(), cfg.seed, epoch);
+            let mut aug_rng = rng(cfg.seed, Stream::Augment, epoch);
+            let started = Instant::now();
+            let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
+            for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
+                let lr = if finetune { dcfg.as_ref().map_or(cfg.optimizer.lr, |d| d.finetune_lr) } else { cfg.schedule.lr(cfg.optimizer.lr, epoch, epoch * batches + b, total_steps) };
+                let augment = cfg.augment.is_active().then_some((&cfg.augment, &mut aug_rng));
+                let batch = make_batch(self.train, chunk, norm, augment, &device)?;
+                let out = self.student.forward(&batch.images, true)?;
+                let label_term = label_loss(&out.logits, &batch.labels, batch.mix.as_ref().map(|m| (&m.partner_labels, m.lambda)))?;
+                let total = match (&kd, finetune) {
+                    (Some(kd), false) => {
+                        let (t_logits, t_features) = teacher_outputs(teachers, cached.as_deref(), &batch, needs_features, &device)?;
+                        let targets = SoftTargets::combine(&t_logits, &weights, kd.temperature)?;
+                        let hint_term = match (&hint, t_features) {
+                            (Some((w, b)), Some(tf)) => Some(loss::mse(&Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone())).forward(&out.features)?, &tf)?),
+                            _ => None,
+                        };
+                        distillation_loss(kd, &out.logits, &targets, label_term, hint_term)?.total
+                    }
+                    _ => label_term,
+                };
+                let loss_value = total.to_scalar::<f32>()?;
+                if !loss_value.is_finite() {
+                    return Err(Error::NonFinite { what: "loss", epoch: epoch + 1, batch: b });
+                }
+                let stats = opt.step(&total.backward()?, lr)?;
+                if !stats.grad_norm.is_finite() {
+                    return Err(Error::NonFinite { what: "gradient", epoch: epoch + 1, batch: b });
+                }
+                let preds = out.logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+                let batch_correct = preds.iter().zip(chunk).filter(|(p, &i)| **p == self.train.labels[i] as u32).count();
+                loss_sum += loss_value as f64 * chunk.len() as f64;
+                correct += batch_correct;
+                seen += chunk.len();
+                observer.batch_end(&BatchStats { epoch: epoch + 1, batch: b, batches, loss: loss_value, accuracy: batch_correct as f32 / chunk.len() as f32, lr, samples: chunk.len() });
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            let eval = evaluate(self.student, self.test, &device)?;
+            let stats = EpochStats {
+                epoch: epoch + 1,
+                train_loss: loss_sum / seen as f64,
+                train_accuracy: correct as f64 / seen as f64,
+                test_accuracy: eval.accuracy(),
+                test_errors: eval.errors(),
+                seconds,
+                samples_per_second: seen as f64 / seconds,
+                finetune,
+            };
+            history.push(stats.clone());
+            self.save_state(&sdir, &opt, hint.as_ref(), &Progress { epochs_done: epoch + 1, fingerprint: fingerprint.clone(), history: history.clone() }, &device)?;
+            checkpoint::save_model(self.out_dir, self.student)?;
+            observer.epoch_end(&stats);
+        }
+        Ok(RunOutcome { history, paused: false })
+    }
+
+    fn save_state(&self, sdir: &PathBuf, opt: &Optimizer, hint: Option<&(Var, Var)>, progress: &Progress, device: &Device) -> Result<()> {
+        std::fs::create_dir_all(sdir).map_err(Error::io("creating directory", sdir))?;
+        let mut state = opt.state(device)?;
+        if let Some((w, b)) = hint {
+            state.insert("hint.weight".into(), w.as_tensor().clone());
+            state.insert("hint.bias".into(), b.as_tensor().clone());
+        }
+        checkpoint::save_tensors(&sdir.join("optimizer.safetensors"), &state)?;
+        checkpoint::save_tensors(&sdir.join("weights.safetensors"), &self.student.params().tensors())?;
+        // Written last: a run killed before this line resumes from the previous epoch, whose
+        // weights and moments are then overwritten consistently.
+        checkpoint::save_json(&sdir.join("progress.json"), progress)
+    }
+}
+
+/// Teacher logits for a batch (from the cache when there is one) and the first teacher's features.
+fn teacher_outputs(teachers: &[Model], cached: Option<&[Tensor]>, batch: &Batch, features: bool, device: &Device) -> Result<(Vec<Tensor>, Option<Tensor>)> {
+    if let Some(cache) = cached {
+        let idx = Tensor::from_vec(batch.indices.iter().map(|&i| i as u32).collect::<Vec<_>>(), batch.indices.len(), device)?;
+        return Ok((cache.iter().map(|c| c.index_select(&idx, 0)).collect::<candle_core::Result<_>>()?, None));
+    }
+    let mut logits = Vec::with_capacity(teachers.len());
+    let mut feats = None;
+    for (i, t) in teachers.iter().enumerate() {
+        let out = t.forward(&batch.images, false)?;
+        if i == 0 && features {
+            feats = Some(out.features.detach());
+        }
+        logits.push(out.logits.detach());
+    }
+    Ok((logits, feats))
+}
