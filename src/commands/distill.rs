@@ -1,0 +1,260 @@
+//! `edgekd distill`: a student from one or more teachers, optionally through an assistant, with
+//! an optional same-seed baseline that says whether distillation paid.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use clap::{Args, ValueEnum};
+use edgekd_distill::checkpoint::{self, load_model};
+use edgekd_distill::{DistillConfig, KdConfig, KdGain, Model, Objective, SoftLoss, Splits, TrainConfig};
+use serde::Deserialize;
+
+use super::{describe, ensemble_predictions, train_one, RunSetup, Trained};
+use crate::args::{read_config, TrainOpts};
+
+/// Which distillation term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SoftLossArg {
+    /// KL divergence to the teachers' softened distribution, times T^2 (Hinton et al.)
+    Kl,
+    /// Mean squared error between logits
+    Mse,
+    /// Cross-entropy to the teachers' argmax (hard distillation)
+    Hard,
+}
+
+/// Distillation options; each may also be set in --config under the same name.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KdOpts {
+    /// Teacher checkpoint directory; repeat for several teachers (their distributions are averaged)
+    #[arg(long = "teacher", value_name = "DIR")]
+    #[serde(rename = "teachers")]
+    pub teachers: Vec<PathBuf>,
+    /// Relative weight of each teacher, in --teacher order [default: equal]
+    #[arg(long, value_delimiter = ',', value_name = "W1,W2,...")]
+    pub teacher_weights: Option<Vec<f64>>,
+    /// Student spec (e.g. mlp:64, mlp:800-800, cnn:lenet5-half), or `self` for the first teacher's architecture (self-distillation)
+    #[arg(long)]
+    pub student: Option<String>,
+    /// Train this assistant from the teachers first, then the student from the assistant (teacher-assistant chain)
+    #[arg(long, value_name = "SPEC")]
+    pub assistant: Option<String>,
+    /// Softmax temperature T of the soft targets [default: 4]
+    #[arg(long, short = 'T')]
+    pub temperature: Option<f64>,
+    /// Weight of the distillation term; 1 - alpha goes to the true labels [default: 0.9]
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// Distillation term [default: kl]
+    #[arg(long, value_enum)]
+    pub soft_loss: Option<SoftLossArg>,
+    /// Weight of feature (hint) distillation: MSE between a learned projection of the student's last hidden layer and the first teacher's [default: 0, off]
+    #[arg(long)]
+    pub hint_weight: Option<f64>,
+    /// Epochs of hard-label fine-tuning after distillation [default: 0]
+    #[arg(long)]
+    pub finetune_epochs: Option<usize>,
+    /// Constant learning rate of the fine-tune [default: lr / 10]
+    #[arg(long)]
+    pub finetune_lr: Option<f64>,
+    /// Also train the same student alone (same seed, epochs and schedule) and report the KD gain
+    #[arg(long)]
+    #[serde(default)]
+    pub baseline: bool,
+    /// Repeat over this many consecutive seeds, starting at --seed, and report mean and spread [default: 1]
+    #[arg(long)]
+    pub seeds: Option<usize>,
+}
+
+impl KdOpts {
+    fn merge(mut self, file: &KdOpts) -> KdOpts {
+        if self.teachers.is_empty() {
+            self.teachers = file.teachers.clone();
+        }
+        self.baseline |= file.baseline;
+        macro_rules! take {
+            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = file.$f.clone(); } )* };
+        }
+        take!(teacher_weights, student, assistant, temperature, alpha, soft_loss, hint_weight, finetune_epochs, finetune_lr, seeds);
+        self
+    }
+
+    /// The validated distillation configuration for a run whose peak learning rate is `lr`.
+    pub fn config(&self, lr: f64) -> Result<DistillConfig> {
+        let d = KdConfig::default();
+        let kd = KdConfig {
+            temperature: self.temperature.unwrap_or(d.temperature),
+            alpha: self.alpha.unwrap_or(d.alpha),
+            soft_loss: match self.soft_loss.unwrap_or(SoftLossArg::Kl) {
+                SoftLossArg::Kl => SoftLoss::Kl,
+                SoftLossArg::Mse => SoftLoss::Mse,
+                SoftLossArg::Hard => SoftLoss::Hard,
+            },
+            hint_weight: self.hint_weight.unwrap_or(0.0),
+        };
+        kd.validate()?;
+        Ok(DistillConfig {
+            kd,
+            teacher_weights: self.teacher_weights.clone().unwrap_or_default(),
+            finetune_epochs: self.finetune_epochs.unwrap_or(0),
+            finetune_lr: self.finetune_lr.unwrap_or(lr / 10.0),
+        })
+    }
+}
+
+/// Distil a student from one or more teachers.
+///
+/// The student learns from the teachers' temperature-softened outputs (KL divergence scaled by
+/// T^2) blended with the true labels by --alpha; or from their logits (--soft-loss mse) or
+/// argmax (--soft-loss hard), optionally with feature hints. With --baseline the same student is
+/// also trained alone with the same seed, epochs and schedule, and the KD gain is reported over
+/// --seeds seeds: distillation only pays when the teacher is clearly better than the student
+/// can get alone, and this tells you whether it did.
+///
+/// --out receives the distilled student of the first seed; other runs go to --out/runs/, and the
+/// gain to --out/kd-gain.json. Teacher outputs are computed once per run when no augmentation
+/// is on.
+#[derive(Debug, Args)]
+#[command(after_help = "Example: edgekd distill --teacher runs/teacher --student mlp:64 -T 4 --alpha 0.9 --data ../shared/data/mnist --epochs 30 --baseline --seeds 3 --out runs/student")]
+pub struct DistillArgs {
+    #[command(flatten)]
+    kd: KdOpts,
+    /// Directory to write the student to
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+    /// Experiment file (TOML) holding any of these options; flags override it
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    opts: TrainOpts,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DistillFile {
+    out: Option<PathBuf>,
+    #[serde(flatten)]
+    kd: KdOpts,
+    #[serde(flatten)]
+    opts: TrainOpts,
+}
+
+/// What `distill` produced.
+pub struct Distilled {
+    /// Distilled students, one per seed (the first is in --out).
+    pub students: Vec<Trained>,
+    /// The KD gain, when --baseline was given.
+    pub gain: Option<KdGain>,
+}
+
+pub fn run(args: DistillArgs) -> Result<()> {
+    let file: DistillFile = match &args.config {
+        Some(p) => read_config(p)?,
+        None => DistillFile::default(),
+    };
+    let kd = args.kd.merge(&file.kd);
+    let opts = args.opts.merge(&file.opts);
+    let out = args.out.or(file.out).ok_or_else(|| anyhow::anyhow!("no output directory given: pass --out DIR"))?;
+    let data = opts.load_data()?;
+    let result = distill(&kd, &opts, &data, &out)?;
+    for s in &result.students {
+        println!("{}", describe(s));
+    }
+    if let Some(g) = &result.gain {
+        println!("{}", g.line());
+    }
+    Ok(())
+}
+
+/// Loads teacher checkpoints, naming the one that fails.
+pub fn load_teachers(dirs: &[PathBuf]) -> Result<Vec<Model>> {
+    if dirs.is_empty() {
+        bail!("no teacher given: pass --teacher DIR (a checkpoint written by `edgekd train`)");
+    }
+    dirs.iter().map(|d| load_model(d, &Device::Cpu).with_context(|| format!("loading teacher checkpoint {}", d.display()))).collect()
+}
+
+/// The whole distill command on loaded data: returns the students and, with --baseline, the gain.
+pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Result<Distilled> {
+    let teachers = load_teachers(&kd.teachers)?;
+    let teacher_names: Vec<String> = kd.teachers.iter().map(|p| p.display().to_string()).collect();
+    let student_arg = kd.student.clone().ok_or_else(|| anyhow::anyhow!("no student given: pass --student SPEC (e.g. mlp:64) or --student self"))?;
+    let spec = if student_arg == "self" {
+        let mut s = teachers[0].spec().clone();
+        s.dropout = opts.dropout.unwrap_or(s.dropout);
+        s.input_dropout = opts.input_dropout.unwrap_or(s.input_dropout);
+        s
+    } else {
+        opts.spec(&student_arg)?
+    };
+    let base = opts.train_config()?;
+    let dcfg = kd.config(base.optimizer.lr)?;
+    let seeds = kd.seeds.unwrap_or(1);
+    if seeds == 0 {
+        bail!("--seeds must be at least 1");
+    }
+    let data_name = opts.data_dir().display().to_string();
+    let teacher_predictions = ensemble_predictions(&teachers, data, &Device::Cpu)?;
+    for (t, name) in teachers.iter().zip(&teacher_names) {
+        let e = edgekd_distill::trainer::evaluate(t, &data.test, &Device::Cpu)?;
+        eprintln!("teacher {} ({name}): {:.2}% test accuracy ({} errors of {})", t.spec().name, 100.0 * e.accuracy(), e.errors(), e.total);
+    }
+    let setup = |label: String, config: &TrainConfig| RunSetup {
+        label,
+        config: config.clone(),
+        data,
+        data_name: &data_name,
+        resume: opts.resume,
+        stop_after: opts.stop_after,
+        quiet: opts.quiet,
+        teacher_predictions: teacher_predictions.as_deref(),
+        teacher_names: teacher_names.clone(),
+    };
+
+    // Teacher-assistant chain: the assistant learns from the teachers, the student from it.
+    let assistant_model;
+    let student_teachers: &[Model] = match &kd.assistant {
+        Some(a) => {
+            let aspec = opts.spec(a)?;
+            let s = setup(format!("assistant {}", aspec.name), &base);
+            let Some(t) = train_one(&aspec, Objective::Distill { teachers: &teachers, config: dcfg.clone() }, &s, &out.join("assistant"))? else {
+                return Ok(Distilled { students: vec![], gain: None });
+            };
+            eprintln!("{}", describe(&t));
+            assistant_model = vec![t.model];
+            &assistant_model
+        }
+        None => &teachers,
+    };
+
+    let mut students = Vec::new();
+    let mut gain = KdGain { student: spec.name.clone(), test_total: data.test.len(), seeds: vec![], alone_errors: vec![], distilled_errors: vec![], alone_agreement: vec![], distilled_agreement: vec![] };
+    for k in 0..seeds {
+        let cfg = TrainConfig { seed: base.seed + k as u64, ..base.clone() };
+        let kd_dir = if k == 0 { out.to_path_buf() } else { out.join("runs").join(format!("kd-seed{}", cfg.seed)) };
+        let s = setup(format!("kd {} seed {}", spec.name, cfg.seed), &cfg);
+        let Some(student) = train_one(&spec, Objective::Distill { teachers: student_teachers, config: dcfg.clone() }, &s, &kd_dir)? else {
+            return Ok(Distilled { students, gain: None });
+        };
+        if kd.baseline {
+            let s = setup(format!("alone {} seed {}", spec.name, cfg.seed), &cfg);
+            let Some(alone) = train_one(&spec, Objective::Labels, &s, &out.join("runs").join(format!("alone-seed{}", cfg.seed)))? else {
+                return Ok(Distilled { students, gain: None });
+            };
+            gain.seeds.push(cfg.seed);
+            gain.alone_errors.push(alone.report.test_errors);
+            gain.distilled_errors.push(student.report.test_errors);
+            gain.alone_agreement.push(alone.report.teacher_agreement.unwrap_or(0.0));
+            gain.distilled_agreement.push(student.report.teacher_agreement.unwrap_or(0.0));
+        }
+        students.push(student);
+    }
+    let gain = kd.baseline.then_some(gain);
+    if let Some(g) = &gain {
+        checkpoint::save_json(&out.join("kd-gain.json"), g)?;
+    }
+    Ok(Distilled { students, gain })
+}

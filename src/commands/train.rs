@@ -1,0 +1,71 @@
+//! `edgekd train`: a model on labels alone.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use edgekd_distill::Objective;
+use serde::Deserialize;
+
+use super::{describe, train_one, RunSetup};
+use crate::args::{read_config, TrainOpts};
+
+/// Train a model on the labels alone: a teacher, or a student baseline.
+///
+/// Writes model.toml + model.safetensors (the checkpoint every later stage reads), report.json
+/// (accuracy, errors, time per epoch, the full configuration) and train-state/ (for --resume)
+/// into --out, checkpointing atomically after every epoch.
+#[derive(Debug, Args)]
+#[command(after_help = "Example: edgekd train --model mlp:1200-1200 --dropout 0.5 --input-dropout 0.2 --jitter 2 --data ../shared/data/mnist --epochs 30 --out runs/teacher")]
+pub struct TrainArgs {
+    /// Model spec: mlp:H1-H2-... (e.g. mlp:1200-1200, mlp:64), cnn:lenet5, cnn:lenet5-half, cnn:c32-c64-f1024
+    #[arg(long, short)]
+    model: Option<String>,
+    /// Checkpoint directory to write
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+    /// Experiment file (TOML) holding any of these options; flags override it
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    opts: TrainOpts,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainFile {
+    model: Option<String>,
+    out: Option<PathBuf>,
+    #[serde(flatten)]
+    opts: TrainOpts,
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let file: TrainFile = match &args.config {
+        Some(p) => read_config(p)?,
+        None => TrainFile::default(),
+    };
+    let opts = args.opts.merge(&file.opts);
+    let model = args.model.or(file.model).ok_or_else(|| anyhow::anyhow!("no model given: pass --model (e.g. --model mlp:800-800) or set `model` in --config"))?;
+    let out = args.out.or(file.out).ok_or_else(|| anyhow::anyhow!("no output directory given: pass --out DIR"))?;
+    let spec = opts.spec(&model)?;
+    let config = opts.train_config()?;
+    let data = opts.load_data()?;
+    let data_name = opts.data_dir().display().to_string();
+    eprintln!("training {} ({} parameters) on {} images, testing on {}", spec.name, spec.param_count(), data.train.len(), data.test.len());
+    let setup = RunSetup {
+        label: spec.name.clone(),
+        config: config.clone(),
+        data: &data,
+        data_name: &data_name,
+        resume: opts.resume,
+        stop_after: opts.stop_after,
+        quiet: opts.quiet,
+        teacher_predictions: None,
+        teacher_names: vec![],
+    };
+    if let Some(t) = train_one(&spec, Objective::Labels, &setup, &out)? {
+        println!("{}", describe(&t));
+    }
+    Ok(())
+}
