@@ -188,7 +188,8 @@ pub fn logits_of(model: &Model, data: &Dataset, norm: Normalization, device: &De
     let idx: Vec<usize> = (0..data.len()).collect();
     let parts = idx
         .chunks(EVAL_BATCH)
-        .map(|c| Ok(model.forward(&make_batch(data, c, norm, None, device)?.images, false)?.logits))
+        // Detached: cached teacher logits must not drag the teacher's graph into every backward pass.
+        .map(|c| Ok(model.forward(&make_batch(data, c, norm, None, device)?.images, false)?.logits.detach()))
         .collect::<Result<Vec<_>>>()?;
     Ok(Tensor::cat(&parts, 0)?)
 }
@@ -425,4 +426,48 @@ fn teacher_outputs(teachers: &[Model], cached: Option<&[Tensor]>, batch: &Batch,
         logits.push(out.logits.detach());
     }
     Ok((logits, feats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::tests::toy;
+    use crate::spec::ModelSpec;
+
+    #[test]
+    fn cached_teacher_logits_carry_no_graph() {
+        // Regression: undetached cached logits made every student step back-propagate through
+        // the teacher's forward pass over the whole training set.
+        let spec = ModelSpec::parse("cnn:lenet5-half").unwrap();
+        let teacher = Model::new(&spec, 1, &Device::Cpu).unwrap();
+        let logits = logits_of(&teacher, &toy(8, 0), spec.normalization, &Device::Cpu).unwrap();
+        let grads = logits.sum_all().unwrap().backward().unwrap();
+        assert!(teacher.params().vars.iter().all(|(_, v)| grads.get(v.as_tensor()).is_none()));
+    }
+
+    #[test]
+    fn distillation_pulls_the_student_towards_the_teacher() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/mnist-subset");
+        let splits = crate::Splits::load(&dir).unwrap();
+        let (data, test) = (splits.train.take(1000), splits.test.take(500));
+        let tdir = tempfile::tempdir().unwrap();
+        let teacher = Model::new(&ModelSpec::parse("mlp:64").unwrap(), 1, &Device::Cpu).unwrap();
+        let cfg = TrainConfig { epochs: 5, batch_size: 32, ..Default::default() };
+        Run { student: &teacher, objective: Objective::Labels, config: &cfg, train: &data, test: &test, out_dir: tdir.path(), resume: false, stop_after: None }
+            .execute(&mut Silent)
+            .unwrap();
+        let teacher_pred = evaluate(&teacher, &test, &Device::Cpu).unwrap();
+        assert!(teacher_pred.accuracy() > 0.8, "the teacher should learn: {}", teacher_pred.accuracy());
+        // A pure-KD student (alpha = 1) sees no label at all, yet learns the teacher's answers.
+        let student = Model::new(&ModelSpec::parse("mlp:32").unwrap(), 2, &Device::Cpu).unwrap();
+        let before = evaluate(&student, &test, &Device::Cpu).unwrap().agreement(&teacher_pred);
+        let config = DistillConfig { kd: KdConfig { alpha: 1.0, temperature: 2.0, ..Default::default() }, ..Default::default() };
+        let sdir = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig { epochs: 8, optimizer: OptimizerConfig { lr: 3e-3, ..Default::default() }, ..cfg };
+        Run { student: &student, objective: Objective::Distill { teachers: std::slice::from_ref(&teacher), config }, config: &cfg, train: &data, test: &test, out_dir: sdir.path(), resume: false, stop_after: None }
+            .execute(&mut Silent)
+            .unwrap();
+        let after = evaluate(&student, &test, &Device::Cpu).unwrap().agreement(&teacher_pred);
+        assert!(before < 0.3 && after > 0.75, "agreement {before} -> {after}");
+    }
 }
