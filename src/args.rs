@@ -110,7 +110,27 @@ macro_rules! prefer_flags {
 impl TrainOpts {
     /// Fills every option not given on the command line from the experiment file.
     pub fn merge(mut self, file: &TrainOpts) -> TrainOpts {
-        prefer_flags!(self, file, data, train_limit, epochs, batch_size, seed, optimizer, lr, weight_decay, momentum, clip_norm, schedule, step_every, step_gamma, jitter, mixup, dropout, input_dropout);
+        prefer_flags!(
+            self,
+            file,
+            data,
+            train_limit,
+            epochs,
+            batch_size,
+            seed,
+            optimizer,
+            lr,
+            weight_decay,
+            momentum,
+            clip_norm,
+            schedule,
+            step_every,
+            step_gamma,
+            jitter,
+            mixup,
+            dropout,
+            input_dropout
+        );
         self
     }
 
@@ -120,7 +140,11 @@ impl TrainOpts {
             OptimizerArg::Adamw => OptimizerKind::AdamW,
             OptimizerArg::Sgd => OptimizerKind::Sgd,
         };
-        let default_lr = if kind == OptimizerKind::Sgd { 0.05 } else { 1e-3 };
+        let default_lr = if kind == OptimizerKind::Sgd {
+            0.05
+        } else {
+            1e-3
+        };
         let d = OptimizerConfig::default();
         let optimizer = OptimizerConfig {
             kind,
@@ -133,7 +157,10 @@ impl TrainOpts {
         let schedule = match self.schedule.unwrap_or(ScheduleArg::Cosine) {
             ScheduleArg::Cosine => Schedule::Cosine,
             ScheduleArg::Constant => Schedule::Constant,
-            ScheduleArg::Step => Schedule::Step { every: self.step_every.unwrap_or(10), gamma: self.step_gamma.unwrap_or(0.1) },
+            ScheduleArg::Step => Schedule::Step {
+                every: self.step_every.unwrap_or(10),
+                gamma: self.step_gamma.unwrap_or(0.1),
+            },
         };
         let cfg = TrainConfig {
             epochs: self.epochs.unwrap_or(10),
@@ -141,7 +168,10 @@ impl TrainOpts {
             seed: self.seed.unwrap_or(0),
             optimizer,
             schedule,
-            augment: Augment { jitter: self.jitter.unwrap_or(0), mixup: self.mixup },
+            augment: Augment {
+                jitter: self.jitter.unwrap_or(0),
+                mixup: self.mixup,
+            },
         };
         cfg.validate()?;
         Ok(cfg)
@@ -149,7 +179,10 @@ impl TrainOpts {
 
     /// A model spec with this run's dropout settings.
     pub fn spec(&self, spec: &str) -> Result<ModelSpec> {
-        Ok(ModelSpec::parse(spec)?.with_dropout(self.dropout.unwrap_or(0.0), self.input_dropout.unwrap_or(0.0))?)
+        Ok(ModelSpec::parse(spec)?.with_dropout(
+            self.dropout.unwrap_or(0.0),
+            self.input_dropout.unwrap_or(0.0),
+        )?)
     }
 
     /// The data directory the run reads.
@@ -160,7 +193,8 @@ impl TrainOpts {
     /// Loads the data, cut to --train-limit.
     pub fn load_data(&self) -> Result<Splits> {
         let dir = self.data_dir();
-        let mut splits = Splits::load(&dir).with_context(|| format!("loading dataset from {}", dir.display()))?;
+        let mut splits = Splits::load(&dir)
+            .with_context(|| format!("loading dataset from {}", dir.display()))?;
         if let Some(n) = self.train_limit {
             if n == 0 {
                 bail!("--train-limit must be at least 1");
@@ -173,11 +207,14 @@ impl TrainOpts {
 
 /// The MNIST subset in the repository (10,000 training and 2,000 test images).
 pub fn shipped_subset() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join("mnist-subset")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join("mnist-subset")
 }
 
 /// Reads an experiment file into `T`, refusing unknown keys so typos are caught.
 pub fn read_config<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
 }

@@ -19,7 +19,15 @@ pub struct Bars {
 impl Bars {
     /// Bars for a run called `label`; `quiet` keeps only the final epoch's line.
     pub fn new(label: impl Into<String>, quiet: bool) -> Bars {
-        Bars { label: label.into(), bar: None, started: Instant::now(), samples: 0, loss_sum: 0.0, correct: 0.0, quiet }
+        Bars {
+            label: label.into(),
+            bar: None,
+            started: Instant::now(),
+            samples: 0,
+            loss_sum: 0.0,
+            correct: 0.0,
+            quiet,
+        }
     }
 }
 

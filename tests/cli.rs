@@ -27,18 +27,32 @@ fn shared_mnist() -> Option<PathBuf> {
 
 fn stdout(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 /// Runs a command that must fail, and returns its stderr, checking it is one clear line.
 fn fails(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
-    assert!(!out.status.success(), "should have failed: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "should have failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
     // Progress lines may come first; the error comes last, starting with `error: `.
-    let at = err.find("error: ").unwrap_or_else(|| panic!("no `error: ` line: {err}"));
+    let at = err
+        .find("error: ")
+        .unwrap_or_else(|| panic!("no `error: ` line: {err}"));
     assert!(err[..at].is_empty() || err[..at].ends_with('\n'), "{err}");
     err[at..].to_string()
 }
@@ -54,20 +68,56 @@ fn quick_train(model: &str, out: &Path, epochs: usize) -> Command {
 
 fn quick_train_on(model: &str, out: &Path, epochs: usize, images: usize) -> Command {
     let mut c = edgekd();
-    c.args(["train", "--model", model, "--train-limit", &images.to_string(), "--batch-size", "32", "--epochs", &epochs.to_string(), "-q", "--out"]).arg(out);
+    c.args([
+        "train",
+        "--model",
+        model,
+        "--train-limit",
+        &images.to_string(),
+        "--batch-size",
+        "32",
+        "--epochs",
+        &epochs.to_string(),
+        "-q",
+        "--out",
+    ])
+    .arg(out);
     c
 }
 
 #[test]
 fn every_subcommand_explains_itself() {
-    for sub in [vec!["data", "fetch"], vec!["data", "verify"], vec!["data", "subset"], vec!["train"], vec!["distill"], vec!["eval"], vec!["demo"]] {
+    for sub in [
+        vec!["data", "fetch"],
+        vec!["data", "verify"],
+        vec!["data", "subset"],
+        vec!["train"],
+        vec!["distill"],
+        vec!["eval"],
+        vec!["demo"],
+    ] {
         let mut args = sub.clone();
         args.push("--help");
         let help = stdout(edgekd().args(&args));
-        assert!(help.contains("Usage:") && help.len() > 150, "{sub:?}: {help}");
+        assert!(
+            help.contains("Usage:") && help.len() > 150,
+            "{sub:?}: {help}"
+        );
     }
     let help = stdout(edgekd().args(["distill", "--help"]));
-    for flag in ["--temperature", "--alpha", "--baseline", "--seeds", "--assistant", "--hint-weight", "--soft-loss", "--teacher-weights", "--finetune-epochs", "--resume", "--config"] {
+    for flag in [
+        "--temperature",
+        "--alpha",
+        "--baseline",
+        "--seeds",
+        "--assistant",
+        "--hint-weight",
+        "--soft-loss",
+        "--teacher-weights",
+        "--finetune-epochs",
+        "--resume",
+        "--config",
+    ] {
         assert!(help.contains(flag), "distill --help lacks {flag}");
     }
 }
@@ -77,8 +127,16 @@ fn train_writes_checkpoint_and_report_and_eval_reads_them() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m");
     let line = stdout(&mut quick_train("mlp:32", &out, 4));
-    assert!(line.contains("mlp:32") && line.contains("errors of 2000"), "{line}");
-    for f in ["model.toml", "model.safetensors", "report.json", "train-state/progress.json"] {
+    assert!(
+        line.contains("mlp:32") && line.contains("errors of 2000"),
+        "{line}"
+    );
+    for f in [
+        "model.toml",
+        "model.safetensors",
+        "report.json",
+        "train-state/progress.json",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let r = json(&out.join("report.json"));
@@ -87,30 +145,67 @@ fn train_writes_checkpoint_and_report_and_eval_reads_them() {
     assert_eq!(r["history"].as_array().unwrap().len(), 4);
     assert_eq!(r["train"]["seed"], 0);
     let errors = r["test_errors"].as_u64().unwrap();
-    assert!(errors < 600, "an MLP on 600 images should beat 70% accuracy, got {errors} errors");
+    assert!(
+        errors < 600,
+        "an MLP on 600 images should beat 70% accuracy, got {errors} errors"
+    );
     let eval = stdout(edgekd().arg("eval").arg(&out).args(["--json"]));
     let e: serde_json::Value = serde_json::from_str(&eval).unwrap();
-    assert_eq!(e["test_errors"].as_u64().unwrap(), errors, "eval must reproduce the report");
+    assert_eq!(
+        e["test_errors"].as_u64().unwrap(),
+        errors,
+        "eval must reproduce the report"
+    );
 }
 
 #[test]
 fn same_seed_same_weights_and_resume_matches_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
     let extra = ["--dropout", "0.2", "--jitter", "1", "--seed", "7"];
     stdout(quick_train("mlp:24", &a, 3).args(extra));
     stdout(quick_train("mlp:24", &c, 3).args(extra));
     let weights = |p: &Path| std::fs::read(p.join("model.safetensors")).unwrap();
-    assert_eq!(weights(&a), weights(&c), "same seed, same machine, same result");
-    let out = quick_train("mlp:24", &b, 3).args(extra).args(["--stop-after", "1"]).output().unwrap();
+    assert_eq!(
+        weights(&a),
+        weights(&c),
+        "same seed, same machine, same result"
+    );
+    let out = quick_train("mlp:24", &b, 3)
+        .args(extra)
+        .args(["--stop-after", "1"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
     assert_ne!(weights(&a), weights(&b));
     stdout(quick_train("mlp:24", &b, 3).args(extra).arg("--resume"));
-    assert_eq!(weights(&a), weights(&b), "resumed run must reach the uninterrupted run's weights");
-    assert_eq!(json(&b.join("report.json"))["history"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        weights(&a),
+        weights(&b),
+        "resumed run must reach the uninterrupted run's weights"
+    );
+    assert_eq!(
+        json(&b.join("report.json"))["history"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
     // Resuming with other settings is refused, not silently mixed.
-    let err = fails(quick_train("mlp:24", &b, 3).args(["--dropout", "0.3", "--jitter", "1", "--seed", "7", "--resume"]));
+    let err = fails(quick_train("mlp:24", &b, 3).args([
+        "--dropout",
+        "0.3",
+        "--jitter",
+        "1",
+        "--seed",
+        "7",
+        "--resume",
+    ]));
     assert!(err.contains("different settings"), "{err}");
 }
 
@@ -124,10 +219,32 @@ fn distill_reports_the_kd_gain_over_seeds() {
         edgekd()
             .args(["distill", "--teacher"])
             .arg(&teacher)
-            .args(["--student", "mlp:16", "-T", "4", "--alpha", "0.9", "--train-limit", "600", "--batch-size", "32", "--epochs", "4", "--baseline", "--seeds", "2", "-q", "--out"])
+            .args([
+                "--student",
+                "mlp:16",
+                "-T",
+                "4",
+                "--alpha",
+                "0.9",
+                "--train-limit",
+                "600",
+                "--batch-size",
+                "32",
+                "--epochs",
+                "4",
+                "--baseline",
+                "--seeds",
+                "2",
+                "-q",
+                "--out",
+            ])
             .arg(&out),
     );
-    assert!(text.contains("over 2 seed(s)") && (text.contains("KD helped") || text.contains("KD did NOT help")), "{text}");
+    assert!(
+        text.contains("over 2 seed(s)")
+            && (text.contains("KD helped") || text.contains("KD did NOT help")),
+        "{text}"
+    );
     let g = json(&out.join("kd-gain.json"));
     assert_eq!(g["seeds"], serde_json::json!([0, 1]));
     assert_eq!(g["alone_errors"].as_array().unwrap().len(), 2);
@@ -147,17 +264,43 @@ fn distill_variants_run_end_to_end() {
     stdout(&mut quick_train_on("cnn:lenet5-half", &t2, 1, 300));
     let base = |out: &str| {
         let mut c = edgekd();
-        c.args(["distill", "--train-limit", "300", "--epochs", "1", "-q", "--out"]).arg(dir.path().join(out)).arg("--teacher").arg(&t1);
+        c.args([
+            "distill",
+            "--train-limit",
+            "300",
+            "--epochs",
+            "1",
+            "-q",
+            "--out",
+        ])
+        .arg(dir.path().join(out))
+        .arg("--teacher")
+        .arg(&t1);
         c
     };
     // Two teachers, weighted; MSE and hard distillation; hints; an assistant chain; self-distillation; a fine-tune.
-    stdout(base("multi").arg("--teacher").arg(&t2).args(["--teacher-weights", "2,1", "--student", "mlp:16"]));
+    stdout(base("multi").arg("--teacher").arg(&t2).args([
+        "--teacher-weights",
+        "2,1",
+        "--student",
+        "mlp:16",
+    ]));
     stdout(base("mse").args(["--student", "mlp:16", "--soft-loss", "mse"]));
-    stdout(base("hard").args(["--student", "mlp:16", "--soft-loss", "hard", "--mixup", "0.2"]));
+    stdout(base("hard").args([
+        "--student",
+        "mlp:16",
+        "--soft-loss",
+        "hard",
+        "--mixup",
+        "0.2",
+    ]));
     stdout(base("hint").args(["--student", "mlp:16", "--hint-weight", "0.5"]));
     stdout(base("chain").args(["--student", "mlp:8", "--assistant", "mlp:32"]));
     stdout(base("self").args(["--student", "self", "--finetune-epochs", "1"]));
-    assert!(dir.path().join("chain/assistant/model.safetensors").is_file());
+    assert!(dir
+        .path()
+        .join("chain/assistant/model.safetensors")
+        .is_file());
     let r = json(&dir.path().join("self/report.json"));
     assert_eq!(r["model"], "mlp:64");
     assert_eq!(r["history"][1]["finetune"], true);
@@ -169,13 +312,36 @@ fn distill_variants_run_end_to_end() {
 fn config_files_hold_any_flag_and_flags_win() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("exp.toml");
-    std::fs::write(&cfg, "model = \"mlp:12\"\nepochs = 1\ntrain_limit = 300\nseed = 3\nlr = 0.002\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "model = \"mlp:12\"\nepochs = 1\ntrain_limit = 300\nseed = 3\nlr = 0.002\n",
+    )
+    .unwrap();
     let out = dir.path().join("m");
-    stdout(edgekd().args(["train", "-q", "--epochs", "2", "--config"]).arg(&cfg).arg("--out").arg(&out));
+    stdout(
+        edgekd()
+            .args(["train", "-q", "--epochs", "2", "--config"])
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&out),
+    );
     let r = json(&out.join("report.json"));
-    assert_eq!((r["model"].as_str(), r["train"]["epochs"].as_u64(), r["train"]["seed"].as_u64()), (Some("mlp:12"), Some(2), Some(3)));
+    assert_eq!(
+        (
+            r["model"].as_str(),
+            r["train"]["epochs"].as_u64(),
+            r["train"]["seed"].as_u64()
+        ),
+        (Some("mlp:12"), Some(2), Some(3))
+    );
     std::fs::write(&cfg, "modle = \"mlp:12\"\n").unwrap();
-    let err = fails(edgekd().args(["train", "--config"]).arg(&cfg).arg("--out").arg(&out));
+    let err = fails(
+        edgekd()
+            .args(["train", "--config"])
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&out),
+    );
     assert!(err.contains("modle"), "{err}");
 }
 
@@ -183,15 +349,41 @@ fn config_files_hold_any_flag_and_flags_win() {
 fn bad_inputs_give_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x");
-    let err = fails(edgekd().args(["train", "--model", "mlp:12-q", "--out"]).arg(&out));
+    let err = fails(
+        edgekd()
+            .args(["train", "--model", "mlp:12-q", "--out"])
+            .arg(&out),
+    );
     assert!(err.contains("`q` is not a layer width"), "{err}");
-    let err = fails(edgekd().args(["train", "--model", "mlp:12", "--data", "/nonexistent", "--out"]).arg(&out));
-    assert!(err.contains("/nonexistent") && err.contains("not a directory"), "{err}");
+    let err = fails(
+        edgekd()
+            .args([
+                "train",
+                "--model",
+                "mlp:12",
+                "--data",
+                "/nonexistent",
+                "--out",
+            ])
+            .arg(&out),
+    );
+    assert!(
+        err.contains("/nonexistent") && err.contains("not a directory"),
+        "{err}"
+    );
     let err = fails(edgekd().args(["eval"]).arg(dir.path()));
     assert!(err.contains("model.toml"), "{err}");
-    let err = fails(edgekd().args(["distill", "--student", "mlp:8", "--out"]).arg(&out));
+    let err = fails(
+        edgekd()
+            .args(["distill", "--student", "mlp:8", "--out"])
+            .arg(&out),
+    );
     assert!(err.contains("--teacher"), "{err}");
-    let err = fails(edgekd().args(["train", "--model", "mlp:8", "--lr=-1", "--out"]).arg(&out));
+    let err = fails(
+        edgekd()
+            .args(["train", "--model", "mlp:8", "--lr=-1", "--out"])
+            .arg(&out),
+    );
     assert!(err.contains("optimizer settings"), "{err}");
     // A truncated IDX file is named with its problem.
     let data = dir.path().join("d");
@@ -203,9 +395,24 @@ fn bad_inputs_give_one_clear_line() {
     let img = data.join("t10k-images-idx3-ubyte.gz");
     let bytes = std::fs::read(&img).unwrap();
     std::fs::write(&img, &bytes[..bytes.len() / 2]).unwrap();
-    let err = fails(edgekd().args(["eval"]).arg(dir.path()).arg("--data").arg(&data));
-    assert!(err.contains("model.toml"), "checkpoint errors come first: {err}");
-    let err = fails(edgekd().args(["train", "--model", "mlp:8", "--out"]).arg(&out).arg("--data").arg(&data));
+    let err = fails(
+        edgekd()
+            .args(["eval"])
+            .arg(dir.path())
+            .arg("--data")
+            .arg(&data),
+    );
+    assert!(
+        err.contains("model.toml"),
+        "checkpoint errors come first: {err}"
+    );
+    let err = fails(
+        edgekd()
+            .args(["train", "--model", "mlp:8", "--out"])
+            .arg(&out)
+            .arg("--data")
+            .arg(&data),
+    );
     assert!(err.contains("t10k-images-idx3-ubyte.gz"), "{err}");
 }
 
@@ -214,9 +421,21 @@ fn data_fetch_verifies_sums_from_a_local_mirror() {
     let Some(mnist) = shared_mnist() else { return };
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("mnist");
-    let run = || edgekd().args(["data", "fetch", "mnist", "--dir"]).arg(&dest).arg("--mirror").arg(&mnist).output().unwrap();
+    let run = || {
+        edgekd()
+            .args(["data", "fetch", "mnist", "--dir"])
+            .arg(&dest)
+            .arg("--mirror")
+            .arg(&mnist)
+            .output()
+            .unwrap()
+    };
     let first = run();
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     assert!(String::from_utf8_lossy(&first.stdout).contains("60000 train, 10000 test"));
     assert!(String::from_utf8_lossy(&first.stderr).contains("SHA-256 verified"));
     // A corrupted file is detected by verify and replaced by the next fetch.
@@ -225,24 +444,43 @@ fn data_fetch_verifies_sums_from_a_local_mirror() {
     bytes[100] ^= 0xff;
     std::fs::write(&labels, &bytes).unwrap();
     let err = fails(edgekd().args(["data", "verify", "--dir"]).arg(&dest));
-    assert!(err.contains("SHA-256 mismatch") && err.contains("t10k-labels"), "{err}");
+    assert!(
+        err.contains("SHA-256 mismatch") && err.contains("t10k-labels"),
+        "{err}"
+    );
     let second = run();
     assert!(second.status.success());
     let log = String::from_utf8_lossy(&second.stderr);
-    assert!(log.contains("train-images-idx3-ubyte.gz: present") && log.contains("t10k-labels-idx1-ubyte.gz: 4517 bytes from"), "{log}");
+    assert!(
+        log.contains("train-images-idx3-ubyte.gz: present")
+            && log.contains("t10k-labels-idx1-ubyte.gz: 4517 bytes from"),
+        "{log}"
+    );
     stdout(edgekd().args(["data", "verify", "--dir"]).arg(&dest));
 }
 
 #[test]
 fn the_shipped_subset_is_the_documented_cut_of_mnist() {
     let info = stdout(edgekd().args(["data", "info", "--dir"]).arg(subset()));
-    assert!(info.contains("train: 10000 images of 28x28") && info.contains("test: 2000 images"), "{info}");
+    assert!(
+        info.contains("train: 10000 images of 28x28") && info.contains("test: 2000 images"),
+        "{info}"
+    );
     let Some(mnist) = shared_mnist() else { return };
     let dir = tempfile::tempdir().unwrap();
-    stdout(edgekd().args(["data", "subset", "--from"]).arg(&mnist).arg("--out").arg(dir.path()));
+    stdout(
+        edgekd()
+            .args(["data", "subset", "--from"])
+            .arg(&mnist)
+            .arg("--out")
+            .arg(dir.path()),
+    );
     for f in std::fs::read_dir(subset()).unwrap() {
         let f = f.unwrap().path();
-        let (a, b) = (edgekd_idx(&f), edgekd_idx(&dir.path().join(f.file_name().unwrap())));
+        let (a, b) = (
+            edgekd_idx(&f),
+            edgekd_idx(&dir.path().join(f.file_name().unwrap())),
+        );
         assert_eq!(a, b, "{} differs from a fresh cut", f.display());
     }
 }
@@ -250,6 +488,8 @@ fn the_shipped_subset_is_the_documented_cut_of_mnist() {
 fn edgekd_idx(p: &Path) -> Vec<u8> {
     use std::io::Read;
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(p).unwrap()).read_to_end(&mut out).unwrap();
+    flate2::read::GzDecoder::new(std::fs::File::open(p).unwrap())
+        .read_to_end(&mut out)
+        .unwrap();
     out
 }

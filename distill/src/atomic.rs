@@ -20,16 +20,27 @@ pub fn write_with(path: &Path, fill: impl FnOnce(&Path) -> std::io::Result<()>) 
     let tmp = temp_path(path);
     if let Err(e) = fill(&tmp) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::Io { action: "writing", path: path.into(), source: e });
+        return Err(Error::Io {
+            action: "writing",
+            path: path.into(),
+            source: e,
+        });
     }
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        Error::Io { action: "renaming into place", path: path.into(), source: e }
+        Error::Io {
+            action: "renaming into place",
+            path: path.into(),
+            source: e,
+        }
     })
 }
 
 fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 

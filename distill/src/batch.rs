@@ -27,7 +27,9 @@ pub enum Stream {
 /// A generator for `stream` of run `seed` in `epoch` (0 for things that happen once).
 pub fn rng(seed: u64, stream: Stream, epoch: usize) -> StdRng {
     // SplitMix64-style finaliser over the three inputs, so nearby seeds give unrelated streams.
-    let mut z = seed ^ (stream as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut z = seed
+        ^ (stream as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     StdRng::seed_from_u64(z ^ (z >> 31))
@@ -62,11 +64,16 @@ impl Augment {
     /// Rejects impossible settings.
     pub fn validate(&self) -> Result<()> {
         if self.jitter > 8 {
-            return Err(Error::Config(format!("jitter {} px is more than 8 px: digits would leave the image", self.jitter)));
+            return Err(Error::Config(format!(
+                "jitter {} px is more than 8 px: digits would leave the image",
+                self.jitter
+            )));
         }
         if let Some(a) = self.mixup {
             if !(a.is_finite() && a > 0.0) {
-                return Err(Error::Config(format!("mixup alpha must be positive, got {a}")));
+                return Err(Error::Config(format!(
+                    "mixup alpha must be positive, got {a}"
+                )));
             }
         }
         Ok(())
@@ -120,7 +127,11 @@ pub fn make_batch(
                 for y in 0..rows as i64 {
                     for xx in 0..cols as i64 {
                         let (sy, sx) = (y - dy, xx - dx);
-                        let p = if sy >= 0 && sy < rows as i64 && sx >= 0 && sx < cols as i64 { img[(sy as usize) * cols + sx as usize] } else { 0 };
+                        let p = if sy >= 0 && sy < rows as i64 && sx >= 0 && sx < cols as i64 {
+                            img[(sy as usize) * cols + sx as usize]
+                        } else {
+                            0
+                        };
                         x.push(lut[p as usize]);
                     }
                 }
@@ -132,16 +143,28 @@ pub fn make_batch(
     let mut images = Tensor::from_vec(x, (n, rows * cols), device)?;
     let mut mix = None;
     if let (Some(r), Some(alpha)) = (rng, aug.mixup) {
-        let beta = Beta::new(alpha, alpha).map_err(|e| Error::Config(format!("mixup alpha {alpha}: {e}")))?;
+        let beta = Beta::new(alpha, alpha)
+            .map_err(|e| Error::Config(format!("mixup alpha {alpha}: {e}")))?;
         let lambda = beta.sample(r) as f64;
         let mut partner: Vec<u32> = (0..n as u32).collect();
         partner.shuffle(r);
         let partner_t = Tensor::from_vec(partner.clone(), n, device)?;
         images = ((&images * lambda)? + (images.index_select(&partner_t, 0)? * (1.0 - lambda))?)?;
-        let partner_labels = partner.iter().map(|&p| labels[p as usize]).collect::<Vec<_>>();
-        mix = Some(Mix { partner_labels: Tensor::from_vec(partner_labels, n, device)?, lambda });
+        let partner_labels = partner
+            .iter()
+            .map(|&p| labels[p as usize])
+            .collect::<Vec<_>>();
+        mix = Some(Mix {
+            partner_labels: Tensor::from_vec(partner_labels, n, device)?,
+            lambda,
+        });
     }
-    Ok(Batch { images, labels: Tensor::from_vec(labels, n, device)?, indices: indices.to_vec(), mix })
+    Ok(Batch {
+        images,
+        labels: Tensor::from_vec(labels, n, device)?,
+        indices: indices.to_vec(),
+        mix,
+    })
 }
 
 #[cfg(test)]
@@ -162,7 +185,17 @@ mod tests {
     #[test]
     fn normalization_matches_the_formula() {
         let d = toy(2, 0);
-        let b = make_batch(&d, &[1], Normalization { mean: 0.5, std: 0.25 }, None, &Device::Cpu).unwrap();
+        let b = make_batch(
+            &d,
+            &[1],
+            Normalization {
+                mean: 0.5,
+                std: 0.25,
+            },
+            None,
+            &Device::Cpu,
+        )
+        .unwrap();
         let v = b.images.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         for (got, &p) in v.iter().zip(d.image(1)) {
             assert!((got - (p as f32 / 255.0 - 0.5) / 0.25).abs() < 1e-6);
@@ -172,8 +205,14 @@ mod tests {
     #[test]
     fn jitter_moves_pixels_without_changing_their_values() {
         let d = toy(1, 0);
-        let aug = Augment { jitter: 2, mixup: None };
-        let norm = Normalization { mean: 0.0, std: 1.0 };
+        let aug = Augment {
+            jitter: 2,
+            mixup: None,
+        };
+        let norm = Normalization {
+            mean: 0.0,
+            std: 1.0,
+        };
         let mut moved = false;
         for e in 0..10 {
             let mut r = rng(1, Stream::Augment, e);
@@ -190,8 +229,14 @@ mod tests {
     #[test]
     fn mixup_blends_pairs_with_the_reported_weight() {
         let d = toy(8, 0);
-        let aug = Augment { jitter: 0, mixup: Some(0.4) };
-        let norm = Normalization { mean: 0.0, std: 1.0 };
+        let aug = Augment {
+            jitter: 0,
+            mixup: Some(0.4),
+        };
+        let norm = Normalization {
+            mean: 0.0,
+            std: 1.0,
+        };
         let mut r = rng(1, Stream::Augment, 0);
         let idx: Vec<usize> = (0..8).collect();
         let b = make_batch(&d, &idx, norm, Some((&aug, &mut r)), &Device::Cpu).unwrap();

@@ -20,33 +20,50 @@ pub const REPORT_FILE: &str = "report.json";
 
 /// Writes named tensors to a safetensors file atomically.
 pub fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
-    atomic::write_with(path, |tmp| candle_core::safetensors::save(tensors, tmp).map_err(std::io::Error::other))
+    atomic::write_with(path, |tmp| {
+        candle_core::safetensors::save(tensors, tmp).map_err(std::io::Error::other)
+    })
 }
 
 /// Reads a safetensors file, naming it in any error.
 pub fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     if !path.is_file() {
-        return Err(Error::Checkpoint { path: path.into(), reason: "file not found".into() });
+        return Err(Error::Checkpoint {
+            path: path.into(),
+            reason: "file not found".into(),
+        });
     }
-    candle_core::safetensors::load(path, device).map_err(|e| Error::Checkpoint { path: path.into(), reason: format!("not a readable safetensors file: {e}") })
+    candle_core::safetensors::load(path, device).map_err(|e| Error::Checkpoint {
+        path: path.into(),
+        reason: format!("not a readable safetensors file: {e}"),
+    })
 }
 
 /// Writes `value` as pretty JSON, atomically.
 pub fn save_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Format { path: path.into(), reason: e.to_string() })?;
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Format {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
     atomic::write(path, text.as_bytes())
 }
 
 /// Reads JSON into `T`, naming the file in any error.
 pub fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(Error::io("reading", path))?;
-    serde_json::from_str(&text).map_err(|e| Error::Format { path: path.into(), reason: e.to_string() })
+    serde_json::from_str(&text).map_err(|e| Error::Format {
+        path: path.into(),
+        reason: e.to_string(),
+    })
 }
 
 /// Saves a model's spec and weights into `dir` (created if needed).
 pub fn save_model(dir: &Path, model: &Model) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(Error::io("creating directory", dir))?;
-    let spec = toml::to_string(model.spec()).map_err(|e| Error::Format { path: dir.join(SPEC_FILE), reason: e.to_string() })?;
+    let spec = toml::to_string(model.spec()).map_err(|e| Error::Format {
+        path: dir.join(SPEC_FILE),
+        reason: e.to_string(),
+    })?;
     save_tensors(&dir.join(WEIGHTS_FILE), &model.params().tensors())?;
     atomic::write(&dir.join(SPEC_FILE), spec.as_bytes())
 }
@@ -58,7 +75,10 @@ pub fn load_spec(dir: &Path) -> Result<ModelSpec> {
         return Err(Error::Checkpoint { path: dir.into(), reason: "not a directory (a checkpoint is a directory holding model.toml and model.safetensors)".into() });
     }
     let text = std::fs::read_to_string(&path).map_err(Error::io("reading", &path))?;
-    let spec: ModelSpec = toml::from_str(&text).map_err(|e| Error::Format { path: path.clone(), reason: e.to_string() })?;
+    let spec: ModelSpec = toml::from_str(&text).map_err(|e| Error::Format {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
     spec.validate()?;
     Ok(spec)
 }
@@ -83,27 +103,51 @@ mod tests {
     #[test]
     fn a_saved_model_reloads_with_identical_outputs() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = ModelSpec::parse("cnn:lenet5-half").unwrap().with_dropout(0.3, 0.0).unwrap();
+        let spec = ModelSpec::parse("cnn:lenet5-half")
+            .unwrap()
+            .with_dropout(0.3, 0.0)
+            .unwrap();
         let m = Model::new(&spec, 3, &Device::Cpu).unwrap();
         save_model(dir.path(), &m).unwrap();
         let back = load_model(dir.path(), &Device::Cpu).unwrap();
         assert_eq!(back.spec(), &spec);
         let x = Tensor::ones((2, 784), candle_core::DType::F32, &Device::Cpu).unwrap();
-        let a = m.forward(&x, false).unwrap().logits.to_vec2::<f32>().unwrap();
-        let b = back.forward(&x, false).unwrap().logits.to_vec2::<f32>().unwrap();
+        let a = m
+            .forward(&x, false)
+            .unwrap()
+            .logits
+            .to_vec2::<f32>()
+            .unwrap();
+        let b = back
+            .forward(&x, false)
+            .unwrap()
+            .logits
+            .to_vec2::<f32>()
+            .unwrap();
         assert_eq!(a, b);
     }
 
     #[test]
     fn broken_checkpoints_are_explained() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(load_model(&dir.path().join("nope"), &Device::Cpu).unwrap_err().to_string().contains("not a directory"));
+        assert!(load_model(&dir.path().join("nope"), &Device::Cpu)
+            .unwrap_err()
+            .to_string()
+            .contains("not a directory"));
         let m = Model::new(&ModelSpec::parse("mlp:4").unwrap(), 1, &Device::Cpu).unwrap();
         save_model(dir.path(), &m).unwrap();
         std::fs::write(dir.path().join(WEIGHTS_FILE), b"garbage").unwrap();
-        let err = load_model(dir.path(), &Device::Cpu).unwrap_err().to_string();
-        assert!(err.contains("model.safetensors") && err.contains("safetensors"), "{err}");
+        let err = load_model(dir.path(), &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("model.safetensors") && err.contains("safetensors"),
+            "{err}"
+        );
         std::fs::write(dir.path().join(SPEC_FILE), b"kind = 3").unwrap();
-        assert!(load_model(dir.path(), &Device::Cpu).unwrap_err().to_string().contains("model.toml"));
+        assert!(load_model(dir.path(), &Device::Cpu)
+            .unwrap_err()
+            .to_string()
+            .contains("model.toml"));
     }
 }

@@ -48,7 +48,12 @@ impl Dataset {
         for &i in indices {
             pixels.extend_from_slice(self.image(i));
         }
-        Dataset { pixels, labels: indices.iter().map(|&i| self.labels[i]).collect(), rows: self.rows, cols: self.cols }
+        Dataset {
+            pixels,
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            rows: self.rows,
+            cols: self.cols,
+        }
     }
 
     /// The first `n` images (all of them if `n` is larger).
@@ -62,29 +67,58 @@ impl Dataset {
         let img = idx::read_idx(images)?;
         let lab = idx::read_idx(labels)?;
         if img.dims.len() != 3 {
-            return Err(Error::Idx { path: images.into(), reason: format!("images must have rank 3 [N, rows, cols], found {:?}", img.dims) });
+            return Err(Error::Idx {
+                path: images.into(),
+                reason: format!(
+                    "images must have rank 3 [N, rows, cols], found {:?}",
+                    img.dims
+                ),
+            });
         }
         if lab.dims.len() != 1 {
-            return Err(Error::Idx { path: labels.into(), reason: format!("labels must have rank 1 [N], found {:?}", lab.dims) });
+            return Err(Error::Idx {
+                path: labels.into(),
+                reason: format!("labels must have rank 1 [N], found {:?}", lab.dims),
+            });
         }
         if img.dims[0] != lab.dims[0] {
             return Err(Error::Dataset {
                 dir: images.parent().unwrap_or(images).into(),
-                reason: format!("{} holds {} images but {} holds {} labels", images.display(), img.dims[0], labels.display(), lab.dims[0]),
+                reason: format!(
+                    "{} holds {} images but {} holds {} labels",
+                    images.display(),
+                    img.dims[0],
+                    labels.display(),
+                    lab.dims[0]
+                ),
             });
         }
         if img.dims[1] == 0 || img.dims[2] == 0 {
-            return Err(Error::Idx { path: images.into(), reason: format!("empty image size {:?}", &img.dims[1..]) });
+            return Err(Error::Idx {
+                path: images.into(),
+                reason: format!("empty image size {:?}", &img.dims[1..]),
+            });
         }
         if let Some(&bad) = lab.data.iter().find(|&&l| l as usize >= NUM_CLASSES) {
-            return Err(Error::Idx { path: labels.into(), reason: format!("label {bad} is outside 0..{NUM_CLASSES}") });
+            return Err(Error::Idx {
+                path: labels.into(),
+                reason: format!("label {bad} is outside 0..{NUM_CLASSES}"),
+            });
         }
-        Ok(Dataset { pixels: img.data, labels: lab.data, rows: img.dims[1], cols: img.dims[2] })
+        Ok(Dataset {
+            pixels: img.data,
+            labels: lab.data,
+            rows: img.dims[1],
+            cols: img.dims[2],
+        })
     }
 
     /// Writes the dataset as a gzipped IDX pair.
     pub fn write_idx_gz(&self, images: &Path, labels: &Path) -> Result<()> {
-        write_gz(images, &idx::encode(&[self.len(), self.rows, self.cols], &self.pixels))?;
+        write_gz(
+            images,
+            &idx::encode(&[self.len(), self.rows, self.cols], &self.pixels),
+        )?;
         write_gz(labels, &idx::encode(&[self.len()], &self.labels))
     }
 
@@ -104,7 +138,8 @@ pub const NUM_CLASSES: usize = 10;
 fn write_gz(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    enc.write_all(bytes).map_err(Error::io("compressing", path))?;
+    enc.write_all(bytes)
+        .map_err(Error::io("compressing", path))?;
     let gz = enc.finish().map_err(Error::io("compressing", path))?;
     crate::atomic::write(path, &gz)
 }
@@ -120,7 +155,10 @@ pub struct Normalization {
 
 impl Normalization {
     /// MNIST's training-set statistics, as torchvision uses them.
-    pub const MNIST: Normalization = Normalization { mean: 0.1307, std: 0.3081 };
+    pub const MNIST: Normalization = Normalization {
+        mean: 0.1307,
+        std: 0.3081,
+    };
 
     /// The normalized value of one pixel.
     pub fn apply(&self, pixel: u8) -> f32 {
@@ -154,7 +192,12 @@ pub const MNIST_FILES: [&str; 4] = [
 /// Finds `stem`, `stem.gz`, or the `stem.idx3-ubyte` spelling some mirrors use, in `dir`.
 fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
     let dotted = stem.replacen("-idx", ".idx", 1);
-    for name in [format!("{stem}.gz"), stem.to_string(), format!("{dotted}.gz"), dotted.clone()] {
+    for name in [
+        format!("{stem}.gz"),
+        stem.to_string(),
+        format!("{dotted}.gz"),
+        dotted.clone(),
+    ] {
         let p = dir.join(&name);
         if p.is_file() {
             return Ok(p);
@@ -167,19 +210,31 @@ impl Splits {
     /// Loads `train-*` and `t10k-*` IDX files (gzipped or raw) from `dir`.
     pub fn load(dir: &Path) -> Result<Splits> {
         if !dir.is_dir() {
-            return Err(Error::Dataset { dir: dir.into(), reason: "not a directory".into() });
+            return Err(Error::Dataset {
+                dir: dir.into(),
+                reason: "not a directory".into(),
+            });
         }
-        let p: Vec<PathBuf> = MNIST_FILES.iter().map(|s| find(dir, s)).collect::<Result<_>>()?;
+        let p: Vec<PathBuf> = MNIST_FILES
+            .iter()
+            .map(|s| find(dir, s))
+            .collect::<Result<_>>()?;
         let train = Dataset::from_idx(&p[0], &p[1])?;
         let test = Dataset::from_idx(&p[2], &p[3])?;
         if (train.rows, train.cols) != (test.rows, test.cols) {
             return Err(Error::Dataset {
                 dir: dir.into(),
-                reason: format!("train images are {}x{} but test images are {}x{}", train.rows, train.cols, test.rows, test.cols),
+                reason: format!(
+                    "train images are {}x{} but test images are {}x{}",
+                    train.rows, train.cols, test.rows, test.cols
+                ),
             });
         }
         if train.is_empty() || test.is_empty() {
-            return Err(Error::Dataset { dir: dir.into(), reason: "train or test set is empty".into() });
+            return Err(Error::Dataset {
+                dir: dir.into(),
+                reason: "train or test set is empty".into(),
+            });
         }
         Ok(Splits { train, test })
     }
@@ -212,13 +267,21 @@ pub(crate) mod tests {
                 }
             }
         }
-        Dataset { pixels, labels, rows, cols }
+        Dataset {
+            pixels,
+            labels,
+            rows,
+            cols,
+        }
     }
 
     #[test]
     fn splits_round_trip_through_a_directory() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Splits { train: toy(30, 0), test: toy(10, 3) };
+        let s = Splits {
+            train: toy(30, 0),
+            test: toy(10, 3),
+        };
         s.write(dir.path()).unwrap();
         let back = Splits::load(dir.path()).unwrap();
         assert_eq!(back.train.pixels, s.train.pixels);
@@ -230,12 +293,22 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = Splits::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("train-images-idx3-ubyte"), "{err}");
-        let s = Splits { train: toy(30, 0), test: toy(10, 3) };
+        let s = Splits {
+            train: toy(30, 0),
+            test: toy(10, 3),
+        };
         s.write(dir.path()).unwrap();
         let short = toy(29, 0);
-        write_gz(&dir.path().join("train-labels-idx1-ubyte.gz"), &idx::encode(&[29], &short.labels)).unwrap();
+        write_gz(
+            &dir.path().join("train-labels-idx1-ubyte.gz"),
+            &idx::encode(&[29], &short.labels),
+        )
+        .unwrap();
         let err = Splits::load(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("30 images") && err.contains("29 labels"), "{err}");
+        assert!(
+            err.contains("30 images") && err.contains("29 labels"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -245,6 +318,9 @@ pub(crate) mod tests {
         let lab = dir.path().join("l");
         std::fs::write(&img, idx::encode(&[1, 2, 2], &[0; 4])).unwrap();
         std::fs::write(&lab, idx::encode(&[1], &[12])).unwrap();
-        assert!(Dataset::from_idx(&img, &lab).unwrap_err().to_string().contains("label 12"));
+        assert!(Dataset::from_idx(&img, &lab)
+            .unwrap_err()
+            .to_string()
+            .contains("label 12"));
     }
 }

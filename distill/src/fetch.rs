@@ -68,7 +68,11 @@ pub fn verify_file(path: &Path, expected: &str) -> Result<()> {
     if actual == expected {
         Ok(())
     } else {
-        Err(Error::Checksum { path: path.into(), expected: expected.into(), actual })
+        Err(Error::Checksum {
+            path: path.into(),
+            expected: expected.into(),
+            actual,
+        })
     }
 }
 
@@ -77,7 +81,10 @@ pub fn verify_mnist(dir: &Path) -> Result<()> {
     for (stem, sum) in MNIST_FILES.iter().zip(MNIST_SHA256) {
         let path = dir.join(format!("{stem}.gz"));
         if !path.is_file() {
-            return Err(Error::Dataset { dir: dir.into(), reason: format!("{stem}.gz is missing") });
+            return Err(Error::Dataset {
+                dir: dir.into(),
+                reason: format!("{stem}.gz is missing"),
+            });
         }
         verify_file(&path, sum)?;
     }
@@ -86,7 +93,11 @@ pub fn verify_mnist(dir: &Path) -> Result<()> {
 
 /// Makes sure `dir` holds the four verified MNIST files, fetching what is missing or corrupt
 /// from the first mirror that serves a file with the right sum. `on_file` hears about each file.
-pub fn fetch_mnist(dir: &Path, mirrors: &[String], mut on_file: impl FnMut(&str, &FileStatus)) -> Result<()> {
+pub fn fetch_mnist(
+    dir: &Path,
+    mirrors: &[String],
+    mut on_file: impl FnMut(&str, &FileStatus),
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(Error::io("creating directory", dir))?;
     for (stem, sum) in MNIST_FILES.iter().zip(MNIST_SHA256) {
         let name = format!("{stem}.gz");
@@ -100,7 +111,10 @@ pub fn fetch_mnist(dir: &Path, mirrors: &[String], mut on_file: impl FnMut(&str,
         for mirror in mirrors {
             match fetch_one(mirror, &name, &dest, sum) {
                 Ok(bytes) => {
-                    done = Some(FileStatus::Fetched { mirror: mirror.clone(), bytes });
+                    done = Some(FileStatus::Fetched {
+                        mirror: mirror.clone(),
+                        bytes,
+                    });
                     break;
                 }
                 Err(e) => failures.push(format!("{mirror}: {}", error_chain(&e))),
@@ -108,7 +122,12 @@ pub fn fetch_mnist(dir: &Path, mirrors: &[String], mut on_file: impl FnMut(&str,
         }
         match done {
             Some(status) => on_file(&name, &status),
-            None => return Err(Error::Download { file: name, reason: failures.join("; ") }),
+            None => {
+                return Err(Error::Download {
+                    file: name,
+                    reason: failures.join("; "),
+                })
+            }
         }
     }
     Ok(())
@@ -147,9 +166,15 @@ fn fetch_one(mirror: &str, name: &str, dest: &Path, sum: &str) -> Result<u64> {
 
 #[cfg(feature = "fetch")]
 fn download(url: &str, to: &Path) -> Result<u64> {
-    let fail = |reason: String| Error::Download { file: url.into(), reason };
+    let fail = |reason: String| Error::Download {
+        file: url.into(),
+        reason,
+    };
     let response = ureq::get(url).call().map_err(|e| fail(e.to_string()))?;
-    let mut body = response.into_body().into_reader().take(MAX_DOWNLOAD_BYTES + 1);
+    let mut body = response
+        .into_body()
+        .into_reader()
+        .take(MAX_DOWNLOAD_BYTES + 1);
     let mut file = std::fs::File::create(to).map_err(Error::io("creating", to))?;
     let n = std::io::copy(&mut body, &mut file).map_err(Error::io("downloading to", to))?;
     if n > MAX_DOWNLOAD_BYTES {
@@ -160,7 +185,10 @@ fn download(url: &str, to: &Path) -> Result<u64> {
 
 #[cfg(not(feature = "fetch"))]
 fn download(url: &str, _to: &Path) -> Result<u64> {
-    Err(Error::Download { file: url.into(), reason: "built without the `fetch` feature; pass a local directory as mirror".into() })
+    Err(Error::Download {
+        file: url.into(),
+        reason: "built without the `fetch` feature; pass a local directory as mirror".into(),
+    })
 }
 
 #[cfg(test)]
@@ -172,9 +200,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("abc");
         std::fs::write(&p, b"abc").unwrap();
-        assert_eq!(sha256_file(&p).unwrap(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            sha256_file(&p).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         let err = verify_file(&p, "00").unwrap_err().to_string();
-        assert!(err.contains("SHA-256 mismatch") && err.contains("abc"), "{err}");
+        assert!(
+            err.contains("SHA-256 mismatch") && err.contains("abc"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -185,7 +219,9 @@ mod tests {
             std::fs::write(mirror.path().join(format!("{stem}.gz")), b"not mnist").unwrap();
         }
         let mirrors = vec![mirror.path().display().to_string()];
-        let err = fetch_mnist(dest.path(), &mirrors, |_, _| {}).unwrap_err().to_string();
+        let err = fetch_mnist(dest.path(), &mirrors, |_, _| {})
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("SHA-256 mismatch"), "{err}");
         assert_eq!(std::fs::read_dir(dest.path()).unwrap().count(), 0);
     }
@@ -194,7 +230,12 @@ mod tests {
     fn unreachable_mirrors_are_all_reported() {
         let dest = tempfile::tempdir().unwrap();
         let mirrors = vec!["/nonexistent/a".to_string(), "/nonexistent/b".to_string()];
-        let err = fetch_mnist(dest.path(), &mirrors, |_, _| {}).unwrap_err().to_string();
-        assert!(err.contains("/nonexistent/a") && err.contains("/nonexistent/b"), "{err}");
+        let err = fetch_mnist(dest.path(), &mirrors, |_, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/nonexistent/a") && err.contains("/nonexistent/b"),
+            "{err}"
+        );
     }
 }

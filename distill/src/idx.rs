@@ -43,11 +43,16 @@ pub fn read_idx_with_limit(path: &Path, max_elements: u64) -> Result<IdxArray> {
 
 /// Parses IDX bytes from any reader; `path` only names the source in errors.
 pub fn parse(path: &Path, mut reader: impl Read, max_elements: u64) -> Result<IdxArray> {
-    let bad = |reason: String| Error::Idx { path: path.to_path_buf(), reason };
+    let bad = |reason: String| Error::Idx {
+        path: path.to_path_buf(),
+        reason,
+    };
     let mut header = [0u8; 4];
     let got = read_up_to(&mut reader, &mut header).map_err(Error::io("decoding", path))?;
     if got < 4 {
-        return Err(bad(format!("file is {got} bytes long, shorter than the 4-byte magic number")));
+        return Err(bad(format!(
+            "file is {got} bytes long, shorter than the 4-byte magic number"
+        )));
     }
     if header[0] != 0 || header[1] != 0 {
         return Err(bad(format!(
@@ -71,13 +76,19 @@ pub fn parse(path: &Path, mut reader: impl Read, max_elements: u64) -> Result<Id
         let mut word = [0u8; 4];
         let got = read_up_to(&mut reader, &mut word).map_err(Error::io("decoding", path))?;
         if got < 4 {
-            return Err(bad(format!("header truncated in dimension {axis} of {rank}")));
+            return Err(bad(format!(
+                "header truncated in dimension {axis} of {rank}"
+            )));
         }
         let dim = u32::from_be_bytes(word) as u64;
         elements = elements
             .checked_mul(dim)
             .filter(|&n| n <= max_elements)
-            .ok_or_else(|| bad(format!("header claims more than {max_elements} elements (dimension {axis} is {dim})")))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "header claims more than {max_elements} elements (dimension {axis} is {dim})"
+                ))
+            })?;
         dims.push(dim as usize);
     }
     // Read through `take` so a lying header cannot make us buffer more than the file holds,
@@ -89,10 +100,14 @@ pub fn parse(path: &Path, mut reader: impl Read, max_elements: u64) -> Result<Id
         .map_err(Error::io("decoding", path))?;
     let found = data.len() as u64;
     if found < elements {
-        return Err(bad(format!("truncated: header {dims:?} needs {elements} bytes of data, file holds {found}")));
+        return Err(bad(format!(
+            "truncated: header {dims:?} needs {elements} bytes of data, file holds {found}"
+        )));
     }
     if found > elements {
-        return Err(bad(format!("trailing data after the {elements} bytes that header {dims:?} describes")));
+        return Err(bad(format!(
+            "trailing data after the {elements} bytes that header {dims:?} describes"
+        )));
     }
     Ok(IdxArray { dims, data })
 }
@@ -145,7 +160,10 @@ mod tests {
         let raw = dir.path().join("a-idx1-ubyte");
         std::fs::write(&raw, &bytes).unwrap();
         let gz = dir.path().join("a-idx1-ubyte.gz");
-        let mut enc = flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::default());
+        let mut enc = flate2::write::GzEncoder::new(
+            File::create(&gz).unwrap(),
+            flate2::Compression::default(),
+        );
         enc.write_all(&bytes).unwrap();
         enc.finish().unwrap();
         assert_eq!(read_idx(&raw).unwrap(), read_idx(&gz).unwrap());
@@ -163,13 +181,18 @@ mod tests {
     fn trailing_data_is_an_error() {
         let mut bytes = encode(&[2], &[1, 2]);
         bytes.push(0);
-        assert!(parse_bytes(&bytes).unwrap_err().to_string().contains("trailing"));
+        assert!(parse_bytes(&bytes)
+            .unwrap_err()
+            .to_string()
+            .contains("trailing"));
     }
 
     #[test]
     fn a_header_claiming_huge_dims_is_refused_before_allocation() {
         // 3 x 2^32-1 x 2^32-1 would overflow u64 and claim exabytes; only 16 bytes exist.
-        let bytes = [0, 0, 8, 3, 0, 0, 0, 3, 255, 255, 255, 255, 255, 255, 255, 255];
+        let bytes = [
+            0, 0, 8, 3, 0, 0, 0, 3, 255, 255, 255, 255, 255, 255, 255, 255,
+        ];
         let err = parse_bytes(&bytes).unwrap_err().to_string();
         assert!(err.contains("more than"), "{err}");
         let err = parse(Path::new("t"), &encode(&[10, 10], &[0; 100])[..], 99).unwrap_err();
@@ -178,11 +201,26 @@ mod tests {
 
     #[test]
     fn wrong_magic_type_and_rank_are_named() {
-        assert!(parse_bytes(&[1, 0, 8, 1, 0, 0, 0, 0]).unwrap_err().to_string().contains("magic"));
-        assert!(parse_bytes(&[0, 0, 0x0d, 1, 0, 0, 0, 0]).unwrap_err().to_string().contains("element type 0x0d"));
-        assert!(parse_bytes(&[0, 0, 8, 0]).unwrap_err().to_string().contains("rank 0"));
-        assert!(parse_bytes(&[0, 0, 8]).unwrap_err().to_string().contains("shorter"));
-        assert!(parse_bytes(&[0, 0, 8, 2, 0, 0]).unwrap_err().to_string().contains("header truncated"));
+        assert!(parse_bytes(&[1, 0, 8, 1, 0, 0, 0, 0])
+            .unwrap_err()
+            .to_string()
+            .contains("magic"));
+        assert!(parse_bytes(&[0, 0, 0x0d, 1, 0, 0, 0, 0])
+            .unwrap_err()
+            .to_string()
+            .contains("element type 0x0d"));
+        assert!(parse_bytes(&[0, 0, 8, 0])
+            .unwrap_err()
+            .to_string()
+            .contains("rank 0"));
+        assert!(parse_bytes(&[0, 0, 8])
+            .unwrap_err()
+            .to_string()
+            .contains("shorter"));
+        assert!(parse_bytes(&[0, 0, 8, 2, 0, 0])
+            .unwrap_err()
+            .to_string()
+            .contains("header truncated"));
     }
 
     #[test]

@@ -40,7 +40,12 @@ pub struct KdConfig {
 
 impl Default for KdConfig {
     fn default() -> Self {
-        KdConfig { temperature: 4.0, alpha: 0.9, soft_loss: SoftLoss::Kl, hint_weight: 0.0 }
+        KdConfig {
+            temperature: 4.0,
+            alpha: 0.9,
+            soft_loss: SoftLoss::Kl,
+            hint_weight: 0.0,
+        }
     }
 }
 
@@ -48,13 +53,22 @@ impl KdConfig {
     /// Rejects settings with no meaning.
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return Err(Error::Config(format!("temperature must be positive, got {}", self.temperature)));
+            return Err(Error::Config(format!(
+                "temperature must be positive, got {}",
+                self.temperature
+            )));
         }
         if !(0.0..=1.0).contains(&self.alpha) {
-            return Err(Error::Config(format!("alpha must be in [0, 1], got {}", self.alpha)));
+            return Err(Error::Config(format!(
+                "alpha must be in [0, 1], got {}",
+                self.alpha
+            )));
         }
         if !(self.hint_weight.is_finite() && self.hint_weight >= 0.0) {
-            return Err(Error::Config(format!("hint weight must be >= 0, got {}", self.hint_weight)));
+            return Err(Error::Config(format!(
+                "hint weight must be >= 0, got {}",
+                self.hint_weight
+            )));
         }
         Ok(())
     }
@@ -74,17 +88,32 @@ pub struct SoftTargets {
 impl SoftTargets {
     /// Combines teacher logits `[n, classes]` with `weights` (normalised here) at `temperature`.
     /// Several teachers are averaged in probability space, as an ensemble's prediction is.
-    pub fn combine(teacher_logits: &[Tensor], weights: &[f64], temperature: f64) -> Result<SoftTargets> {
+    pub fn combine(
+        teacher_logits: &[Tensor],
+        weights: &[f64],
+        temperature: f64,
+    ) -> Result<SoftTargets> {
         if teacher_logits.is_empty() || teacher_logits.len() != weights.len() {
-            return Err(Error::Config(format!("{} teachers but {} weights", teacher_logits.len(), weights.len())));
+            return Err(Error::Config(format!(
+                "{} teachers but {} weights",
+                teacher_logits.len(),
+                weights.len()
+            )));
         }
         let total: f64 = weights.iter().sum();
-        if !(total > 0.0) || weights.iter().any(|w| !(*w >= 0.0)) {
-            return Err(Error::Config(format!("teacher weights must be >= 0 and not all zero, got {weights:?}")));
+        // Written so NaN weights are refused too.
+        if !total.is_finite() || total <= 0.0 || weights.iter().any(|w| w.is_nan() || *w < 0.0) {
+            return Err(Error::Config(format!(
+                "teacher weights must be >= 0 and not all zero, got {weights:?}"
+            )));
         }
         if teacher_logits.len() == 1 {
             let scaled = (&teacher_logits[0] / temperature)?;
-            return Ok(SoftTargets { logits: teacher_logits[0].clone(), probs: softmax_last_dim(&scaled)?, log_probs: log_softmax(&scaled, D::Minus1)? });
+            return Ok(SoftTargets {
+                logits: teacher_logits[0].clone(),
+                probs: softmax_last_dim(&scaled)?,
+                log_probs: log_softmax(&scaled, D::Minus1)?,
+            });
         }
         let mut logits = None;
         let mut probs = None;
@@ -92,13 +121,23 @@ impl SoftTargets {
             let w = w / total;
             let p = (softmax_last_dim(&(t / temperature)?)? * w)?;
             let l = (t * w)?;
-            probs = Some(match probs { None => p, Some(acc) => (acc + p)? });
-            logits = Some(match logits { None => l, Some(acc) => (acc + l)? });
+            probs = Some(match probs {
+                None => p,
+                Some(acc) => (acc + p)?,
+            });
+            logits = Some(match logits {
+                None => l,
+                Some(acc) => (acc + l)?,
+            });
         }
         let probs = probs.expect("at least one teacher");
         // A mixture's log is only computable from the probabilities; the floor keeps 0 * log 0 at 0.
         let log_probs = probs.clamp(1e-30f32, 1f32)?.log()?;
-        Ok(SoftTargets { logits: logits.expect("at least one teacher"), probs, log_probs })
+        Ok(SoftTargets {
+            logits: logits.expect("at least one teacher"),
+            probs,
+            log_probs,
+        })
     }
 
     /// The teachers' predicted class per sample.
@@ -142,7 +181,9 @@ pub fn label_loss(logits: &Tensor, labels: &Tensor, mix: Option<(&Tensor, f64)>)
     let ce = cross_entropy(logits, labels)?;
     match mix {
         None => Ok(ce),
-        Some((partner, lambda)) => Ok(((ce * lambda)? + (cross_entropy(logits, partner)? * (1.0 - lambda))?)?),
+        Some((partner, lambda)) => {
+            Ok(((ce * lambda)? + (cross_entropy(logits, partner)? * (1.0 - lambda))?)?)
+        }
     }
 }
 
@@ -164,7 +205,12 @@ pub fn distillation_loss(
     if let Some(h) = &hint {
         total = (total + (h * cfg.hint_weight)?)?;
     }
-    Ok(LossParts { total, soft: Some(soft), hard: label_term, hint })
+    Ok(LossParts {
+        total,
+        soft: Some(soft),
+        hard: label_term,
+        hint,
+    })
 }
 
 #[cfg(test)]
@@ -209,8 +255,11 @@ mod tests {
 
     #[test]
     fn kl_is_zero_for_identical_logits_and_averages_over_the_batch() {
-        let a = t(&[&[1.0, 2.0, 3.0], &[ln(0.8), ln(0.2), f32::NEG_INFINITY.max(-80.0)]]);
-        let targets = SoftTargets::combine(&[a.clone()], &[1.0], 3.0).unwrap();
+        let a = t(&[
+            &[1.0, 2.0, 3.0],
+            &[ln(0.8), ln(0.2), f32::NEG_INFINITY.max(-80.0)],
+        ]);
+        let targets = SoftTargets::combine(std::slice::from_ref(&a), &[1.0], 3.0).unwrap();
         assert!(scalar(&soft_kl(&a, &targets, 3.0).unwrap()).abs() < 1e-6);
         // Batch of two: the identical row and the hand-worked row -> mean = KL_HAND / 2.
         let teacher = t(&[&[0.0, 0.0], &[ln(0.8), ln(0.2)]]);
@@ -226,29 +275,62 @@ mod tests {
         let labels = Tensor::new(&[0u32], &Device::Cpu).unwrap();
         assert!((scalar(&cross_entropy(&logits, &labels).unwrap()) - 0.356_674_9).abs() < 1e-6);
         // ((1-0)^2 + (2-4)^2 + (3-3)^2 + (0-1)^2) / 4 = 1.5.
-        let m = mse(&t(&[&[1.0, 2.0], &[3.0, 0.0]]), &t(&[&[0.0, 4.0], &[3.0, 1.0]])).unwrap();
+        let m = mse(
+            &t(&[&[1.0, 2.0], &[3.0, 0.0]]),
+            &t(&[&[0.0, 4.0], &[3.0, 1.0]]),
+        )
+        .unwrap();
         assert!((scalar(&m) - 1.5).abs() < 1e-6);
         // Mixup label loss with lambda 0.25: 0.25 * -ln 0.7 + 0.75 * -ln 0.3 = 0.9921.
         let partner = Tensor::new(&[1u32], &Device::Cpu).unwrap();
         let mixed = scalar(&label_loss(&logits, &labels, Some((&partner, 0.25))).unwrap());
-        assert!((mixed - (0.25 * 0.356_674_9 + 0.75 * 1.203_972_8)).abs() < 1e-6, "{mixed}");
+        assert!(
+            (mixed - (0.25 * 0.356_674_9 + 0.75 * 1.203_972_8)).abs() < 1e-6,
+            "{mixed}"
+        );
     }
 
     #[test]
     fn gradient_of_the_soft_loss_matches_its_closed_form() {
         let temperature = 3.0;
-        let s = Var::from_tensor(&t(&[&[1.0, -0.5, 2.0, 0.3], &[0.2, 0.1, -1.0, 0.7], &[3.0, 0.0, 0.0, -2.0]])).unwrap();
-        let teacher = t(&[&[2.0, 1.0, -1.0, 0.0], &[-0.3, 0.8, 0.4, 1.5], &[0.5, 0.5, 4.0, -1.0]]);
-        let targets = SoftTargets::combine(&[teacher.clone()], &[1.0], temperature).unwrap();
+        let s = Var::from_tensor(&t(&[
+            &[1.0, -0.5, 2.0, 0.3],
+            &[0.2, 0.1, -1.0, 0.7],
+            &[3.0, 0.0, 0.0, -2.0],
+        ]))
+        .unwrap();
+        let teacher = t(&[
+            &[2.0, 1.0, -1.0, 0.0],
+            &[-0.3, 0.8, 0.4, 1.5],
+            &[0.5, 0.5, 4.0, -1.0],
+        ]);
+        let targets =
+            SoftTargets::combine(std::slice::from_ref(&teacher), &[1.0], temperature).unwrap();
         let loss = soft_kl(s.as_tensor(), &targets, temperature).unwrap();
-        let grad = loss.backward().unwrap().get(s.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
-        let q = softmax_last_dim(&(s.as_tensor() / temperature).unwrap()).unwrap().to_vec2::<f32>().unwrap();
-        let p = softmax_last_dim(&(teacher / temperature).unwrap()).unwrap().to_vec2::<f32>().unwrap();
+        let grad = loss
+            .backward()
+            .unwrap()
+            .get(s.as_tensor())
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let q = softmax_last_dim(&(s.as_tensor() / temperature).unwrap())
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let p = softmax_last_dim(&(teacher / temperature).unwrap())
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         let n = 3.0;
         for i in 0..3 {
             for c in 0..4 {
                 let closed = temperature as f32 * (q[i][c] - p[i][c]) / n;
-                assert!((grad[i][c] - closed).abs() < 1e-6, "[{i}][{c}] {} vs {closed}", grad[i][c]);
+                assert!(
+                    (grad[i][c] - closed).abs() < 1e-6,
+                    "[{i}][{c}] {} vs {closed}",
+                    grad[i][c]
+                );
             }
         }
     }
@@ -275,24 +357,44 @@ mod tests {
         let labels = Tensor::new(&[1u32], &Device::Cpu).unwrap();
         let targets = SoftTargets::combine(&[teacher], &[1.0], 1.0).unwrap();
         let hard = label_loss(&student, &labels, None).unwrap(); // -ln 0.3 = 1.2039728
-        let cfg = KdConfig { temperature: 1.0, alpha: 0.25, soft_loss: SoftLoss::Kl, hint_weight: 0.0 };
+        let cfg = KdConfig {
+            temperature: 1.0,
+            alpha: 0.25,
+            soft_loss: SoftLoss::Kl,
+            hint_weight: 0.0,
+        };
         let parts = distillation_loss(&cfg, &student, &targets, hard.clone(), None).unwrap();
         assert!((scalar(&parts.total) - (0.25 * KL_HAND + 0.75 * 1.203_972_8)).abs() < 1e-6);
         // Hard distillation: the teacher's argmax is class 0, so the term is -ln 0.7.
-        let cfg = KdConfig { soft_loss: SoftLoss::Hard, alpha: 1.0, ..cfg };
+        let cfg = KdConfig {
+            soft_loss: SoftLoss::Hard,
+            alpha: 1.0,
+            ..cfg
+        };
         let parts = distillation_loss(&cfg, &student, &targets, hard.clone(), None).unwrap();
         assert!((scalar(&parts.total) - 0.356_674_9).abs() < 1e-6);
         // MSE on logits: ((ln .7 - ln .8)^2 + (ln .3 - ln .2)^2) / 2.
-        let cfg = KdConfig { soft_loss: SoftLoss::Mse, ..cfg };
+        let cfg = KdConfig {
+            soft_loss: SoftLoss::Mse,
+            ..cfg
+        };
         let parts = distillation_loss(&cfg, &student, &targets, hard.clone(), None).unwrap();
         let want = ((0.7f64 / 0.8).ln().powi(2) + (0.3f64 / 0.2).ln().powi(2)) / 2.0;
         assert!((scalar(&parts.total) - want).abs() < 1e-6);
         // The hint term adds with its own weight.
-        let cfg = KdConfig { hint_weight: 2.0, ..cfg };
+        let cfg = KdConfig {
+            hint_weight: 2.0,
+            ..cfg
+        };
         let hint = Tensor::new(0.5f32, &Device::Cpu).unwrap();
         let parts = distillation_loss(&cfg, &student, &targets, hard, Some(hint)).unwrap();
         assert!((scalar(&parts.total) - (want + 1.0)).abs() < 1e-6);
         assert!(KdConfig { alpha: 1.5, ..cfg }.validate().is_err());
-        assert!(KdConfig { temperature: 0.0, ..cfg }.validate().is_err());
+        assert!(KdConfig {
+            temperature: 0.0,
+            ..cfg
+        }
+        .validate()
+        .is_err());
     }
 }

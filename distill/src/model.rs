@@ -42,19 +42,40 @@ impl Params {
     }
 
     /// Parameters from named tensors (a safetensors file), checked name by name against the spec.
-    pub fn from_tensors(spec: &ModelSpec, mut tensors: HashMap<String, Tensor>, source: &std::path::Path) -> Result<Params> {
-        let bad = |reason: String| Error::Checkpoint { path: source.into(), reason };
+    pub fn from_tensors(
+        spec: &ModelSpec,
+        mut tensors: HashMap<String, Tensor>,
+        source: &std::path::Path,
+    ) -> Result<Params> {
+        let bad = |reason: String| Error::Checkpoint {
+            path: source.into(),
+            reason,
+        };
         let mut vars = Vec::new();
         for p in spec.parameters() {
-            let t = tensors.remove(&p.name).ok_or_else(|| bad(format!("tensor `{}` of spec {} is missing", p.name, spec.name)))?;
+            let t = tensors.remove(&p.name).ok_or_else(|| {
+                bad(format!(
+                    "tensor `{}` of spec {} is missing",
+                    p.name, spec.name
+                ))
+            })?;
             if t.dims() != p.shape.as_slice() {
-                return Err(bad(format!("tensor `{}` has shape {:?}, spec {} needs {:?}", p.name, t.dims(), spec.name, p.shape)));
+                return Err(bad(format!(
+                    "tensor `{}` has shape {:?}, spec {} needs {:?}",
+                    p.name,
+                    t.dims(),
+                    spec.name,
+                    p.shape
+                )));
             }
             let t = t.to_dtype(DType::F32)?;
             vars.push((p, Var::from_tensor(&t)?));
         }
         if let Some(extra) = tensors.keys().next() {
-            return Err(bad(format!("unexpected tensor `{extra}` for spec {}", spec.name)));
+            return Err(bad(format!(
+                "unexpected tensor `{extra}` for spec {}",
+                spec.name
+            )));
         }
         Ok(Params { vars })
     }
@@ -66,11 +87,18 @@ impl Params {
 
     /// Named tensors, for saving.
     pub fn tensors(&self) -> HashMap<String, Tensor> {
-        self.vars.iter().map(|(p, v)| (p.name.clone(), v.as_tensor().clone())).collect()
+        self.vars
+            .iter()
+            .map(|(p, v)| (p.name.clone(), v.as_tensor().clone()))
+            .collect()
     }
 
     fn get(&self, name: &str) -> Tensor {
-        self.vars.iter().find(|(p, _)| p.name == name).map(|(_, v)| v.as_tensor().clone()).expect("plan and parameters come from one spec")
+        self.vars
+            .iter()
+            .find(|(p, _)| p.name == name)
+            .map(|(_, v)| v.as_tensor().clone())
+            .expect("plan and parameters come from one spec")
     }
 }
 
@@ -99,7 +127,9 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("spec", &self.spec.name).finish()
+        f.debug_struct("Model")
+            .field("spec", &self.spec.name)
+            .finish()
     }
 }
 
@@ -119,16 +149,30 @@ impl Model {
                 LayerPlan::Conv { name, conv, .. } => Layer::Conv(Conv2d::new(
                     params.get(&format!("{name}.weight")),
                     Some(params.get(&format!("{name}.bias"))),
-                    Conv2dConfig { padding: conv.padding, stride: 1, dilation: 1, groups: 1, cudnn_fwd_algo: None },
+                    Conv2dConfig {
+                        padding: conv.padding,
+                        stride: 1,
+                        dilation: 1,
+                        groups: 1,
+                        cudnn_fwd_algo: None,
+                    },
                 )),
                 LayerPlan::Flatten => Layer::Flatten,
                 LayerPlan::Linear { name, hidden, .. } => Layer::Linear {
-                    linear: Linear::new(params.get(&format!("{name}.weight")), Some(params.get(&format!("{name}.bias")))),
+                    linear: Linear::new(
+                        params.get(&format!("{name}.weight")),
+                        Some(params.get(&format!("{name}.bias"))),
+                    ),
                     hidden,
                 },
             })
             .collect();
-        Ok(Model { spec: spec.clone(), params, layers, dropout_rng: Mutex::new(rng(0, Stream::Dropout, 0)) })
+        Ok(Model {
+            spec: spec.clone(),
+            params,
+            layers,
+            dropout_rng: Mutex::new(rng(0, Stream::Dropout, 0)),
+        })
     }
 
     /// The spec it was built from.
@@ -143,7 +187,8 @@ impl Model {
 
     /// Restarts the dropout mask stream (the trainer does this per epoch, so resumed runs replay).
     pub fn reseed_dropout(&self, seed: u64, epoch: usize) {
-        *self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner()) = rng(seed, Stream::Dropout, epoch);
+        *self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner()) =
+            rng(seed, Stream::Dropout, epoch);
     }
 
     /// Forward pass on `[n, features]` input; `train` switches dropout on.
@@ -164,15 +209,24 @@ impl Model {
                     features = flat.clone();
                     self.dropout(&flat, self.spec.dropout, train)?
                 }
-                Layer::Linear { linear, hidden: true } => {
+                Layer::Linear {
+                    linear,
+                    hidden: true,
+                } => {
                     let h = linear.forward(&x)?.relu()?;
                     features = h.clone();
                     self.dropout(&h, self.spec.dropout, train)?
                 }
-                Layer::Linear { linear, hidden: false } => linear.forward(&x)?,
+                Layer::Linear {
+                    linear,
+                    hidden: false,
+                } => linear.forward(&x)?,
             };
         }
-        Ok(Output { logits: x, features })
+        Ok(Output {
+            logits: x,
+            features,
+        })
     }
 
     fn dropout(&self, x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
@@ -184,7 +238,9 @@ impl Model {
         let n = x.elem_count();
         let mask: Vec<f32> = {
             let mut r = self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner());
-            (0..n).map(|_| if r.random::<f32>() < keep { scale } else { 0.0 }).collect()
+            (0..n)
+                .map(|_| if r.random::<f32>() < keep { scale } else { 0.0 })
+                .collect()
         };
         Ok((x * Tensor::from_vec(mask, x.shape(), x.device())?)?)
     }
@@ -205,10 +261,12 @@ impl Model {
 
 impl ModuleT for Model {
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.forward(xs, train).map(|o| o.logits).map_err(|e| match e {
-            Error::Candle(c) => c,
-            other => candle_core::Error::Msg(other.to_string()),
-        })
+        self.forward(xs, train)
+            .map(|o| o.logits)
+            .map_err(|e| match e {
+                Error::Candle(c) => c,
+                other => candle_core::Error::Msg(other.to_string()),
+            })
     }
 }
 
@@ -219,7 +277,13 @@ mod tests {
     #[test]
     fn forward_shapes_for_every_kind() {
         let x = Tensor::zeros((3, 784), DType::F32, &Device::Cpu).unwrap();
-        for s in ["mlp:", "mlp:16-8", "cnn:lenet5", "cnn:lenet5-half", "cnn:c4-c8-f16"] {
+        for s in [
+            "mlp:",
+            "mlp:16-8",
+            "cnn:lenet5",
+            "cnn:lenet5-half",
+            "cnn:c4-c8-f16",
+        ] {
             let spec = ModelSpec::parse(s).unwrap().with_dropout(0.5, 0.2).unwrap();
             let m = Model::new(&spec, 1, &Device::Cpu).unwrap();
             let out = m.forward(&x, true).unwrap();
@@ -230,12 +294,21 @@ mod tests {
 
     #[test]
     fn same_seed_same_weights_and_masks() {
-        let spec = ModelSpec::parse("mlp:32").unwrap().with_dropout(0.5, 0.0).unwrap();
+        let spec = ModelSpec::parse("mlp:32")
+            .unwrap()
+            .with_dropout(0.5, 0.0)
+            .unwrap();
         let x = Tensor::ones((4, 784), DType::F32, &Device::Cpu).unwrap();
         let run = |seed| {
             let m = Model::new(&spec, seed, &Device::Cpu).unwrap();
             m.reseed_dropout(seed, 1);
-            m.forward(&x, true).unwrap().logits.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            m.forward(&x, true)
+                .unwrap()
+                .logits
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
         };
         assert_eq!(run(5), run(5));
         assert_ne!(run(5), run(6));
@@ -243,11 +316,24 @@ mod tests {
 
     #[test]
     fn dropout_is_off_in_evaluation() {
-        let spec = ModelSpec::parse("mlp:32").unwrap().with_dropout(0.5, 0.2).unwrap();
+        let spec = ModelSpec::parse("mlp:32")
+            .unwrap()
+            .with_dropout(0.5, 0.2)
+            .unwrap();
         let m = Model::new(&spec, 1, &Device::Cpu).unwrap();
         let x = Tensor::ones((2, 784), DType::F32, &Device::Cpu).unwrap();
-        let a = m.forward(&x, false).unwrap().logits.to_vec2::<f32>().unwrap();
-        let b = m.forward(&x, false).unwrap().logits.to_vec2::<f32>().unwrap();
+        let a = m
+            .forward(&x, false)
+            .unwrap()
+            .logits
+            .to_vec2::<f32>()
+            .unwrap();
+        let b = m
+            .forward(&x, false)
+            .unwrap()
+            .logits
+            .to_vec2::<f32>()
+            .unwrap();
         assert_eq!(a, b);
     }
 
@@ -258,9 +344,18 @@ mod tests {
         let mut t = p.tensors();
         let path = std::path::Path::new("m.safetensors");
         assert!(Params::from_tensors(&spec, t.clone(), path).is_ok());
-        t.insert("fc1.bias".into(), Tensor::zeros(9, DType::F32, &Device::Cpu).unwrap());
-        assert!(Params::from_tensors(&spec, t.clone(), path).unwrap_err().to_string().contains("shape [9]"));
+        t.insert(
+            "fc1.bias".into(),
+            Tensor::zeros(9, DType::F32, &Device::Cpu).unwrap(),
+        );
+        assert!(Params::from_tensors(&spec, t.clone(), path)
+            .unwrap_err()
+            .to_string()
+            .contains("shape [9]"));
         t.remove("fc1.bias");
-        assert!(Params::from_tensors(&spec, t, path).unwrap_err().to_string().contains("missing"));
+        assert!(Params::from_tensors(&spec, t, path)
+            .unwrap_err()
+            .to_string()
+            .contains("missing"));
     }
 }

@@ -47,20 +47,37 @@ pub struct OptimizerConfig {
 
 impl Default for OptimizerConfig {
     fn default() -> Self {
-        OptimizerConfig { kind: OptimizerKind::AdamW, lr: 1e-3, weight_decay: 1e-4, momentum: 0.9, beta1: 0.9, beta2: 0.999, eps: 1e-8, clip_norm: None }
+        OptimizerConfig {
+            kind: OptimizerKind::AdamW,
+            lr: 1e-3,
+            weight_decay: 1e-4,
+            momentum: 0.9,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            clip_norm: None,
+        }
     }
 }
 
 impl OptimizerConfig {
     /// Rejects settings with no meaning.
     pub fn validate(&self) -> Result<()> {
-        let ok = self.lr.is_finite() && self.lr > 0.0 && self.weight_decay >= 0.0 && (0.0..1.0).contains(&self.momentum) && (0.0..1.0).contains(&self.beta1) && (0.0..1.0).contains(&self.beta2) && self.eps > 0.0;
+        let ok = self.lr.is_finite()
+            && self.lr > 0.0
+            && self.weight_decay >= 0.0
+            && (0.0..1.0).contains(&self.momentum)
+            && (0.0..1.0).contains(&self.beta1)
+            && (0.0..1.0).contains(&self.beta2)
+            && self.eps > 0.0;
         if !ok {
             return Err(Error::Config(format!("optimizer settings out of range: {self:?} (lr > 0, weight decay >= 0, momentum and betas in [0, 1))")));
         }
         if let Some(c) = self.clip_norm {
             if !(c.is_finite() && c > 0.0) {
-                return Err(Error::Config(format!("gradient clip norm must be positive, got {c}")));
+                return Err(Error::Config(format!(
+                    "gradient clip norm must be positive, got {c}"
+                )));
             }
         }
         Ok(())
@@ -123,8 +140,18 @@ impl Optimizer {
         cfg.validate()?;
         let zeros = |v: &Var| vec![0f32; v.elem_count()];
         let m = vars.iter().map(zeros).collect();
-        let v = if cfg.kind == OptimizerKind::AdamW { vars.iter().map(zeros).collect() } else { vec![] };
-        Ok(Optimizer { cfg, vars, m, v, steps: 0 })
+        let v = if cfg.kind == OptimizerKind::AdamW {
+            vars.iter().map(zeros).collect()
+        } else {
+            vec![]
+        };
+        Ok(Optimizer {
+            cfg,
+            vars,
+            m,
+            v,
+            steps: 0,
+        })
     }
 
     /// Updates applied so far.
@@ -204,10 +231,15 @@ impl Optimizer {
     /// Restores what [`Optimizer::state`] saved.
     pub fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
         let get = |name: String, len: usize| -> Result<Vec<f32>> {
-            let t = state.get(&name).ok_or_else(|| Error::Config(format!("optimizer state lacks `{name}`")))?;
+            let t = state
+                .get(&name)
+                .ok_or_else(|| Error::Config(format!("optimizer state lacks `{name}`")))?;
             let v = t.flatten_all()?.to_vec1::<f32>()?;
             if v.len() != len {
-                return Err(Error::Config(format!("optimizer state `{name}` has {} values, expected {len}", v.len())));
+                return Err(Error::Config(format!(
+                    "optimizer state `{name}` has {} values, expected {len}",
+                    v.len()
+                )));
             }
             Ok(v)
         };
@@ -217,8 +249,15 @@ impl Optimizer {
         for i in 0..self.v.len() {
             self.v[i] = get(format!("v.{i}"), self.v[i].len())?;
         }
-        let steps = state.get("steps").ok_or_else(|| Error::Config("optimizer state lacks `steps`".into()))?;
-        self.steps = steps.flatten_all()?.to_vec1::<f64>()?.first().copied().unwrap_or(0.0) as u64;
+        let steps = state
+            .get("steps")
+            .ok_or_else(|| Error::Config("optimizer state lacks `steps`".into()))?;
+        self.steps = steps
+            .flatten_all()?
+            .to_vec1::<f64>()?
+            .first()
+            .copied()
+            .unwrap_or(0.0) as u64;
         Ok(())
     }
 }
@@ -229,7 +268,12 @@ mod tests {
     use candle_nn::Optimizer as _;
 
     fn quad_loss(x: &Var, target: &Tensor) -> Tensor {
-        (x.as_tensor() - target).unwrap().sqr().unwrap().sum_all().unwrap()
+        (x.as_tensor() - target)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
     }
 
     #[test]
@@ -239,13 +283,26 @@ mod tests {
         let target = Tensor::new(&[1.0f32, 1.0, -1.0, 0.5, 0.0], &dev).unwrap();
         let ours_v = Var::from_tensor(&init).unwrap();
         let theirs_v = Var::from_tensor(&init).unwrap();
-        let cfg = OptimizerConfig { lr: 0.05, weight_decay: 0.01, ..Default::default() };
+        let cfg = OptimizerConfig {
+            lr: 0.05,
+            weight_decay: 0.01,
+            ..Default::default()
+        };
         let mut ours = Optimizer::new(cfg, vec![ours_v.clone()]).unwrap();
-        let p = candle_nn::ParamsAdamW { lr: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 };
+        let p = candle_nn::ParamsAdamW {
+            lr: 0.05,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        };
         let mut theirs = candle_nn::AdamW::new(vec![theirs_v.clone()], p).unwrap();
         for _ in 0..20 {
-            ours.step(&quad_loss(&ours_v, &target).backward().unwrap(), 0.05).unwrap();
-            theirs.step(&quad_loss(&theirs_v, &target).backward().unwrap()).unwrap();
+            ours.step(&quad_loss(&ours_v, &target).backward().unwrap(), 0.05)
+                .unwrap();
+            theirs
+                .step(&quad_loss(&theirs_v, &target).backward().unwrap())
+                .unwrap();
         }
         let a = ours_v.as_tensor().to_vec1::<f32>().unwrap();
         let b = theirs_v.as_tensor().to_vec1::<f32>().unwrap();
@@ -259,12 +316,19 @@ mod tests {
         // f(x) = x^2, g = 2x. x0 = 1, lr 0.1, mu 0.9, no decay:
         // b1 = 2, x1 = 0.8; b2 = 0.9*2 + 1.6 = 3.4, x2 = 0.8 - 0.34 = 0.46.
         let x = Var::new(&[1.0f32], &Device::Cpu).unwrap();
-        let cfg = OptimizerConfig { kind: OptimizerKind::Sgd, lr: 0.1, weight_decay: 0.0, ..Default::default() };
+        let cfg = OptimizerConfig {
+            kind: OptimizerKind::Sgd,
+            lr: 0.1,
+            weight_decay: 0.0,
+            ..Default::default()
+        };
         let mut opt = Optimizer::new(cfg, vec![x.clone()]).unwrap();
         let zero = Tensor::new(&[0f32], &Device::Cpu).unwrap();
-        opt.step(&quad_loss(&x, &zero).backward().unwrap(), 0.1).unwrap();
+        opt.step(&quad_loss(&x, &zero).backward().unwrap(), 0.1)
+            .unwrap();
         assert!((x.as_tensor().to_vec1::<f32>().unwrap()[0] - 0.8).abs() < 1e-6);
-        opt.step(&quad_loss(&x, &zero).backward().unwrap(), 0.1).unwrap();
+        opt.step(&quad_loss(&x, &zero).backward().unwrap(), 0.1)
+            .unwrap();
         assert!((x.as_tensor().to_vec1::<f32>().unwrap()[0] - 0.46).abs() < 1e-6);
     }
 
@@ -273,12 +337,24 @@ mod tests {
         // Gradient of sum((x - t)^2) at x = 0, t = [3, 4] is [-6, -8]: norm 10.
         let x = Var::new(&[0f32, 0.0], &Device::Cpu).unwrap();
         let t = Tensor::new(&[3f32, 4.0], &Device::Cpu).unwrap();
-        let cfg = OptimizerConfig { kind: OptimizerKind::Sgd, lr: 1.0, momentum: 0.0, weight_decay: 0.0, clip_norm: Some(1.0), ..Default::default() };
+        let cfg = OptimizerConfig {
+            kind: OptimizerKind::Sgd,
+            lr: 1.0,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            clip_norm: Some(1.0),
+            ..Default::default()
+        };
         let mut opt = Optimizer::new(cfg, vec![x.clone()]).unwrap();
-        let s = opt.step(&quad_loss(&x, &t).backward().unwrap(), 1.0).unwrap();
+        let s = opt
+            .step(&quad_loss(&x, &t).backward().unwrap(), 1.0)
+            .unwrap();
         assert!((s.grad_norm - 10.0).abs() < 1e-5);
         let v = x.as_tensor().to_vec1::<f32>().unwrap();
-        assert!((v[0] - 0.6).abs() < 1e-5 && (v[1] - 0.8).abs() < 1e-5, "{v:?}");
+        assert!(
+            (v[0] - 0.6).abs() < 1e-5 && (v[1] - 0.8).abs() < 1e-5,
+            "{v:?}"
+        );
     }
 
     #[test]
@@ -286,16 +362,29 @@ mod tests {
         let x = Var::new(&[1f32, 2.0], &Device::Cpu).unwrap();
         let mut a = Optimizer::new(OptimizerConfig::default(), vec![x.clone()]).unwrap();
         let zero = Tensor::new(&[0f32, 0.0], &Device::Cpu).unwrap();
-        a.step(&quad_loss(&x, &zero).backward().unwrap(), 0.01).unwrap();
+        a.step(&quad_loss(&x, &zero).backward().unwrap(), 0.01)
+            .unwrap();
         let mut b = Optimizer::new(OptimizerConfig::default(), vec![x.clone()]).unwrap();
         b.load_state(&a.state(&Device::Cpu).unwrap()).unwrap();
-        assert_eq!((b.m.clone(), b.v.clone(), b.steps), (a.m.clone(), a.v.clone(), 1));
+        assert_eq!(
+            (b.m.clone(), b.v.clone(), b.steps),
+            (a.m.clone(), a.v.clone(), 1)
+        );
     }
 
     #[test]
     fn schedules_hit_their_landmarks() {
         assert_eq!(Schedule::Constant.lr(0.1, 5, 50, 100), 0.1);
-        assert!((Schedule::Step { every: 2, gamma: 0.5 }.lr(0.1, 5, 0, 1) - 0.025).abs() < 1e-12);
+        assert!(
+            (Schedule::Step {
+                every: 2,
+                gamma: 0.5
+            }
+            .lr(0.1, 5, 0, 1)
+                - 0.025)
+                .abs()
+                < 1e-12
+        );
         assert!((Schedule::Cosine.lr(0.1, 0, 0, 100) - 0.1).abs() < 1e-12);
         assert!((Schedule::Cosine.lr(0.1, 0, 50, 100) - 0.05).abs() < 1e-12);
         assert!(Schedule::Cosine.lr(0.1, 0, 100, 100).abs() < 1e-12);

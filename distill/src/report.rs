@@ -47,7 +47,16 @@ pub struct Report {
 impl Report {
     /// Assembles a report from a run's results.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(spec: &ModelSpec, eval: &Evaluation, teacher_agreement: Option<f64>, teachers: Vec<String>, history: Vec<EpochStats>, train: TrainConfig, distill: Option<DistillConfig>, data: String) -> Report {
+    pub fn new(
+        spec: &ModelSpec,
+        eval: &Evaluation,
+        teacher_agreement: Option<f64>,
+        teachers: Vec<String>,
+        history: Vec<EpochStats>,
+        train: TrainConfig,
+        distill: Option<DistillConfig>,
+        data: String,
+    ) -> Report {
         let trained: Vec<f64> = history.iter().map(|h| h.seconds).collect();
         Report {
             edgekd_version: env!("CARGO_PKG_VERSION").into(),
@@ -88,12 +97,26 @@ impl Summary {
     /// Summarises `xs` (all zeros when empty).
     pub fn of(xs: &[f64]) -> Summary {
         if xs.is_empty() {
-            return Summary { mean: 0.0, std: 0.0, min: 0.0, max: 0.0 };
+            return Summary {
+                mean: 0.0,
+                std: 0.0,
+                min: 0.0,
+                max: 0.0,
+            };
         }
         let n = xs.len() as f64;
         let mean = xs.iter().sum::<f64>() / n;
-        let var = if xs.len() > 1 { xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
-        Summary { mean, std: var.sqrt(), min: xs.iter().copied().fold(f64::INFINITY, f64::min), max: xs.iter().copied().fold(f64::NEG_INFINITY, f64::max) }
+        let var = if xs.len() > 1 {
+            xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+        } else {
+            0.0
+        };
+        Summary {
+            mean,
+            std: var.sqrt(),
+            min: xs.iter().copied().fold(f64::INFINITY, f64::min),
+            max: xs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        }
     }
 }
 
@@ -119,29 +142,58 @@ pub struct KdGain {
 impl KdGain {
     /// Summary of errors alone.
     pub fn alone(&self) -> Summary {
-        Summary::of(&self.alone_errors.iter().map(|&e| e as f64).collect::<Vec<_>>())
+        Summary::of(
+            &self
+                .alone_errors
+                .iter()
+                .map(|&e| e as f64)
+                .collect::<Vec<_>>(),
+        )
     }
     /// Summary of errors distilled.
     pub fn distilled(&self) -> Summary {
-        Summary::of(&self.distilled_errors.iter().map(|&e| e as f64).collect::<Vec<_>>())
+        Summary::of(
+            &self
+                .distilled_errors
+                .iter()
+                .map(|&e| e as f64)
+                .collect::<Vec<_>>(),
+        )
     }
     /// Mean errors saved by distillation (negative when it hurt).
     pub fn gain(&self) -> f64 {
         self.alone().mean - self.distilled().mean
     }
+    /// Seeds on which the distilled student made fewer errors than the one trained alone.
+    pub fn wins(&self) -> usize {
+        self.alone_errors
+            .iter()
+            .zip(&self.distilled_errors)
+            .filter(|(a, d)| d < a)
+            .count()
+    }
     /// Whether distillation helped on average and on at least half the seeds.
     pub fn helped(&self) -> bool {
-        let wins = self.alone_errors.iter().zip(&self.distilled_errors).filter(|(a, d)| d < a).count();
-        self.gain() > 0.0 && 2 * wins >= self.seeds.len()
+        self.gain() > 0.0 && 2 * self.wins() >= self.seeds.len()
     }
     /// One line a person reads: errors alone vs distilled, mean ± σ over seeds, and a verdict.
     pub fn line(&self) -> String {
         let (a, d) = (self.alone(), self.distilled());
         let agree = |v: &[f64]| 100.0 * Summary::of(v).mean;
+        let n = self.seeds.len();
         let verdict = if self.helped() {
-            format!("KD helped: {:.1} fewer errors", self.gain())
+            format!(
+                "KD helped: {:.1} fewer errors on average, better on {} of {n} seeds",
+                self.gain(),
+                self.wins()
+            )
         } else {
-            format!("KD did NOT help ({:+.1} errors): the teacher is not clearly better than what {} reaches alone, or it needs more epochs or a lower temperature", -self.gain(), self.student)
+            format!(
+                "KD did NOT help: {:+.1} errors on average, better on {} of {n} seeds. Distillation pays when the teacher is clearly better than what {} reaches alone; try a lower temperature, more epochs or a stronger teacher",
+                -self.gain(),
+                self.wins(),
+                self.student
+            )
         };
         format!(
             "{} on {} test images over {} seed(s): alone {:.1} ± {:.1} errors ({:?}), distilled {:.1} ± {:.1} ({:?}); teacher agreement {:.2}% -> {:.2}%. {verdict}",
@@ -175,11 +227,33 @@ mod tests {
 
     #[test]
     fn the_verdict_needs_a_mean_gain_and_half_the_seeds() {
-        let mut g = KdGain { student: "mlp:64".into(), test_total: 100, seeds: vec![0, 1, 2], alone_errors: vec![10, 12, 11], distilled_errors: vec![8, 13, 9], alone_agreement: vec![0.9; 3], distilled_agreement: vec![0.95; 3] };
+        let mut g = KdGain {
+            student: "mlp:64".into(),
+            test_total: 100,
+            seeds: vec![0, 1, 2],
+            alone_errors: vec![10, 12, 11],
+            distilled_errors: vec![8, 13, 9],
+            alone_agreement: vec![0.9; 3],
+            distilled_agreement: vec![0.95; 3],
+        };
         assert!(g.helped());
-        assert!(g.line().contains("KD helped: 1.0 fewer errors") && g.line().contains("alone 11.0 ± 1.0"), "{}", g.line());
-        g.distilled_errors = vec![12, 13, 9];
-        assert!(!g.helped());
-        assert!(g.line().contains("did NOT help"));
+        assert!(
+            g.line()
+                .contains("KD helped: 1.0 fewer errors on average, better on 2 of 3 seeds")
+                && g.line().contains("alone 11.0 ± 1.0"),
+            "{}",
+            g.line()
+        );
+        g.distilled_errors = vec![12, 13, 5];
+        assert!(
+            !g.helped(),
+            "a lower mean from one lucky seed is not a verdict"
+        );
+        assert!(
+            g.line()
+                .contains("did NOT help: -1.0 errors on average, better on 1 of 3 seeds"),
+            "{}",
+            g.line()
+        );
     }
 }

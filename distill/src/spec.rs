@@ -50,7 +50,11 @@ pub struct InputShape {
 
 impl InputShape {
     /// MNIST's 1 x 28 x 28.
-    pub const MNIST: InputShape = InputShape { channels: 1, rows: 28, cols: 28 };
+    pub const MNIST: InputShape = InputShape {
+        channels: 1,
+        rows: 28,
+        cols: 28,
+    };
 
     /// Values per sample.
     pub fn len(&self) -> usize {
@@ -97,9 +101,18 @@ pub struct ParamInfo {
 /// A layer as the forward pass walks it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum LayerPlan {
-    Conv { name: String, in_channels: usize, conv: ConvLayer },
+    Conv {
+        name: String,
+        in_channels: usize,
+        conv: ConvLayer,
+    },
     Flatten,
-    Linear { name: String, inputs: usize, outputs: usize, hidden: bool },
+    Linear {
+        name: String,
+        inputs: usize,
+        outputs: usize,
+        hidden: bool,
+    },
 }
 
 impl ModelSpec {
@@ -114,8 +127,13 @@ impl ModelSpec {
     /// assert_eq!(s.param_count(), 784 * 800 + 800 + 800 * 800 + 800 + 800 * 10 + 10);
     /// ```
     pub fn parse(spec: &str) -> Result<ModelSpec> {
-        let bad = |reason: &str| Error::Spec { spec: spec.into(), reason: reason.into() };
-        let (kind, body) = spec.split_once(':').ok_or_else(|| bad("expected KIND:LAYERS, e.g. mlp:800-800 or cnn:lenet5"))?;
+        let bad = |reason: &str| Error::Spec {
+            spec: spec.into(),
+            reason: reason.into(),
+        };
+        let (kind, body) = spec
+            .split_once(':')
+            .ok_or_else(|| bad("expected KIND:LAYERS, e.g. mlp:800-800 or cnn:lenet5"))?;
         let num = |t: &str| -> Result<usize> {
             match t.parse::<usize>() {
                 Ok(n) if (1..=65536).contains(&n) => Ok(n),
@@ -124,32 +142,46 @@ impl ModelSpec {
         };
         let architecture = match kind {
             "mlp" => Architecture::Mlp {
-                hidden: if body.is_empty() { vec![] } else { body.split('-').map(num).collect::<Result<_>>()? },
+                hidden: if body.is_empty() {
+                    vec![]
+                } else {
+                    body.split('-').map(num).collect::<Result<_>>()?
+                },
             },
-            "cnn" => match body {
-                "lenet5" => lenet(6, 16, 120, 84),
-                "lenet5-half" => lenet(3, 8, 60, 42),
-                _ => {
-                    let (mut convs, mut fc) = (vec![], vec![]);
-                    for tok in body.split('-') {
-                        if let Some(c) = tok.strip_prefix('c') {
-                            if !fc.is_empty() {
-                                return Err(bad("conv blocks (cN) must come before fully connected layers (fN)"));
+            "cnn" => {
+                match body {
+                    "lenet5" => lenet(6, 16, 120, 84),
+                    "lenet5-half" => lenet(3, 8, 60, 42),
+                    _ => {
+                        let (mut convs, mut fc) = (vec![], vec![]);
+                        for tok in body.split('-') {
+                            if let Some(c) = tok.strip_prefix('c') {
+                                if !fc.is_empty() {
+                                    return Err(bad("conv blocks (cN) must come before fully connected layers (fN)"));
+                                }
+                                convs.push(ConvLayer {
+                                    out_channels: num(c)?,
+                                    kernel: 5,
+                                    padding: 2,
+                                });
+                            } else if let Some(f) = tok.strip_prefix('f') {
+                                fc.push(num(f)?);
+                            } else {
+                                return Err(bad("CNN layers are lenet5, lenet5-half, or cN (conv) and fN (dense) tokens, e.g. cnn:c32-c64-f1024"));
                             }
-                            convs.push(ConvLayer { out_channels: num(c)?, kernel: 5, padding: 2 });
-                        } else if let Some(f) = tok.strip_prefix('f') {
-                            fc.push(num(f)?);
-                        } else {
-                            return Err(bad("CNN layers are lenet5, lenet5-half, or cN (conv) and fN (dense) tokens, e.g. cnn:c32-c64-f1024"));
                         }
+                        if convs.is_empty() {
+                            return Err(bad("a CNN needs at least one conv block (cN)"));
+                        }
+                        Architecture::Cnn { convs, fc }
                     }
-                    if convs.is_empty() {
-                        return Err(bad("a CNN needs at least one conv block (cN)"));
-                    }
-                    Architecture::Cnn { convs, fc }
                 }
-            },
-            _ => return Err(bad(&format!("unknown model kind `{kind}` (use mlp or cnn)"))),
+            }
+            _ => {
+                return Err(bad(&format!(
+                    "unknown model kind `{kind}` (use mlp or cnn)"
+                )))
+            }
         };
         let spec = ModelSpec {
             name: spec.into(),
@@ -174,22 +206,39 @@ impl ModelSpec {
 
     /// Checks rates and that every conv block leaves a non-empty feature map.
     pub fn validate(&self) -> Result<()> {
-        let bad = |reason: String| Error::Spec { spec: self.name.clone(), reason };
-        for (what, p) in [("dropout", self.dropout), ("input dropout", self.input_dropout)] {
+        let bad = |reason: String| Error::Spec {
+            spec: self.name.clone(),
+            reason,
+        };
+        for (what, p) in [
+            ("dropout", self.dropout),
+            ("input dropout", self.input_dropout),
+        ] {
             if !(0.0..0.95).contains(&p) {
                 return Err(bad(format!("{what} {p} is outside [0, 0.95)")));
             }
         }
         if self.classes < 2 || self.input.is_empty() {
-            return Err(bad(format!("needs at least 2 classes and a non-empty input, got {} and {:?}", self.classes, self.input)));
+            return Err(bad(format!(
+                "needs at least 2 classes and a non-empty input, got {} and {:?}",
+                self.classes, self.input
+            )));
         }
         let (mut h, mut w) = (self.input.rows, self.input.cols);
         if let Architecture::Cnn { convs, .. } = &self.architecture {
             for (i, c) in convs.iter().enumerate() {
-                let (oh, ow) = ((h + 2 * c.padding).checked_sub(c.kernel - 1), (w + 2 * c.padding).checked_sub(c.kernel - 1));
+                let (oh, ow) = (
+                    (h + 2 * c.padding).checked_sub(c.kernel - 1),
+                    (w + 2 * c.padding).checked_sub(c.kernel - 1),
+                );
                 match (oh, ow) {
                     (Some(oh), Some(ow)) if oh >= 2 && ow >= 2 => (h, w) = (oh / 2, ow / 2),
-                    _ => return Err(bad(format!("conv block {} leaves no {h}x{w} feature map to pool", i + 1))),
+                    _ => {
+                        return Err(bad(format!(
+                            "conv block {} leaves no {h}x{w} feature map to pool",
+                            i + 1
+                        )))
+                    }
                 }
             }
         }
@@ -202,17 +251,32 @@ impl ModelSpec {
         let linear = |plan: &mut Vec<LayerPlan>, inputs: usize, widths: &[usize]| {
             let mut inputs = inputs;
             for (i, &w) in widths.iter().enumerate() {
-                plan.push(LayerPlan::Linear { name: format!("fc{}", i + 1), inputs, outputs: w, hidden: true });
+                plan.push(LayerPlan::Linear {
+                    name: format!("fc{}", i + 1),
+                    inputs,
+                    outputs: w,
+                    hidden: true,
+                });
                 inputs = w;
             }
-            plan.push(LayerPlan::Linear { name: "out".into(), inputs, outputs: self.classes, hidden: false });
+            plan.push(LayerPlan::Linear {
+                name: "out".into(),
+                inputs,
+                outputs: self.classes,
+                hidden: false,
+            });
         };
         match &self.architecture {
             Architecture::Mlp { hidden } => linear(&mut plan, self.input.len(), hidden),
             Architecture::Cnn { convs, fc } => {
-                let (mut ch, mut h, mut w) = (self.input.channels, self.input.rows, self.input.cols);
+                let (mut ch, mut h, mut w) =
+                    (self.input.channels, self.input.rows, self.input.cols);
                 for (i, c) in convs.iter().enumerate() {
-                    plan.push(LayerPlan::Conv { name: format!("conv{}", i + 1), in_channels: ch, conv: *c });
+                    plan.push(LayerPlan::Conv {
+                        name: format!("conv{}", i + 1),
+                        in_channels: ch,
+                        conv: *c,
+                    });
                     ch = c.out_channels;
                     h = (h + 2 * c.padding + 1 - c.kernel) / 2;
                     w = (w + 2 * c.padding + 1 - c.kernel) / 2;
@@ -229,14 +293,39 @@ impl ModelSpec {
         let mut out = Vec::new();
         for layer in self.plan() {
             match layer {
-                LayerPlan::Conv { name, in_channels, conv } => {
+                LayerPlan::Conv {
+                    name,
+                    in_channels,
+                    conv,
+                } => {
                     let fan_in = in_channels * conv.kernel * conv.kernel;
-                    out.push(ParamInfo { name: format!("{name}.weight"), shape: vec![conv.out_channels, in_channels, conv.kernel, conv.kernel], fan_in });
-                    out.push(ParamInfo { name: format!("{name}.bias"), shape: vec![conv.out_channels], fan_in });
+                    out.push(ParamInfo {
+                        name: format!("{name}.weight"),
+                        shape: vec![conv.out_channels, in_channels, conv.kernel, conv.kernel],
+                        fan_in,
+                    });
+                    out.push(ParamInfo {
+                        name: format!("{name}.bias"),
+                        shape: vec![conv.out_channels],
+                        fan_in,
+                    });
                 }
-                LayerPlan::Linear { name, inputs, outputs, .. } => {
-                    out.push(ParamInfo { name: format!("{name}.weight"), shape: vec![outputs, inputs], fan_in: inputs });
-                    out.push(ParamInfo { name: format!("{name}.bias"), shape: vec![outputs], fan_in: inputs });
+                LayerPlan::Linear {
+                    name,
+                    inputs,
+                    outputs,
+                    ..
+                } => {
+                    out.push(ParamInfo {
+                        name: format!("{name}.weight"),
+                        shape: vec![outputs, inputs],
+                        fan_in: inputs,
+                    });
+                    out.push(ParamInfo {
+                        name: format!("{name}.bias"),
+                        shape: vec![outputs],
+                        fan_in: inputs,
+                    });
                 }
                 LayerPlan::Flatten => {}
             }
@@ -246,7 +335,10 @@ impl ModelSpec {
 
     /// Number of trainable scalars.
     pub fn param_count(&self) -> usize {
-        self.parameters().iter().map(|p| p.shape.iter().product::<usize>()).sum()
+        self.parameters()
+            .iter()
+            .map(|p| p.shape.iter().product::<usize>())
+            .sum()
     }
 
     /// Multiply-accumulates for one sample's forward pass (convolutions and dense layers).
@@ -255,12 +347,19 @@ impl ModelSpec {
         let mut total = 0;
         for layer in self.plan() {
             match layer {
-                LayerPlan::Conv { in_channels, conv, .. } => {
-                    let (oh, ow) = (h + 2 * conv.padding + 1 - conv.kernel, w + 2 * conv.padding + 1 - conv.kernel);
+                LayerPlan::Conv {
+                    in_channels, conv, ..
+                } => {
+                    let (oh, ow) = (
+                        h + 2 * conv.padding + 1 - conv.kernel,
+                        w + 2 * conv.padding + 1 - conv.kernel,
+                    );
                     total += oh * ow * conv.out_channels * in_channels * conv.kernel * conv.kernel;
                     (h, w) = (oh / 2, ow / 2);
                 }
-                LayerPlan::Linear { inputs, outputs, .. } => total += inputs * outputs,
+                LayerPlan::Linear {
+                    inputs, outputs, ..
+                } => total += inputs * outputs,
                 LayerPlan::Flatten => {}
             }
         }
@@ -273,7 +372,11 @@ impl ModelSpec {
             .iter()
             .rev()
             .find_map(|l| match l {
-                LayerPlan::Linear { inputs, hidden: false, .. } => Some(*inputs),
+                LayerPlan::Linear {
+                    inputs,
+                    hidden: false,
+                    ..
+                } => Some(*inputs),
                 _ => None,
             })
             .expect("every plan ends in the output layer")
@@ -287,7 +390,18 @@ impl ModelSpec {
 
 fn lenet(c1: usize, c2: usize, f1: usize, f2: usize) -> Architecture {
     Architecture::Cnn {
-        convs: vec![ConvLayer { out_channels: c1, kernel: 5, padding: 2 }, ConvLayer { out_channels: c2, kernel: 5, padding: 0 }],
+        convs: vec![
+            ConvLayer {
+                out_channels: c1,
+                kernel: 5,
+                padding: 2,
+            },
+            ConvLayer {
+                out_channels: c2,
+                kernel: 5,
+                padding: 0,
+            },
+        ],
         fc: vec![f1, f2],
     }
 }
@@ -303,7 +417,10 @@ mod tests {
         assert_eq!(s.param_count(), p);
         assert_eq!(s.macs(), 784 * 1200 + 1200 * 1200 + 1200 * 10);
         assert_eq!(s.feature_dim(), 1200);
-        assert_eq!(ModelSpec::parse("mlp:64").unwrap().param_count(), 784 * 64 + 64 + 64 * 10 + 10);
+        assert_eq!(
+            ModelSpec::parse("mlp:64").unwrap().param_count(),
+            784 * 64 + 64 + 64 * 10 + 10
+        );
     }
 
     #[test]
@@ -313,7 +430,10 @@ mod tests {
         let p = 156 + 2416 + (400 * 120 + 120) + (120 * 84 + 84) + (84 * 10 + 10);
         assert_eq!(s.param_count(), p);
         assert_eq!(p, 61_706);
-        assert_eq!(s.macs(), 28 * 28 * 6 * 25 + 10 * 10 * 16 * 150 + 400 * 120 + 120 * 84 + 84 * 10);
+        assert_eq!(
+            s.macs(),
+            28 * 28 * 6 * 25 + 10 * 10 * 16 * 150 + 400 * 120 + 120 * 84 + 84 * 10
+        );
         assert!(ModelSpec::parse("cnn:lenet5-half").unwrap().param_count() < p / 2);
         let wide = ModelSpec::parse("cnn:c32-c64-f1024").unwrap();
         assert_eq!(wide.parameters()[4].shape, vec![1024, 64 * 7 * 7]);
@@ -333,12 +453,18 @@ mod tests {
             let err = ModelSpec::parse(s).unwrap_err().to_string();
             assert!(err.contains(needle), "{s}: {err}");
         }
-        assert!(ModelSpec::parse("mlp:8").unwrap().with_dropout(1.5, 0.0).is_err());
+        assert!(ModelSpec::parse("mlp:8")
+            .unwrap()
+            .with_dropout(1.5, 0.0)
+            .is_err());
     }
 
     #[test]
     fn specs_round_trip_through_toml() {
-        let s = ModelSpec::parse("cnn:lenet5").unwrap().with_dropout(0.5, 0.2).unwrap();
+        let s = ModelSpec::parse("cnn:lenet5")
+            .unwrap()
+            .with_dropout(0.5, 0.2)
+            .unwrap();
         let text = toml::to_string(&s).unwrap();
         assert_eq!(toml::from_str::<ModelSpec>(&text).unwrap(), s);
     }

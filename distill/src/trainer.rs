@@ -36,7 +36,14 @@ pub struct TrainConfig {
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        TrainConfig { epochs: 10, batch_size: 128, seed: 0, optimizer: OptimizerConfig::default(), schedule: Schedule::Cosine, augment: Augment::default() }
+        TrainConfig {
+            epochs: 10,
+            batch_size: 128,
+            seed: 0,
+            optimizer: OptimizerConfig::default(),
+            schedule: Schedule::Cosine,
+            augment: Augment::default(),
+        }
     }
 }
 
@@ -44,11 +51,16 @@ impl TrainConfig {
     /// Rejects settings with no meaning.
     pub fn validate(&self) -> Result<()> {
         if self.epochs == 0 || self.batch_size == 0 {
-            return Err(Error::Config(format!("epochs and batch size must be at least 1, got {} and {}", self.epochs, self.batch_size)));
+            return Err(Error::Config(format!(
+                "epochs and batch size must be at least 1, got {} and {}",
+                self.epochs, self.batch_size
+            )));
         }
         if let Schedule::Step { every, gamma } = self.schedule {
             if every == 0 || !(gamma > 0.0 && gamma <= 1.0) {
-                return Err(Error::Config(format!("step schedule needs every >= 1 and gamma in (0, 1], got {every} and {gamma}")));
+                return Err(Error::Config(format!(
+                    "step schedule needs every >= 1 and gamma in (0, 1], got {every} and {gamma}"
+                )));
             }
         }
         self.optimizer.validate()?;
@@ -79,7 +91,12 @@ fn default_finetune_lr() -> f64 {
 
 impl Default for DistillConfig {
     fn default() -> Self {
-        DistillConfig { kd: KdConfig::default(), teacher_weights: vec![], finetune_epochs: 0, finetune_lr: default_finetune_lr() }
+        DistillConfig {
+            kd: KdConfig::default(),
+            teacher_weights: vec![],
+            finetune_epochs: 0,
+            finetune_lr: default_finetune_lr(),
+        }
     }
 }
 
@@ -176,7 +193,12 @@ impl Evaluation {
     }
     /// Fraction of samples on which two models predict the same class.
     pub fn agreement(&self, other: &Evaluation) -> f64 {
-        let same = self.predictions.iter().zip(&other.predictions).filter(|(a, b)| a == b).count();
+        let same = self
+            .predictions
+            .iter()
+            .zip(&other.predictions)
+            .filter(|(a, b)| a == b)
+            .count();
         same as f64 / self.predictions.len().max(1) as f64
     }
 }
@@ -184,12 +206,22 @@ impl Evaluation {
 const EVAL_BATCH: usize = 1000;
 
 /// Logits of `model` on all of `data`, in order, without augmentation.
-pub fn logits_of(model: &Model, data: &Dataset, norm: Normalization, device: &Device) -> Result<Tensor> {
+pub fn logits_of(
+    model: &Model,
+    data: &Dataset,
+    norm: Normalization,
+    device: &Device,
+) -> Result<Tensor> {
     let idx: Vec<usize> = (0..data.len()).collect();
     let parts = idx
         .chunks(EVAL_BATCH)
         // Detached: cached teacher logits must not drag the teacher's graph into every backward pass.
-        .map(|c| Ok(model.forward(&make_batch(data, c, norm, None, device)?.images, false)?.logits.detach()))
+        .map(|c| {
+            Ok(model
+                .forward(&make_batch(data, c, norm, None, device)?.images, false)?
+                .logits
+                .detach())
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(Tensor::cat(&parts, 0)?)
 }
@@ -198,8 +230,16 @@ pub fn logits_of(model: &Model, data: &Dataset, norm: Normalization, device: &De
 pub fn evaluate(model: &Model, data: &Dataset, device: &Device) -> Result<Evaluation> {
     let logits = logits_of(model, data, model.spec().normalization, device)?;
     let predictions = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
-    let correct = predictions.iter().zip(&data.labels).filter(|(p, l)| **p == **l as u32).count();
-    Ok(Evaluation { correct, total: data.len(), predictions })
+    let correct = predictions
+        .iter()
+        .zip(&data.labels)
+        .filter(|(p, l)| **p == **l as u32)
+        .count();
+    Ok(Evaluation {
+        correct,
+        total: data.len(),
+        predictions,
+    })
 }
 
 /// What a finished (or paused) run returns.
@@ -253,11 +293,19 @@ impl Run<'_> {
             Objective::Distill { teachers, config } => {
                 config.kd.validate()?;
                 if teachers.is_empty() {
-                    return Err(Error::Config("distillation needs at least one teacher".into()));
+                    return Err(Error::Config(
+                        "distillation needs at least one teacher".into(),
+                    ));
                 }
                 for t in teachers.iter() {
-                    if t.spec().classes != self.student.spec().classes || t.spec().input != self.student.spec().input {
-                        return Err(Error::Config(format!("teacher {} and student {} differ in input shape or classes", t.spec().name, self.student.spec().name)));
+                    if t.spec().classes != self.student.spec().classes
+                        || t.spec().input != self.student.spec().input
+                    {
+                        return Err(Error::Config(format!(
+                            "teacher {} and student {} differ in input shape or classes",
+                            t.spec().name,
+                            self.student.spec().name
+                        )));
                     }
                 }
                 (*teachers, Some(config.clone()))
@@ -266,7 +314,11 @@ impl Run<'_> {
         let weights = match &dcfg {
             Some(d) if !d.teacher_weights.is_empty() => {
                 if d.teacher_weights.len() != teachers.len() {
-                    return Err(Error::Config(format!("{} teacher weights for {} teachers", d.teacher_weights.len(), teachers.len())));
+                    return Err(Error::Config(format!(
+                        "{} teacher weights for {} teachers",
+                        d.teacher_weights.len(),
+                        teachers.len()
+                    )));
                 }
                 d.teacher_weights.clone()
             }
@@ -279,12 +331,18 @@ impl Run<'_> {
         // Hint distillation: a learned projection from student features to the first teacher's.
         let hint = match kd {
             Some(k) if k.hint_weight > 0.0 => {
-                let (i, o) = (self.student.spec().feature_dim(), teachers[0].spec().feature_dim());
+                let (i, o) = (
+                    self.student.spec().feature_dim(),
+                    teachers[0].spec().feature_dim(),
+                );
                 let mut r = rng(cfg.seed, Stream::Init, 1);
                 let b = 1.0 / (i as f32).sqrt();
                 let w: Vec<f32> = (0..i * o).map(|_| r.random_range(-b..b)).collect();
                 let bias: Vec<f32> = (0..o).map(|_| r.random_range(-b..b)).collect();
-                Some((Var::from_tensor(&Tensor::from_vec(w, (o, i), &device)?)?, Var::from_tensor(&Tensor::from_vec(bias, o, &device)?)?))
+                Some((
+                    Var::from_tensor(&Tensor::from_vec(w, (o, i), &device)?)?,
+                    Var::from_tensor(&Tensor::from_vec(bias, o, &device)?)?,
+                ))
             }
             _ => None,
         };
@@ -295,24 +353,47 @@ impl Run<'_> {
         }
         let mut opt = Optimizer::new(cfg.optimizer, vars)?;
 
-        let fingerprint = serde_json::to_string(&(cfg, &dcfg, self.student.spec(), teachers.iter().map(|t| t.spec().name.clone()).collect::<Vec<_>>())).expect("configs serialise");
+        let fingerprint = serde_json::to_string(&(
+            cfg,
+            &dcfg,
+            self.student.spec(),
+            teachers
+                .iter()
+                .map(|t| t.spec().name.clone())
+                .collect::<Vec<_>>(),
+        ))
+        .expect("configs serialise");
         let sdir = state_dir(self.out_dir);
         let mut history = Vec::new();
         let mut start_epoch = 0;
         if self.resume {
-            let progress: Progress = checkpoint::load_json(&sdir.join("progress.json")).map_err(|e| Error::Checkpoint { path: sdir.clone(), reason: format!("nothing to resume: {e}") })?;
+            let progress: Progress =
+                checkpoint::load_json(&sdir.join("progress.json")).map_err(|e| {
+                    Error::Checkpoint {
+                        path: sdir.clone(),
+                        reason: format!("nothing to resume: {e}"),
+                    }
+                })?;
             if progress.fingerprint != fingerprint {
                 return Err(Error::Checkpoint { path: sdir, reason: "the checkpoint was made with different settings; resume with the same command line or config".into() });
             }
             let weights = checkpoint::load_tensors(&sdir.join("weights.safetensors"), &device)?;
             for (p, var) in &self.student.params().vars {
-                let t = weights.get(&p.name).ok_or_else(|| Error::Checkpoint { path: sdir.clone(), reason: format!("weights lack {}", p.name) })?;
+                let t = weights.get(&p.name).ok_or_else(|| Error::Checkpoint {
+                    path: sdir.clone(),
+                    reason: format!("weights lack {}", p.name),
+                })?;
                 var.set(t)?;
             }
             let state = checkpoint::load_tensors(&sdir.join("optimizer.safetensors"), &device)?;
             opt.load_state(&state)?;
             if let Some((w, b)) = &hint {
-                let get = |n: &str| state.get(n).cloned().ok_or_else(|| Error::Checkpoint { path: sdir.clone(), reason: format!("state lacks {n}") });
+                let get = |n: &str| {
+                    state.get(n).cloned().ok_or_else(|| Error::Checkpoint {
+                        path: sdir.clone(),
+                        reason: format!("state lacks {n}"),
+                    })
+                };
                 w.set(&get("hint.weight")?)?;
                 b.set(&get("hint.bias")?)?;
             }
@@ -322,9 +403,18 @@ impl Run<'_> {
 
         // Without augmentation the teachers see the same inputs every epoch: run them once.
         let needs_features = hint.is_some();
-        let cached: Option<Vec<Tensor>> = if !teachers.is_empty() && !cfg.augment.is_active() && !needs_features && start_epoch < cfg.epochs {
+        let cached: Option<Vec<Tensor>> = if !teachers.is_empty()
+            && !cfg.augment.is_active()
+            && !needs_features
+            && start_epoch < cfg.epochs
+        {
             observer.phase("computing teacher logits once for the whole run");
-            Some(teachers.iter().map(|t| logits_of(t, self.train, t.spec().normalization, &device)).collect::<Result<_>>()?)
+            Some(
+                teachers
+                    .iter()
+                    .map(|t| logits_of(t, self.train, t.spec().normalization, &device))
+                    .collect::<Result<_>>()?,
+            )
         } else {
             None
         };
@@ -333,7 +423,10 @@ impl Run<'_> {
         let total_steps = batches * cfg.epochs;
         for epoch in start_epoch..total_epochs {
             if self.stop_after.is_some_and(|s| epoch >= s) {
-                return Ok(RunOutcome { history, paused: true });
+                return Ok(RunOutcome {
+                    history,
+                    paused: true,
+                });
             }
             let finetune = epoch >= cfg.epochs;
             observer.epoch_start(epoch + 1, total_epochs, batches);
@@ -343,17 +436,39 @@ impl Run<'_> {
             let started = Instant::now();
             let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
             for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
-                let lr = if finetune { dcfg.as_ref().map_or(cfg.optimizer.lr, |d| d.finetune_lr) } else { cfg.schedule.lr(cfg.optimizer.lr, epoch, epoch * batches + b, total_steps) };
-                let augment = cfg.augment.is_active().then_some((&cfg.augment, &mut aug_rng));
+                let lr = if finetune {
+                    dcfg.as_ref().map_or(cfg.optimizer.lr, |d| d.finetune_lr)
+                } else {
+                    cfg.schedule
+                        .lr(cfg.optimizer.lr, epoch, epoch * batches + b, total_steps)
+                };
+                let augment = cfg
+                    .augment
+                    .is_active()
+                    .then_some((&cfg.augment, &mut aug_rng));
                 let batch = make_batch(self.train, chunk, norm, augment, &device)?;
                 let out = self.student.forward(&batch.images, true)?;
-                let label_term = label_loss(&out.logits, &batch.labels, batch.mix.as_ref().map(|m| (&m.partner_labels, m.lambda)))?;
+                let label_term = label_loss(
+                    &out.logits,
+                    &batch.labels,
+                    batch.mix.as_ref().map(|m| (&m.partner_labels, m.lambda)),
+                )?;
                 let total = match (&kd, finetune) {
                     (Some(kd), false) => {
-                        let (t_logits, t_features) = teacher_outputs(teachers, cached.as_deref(), &batch, needs_features, &device)?;
+                        let (t_logits, t_features) = teacher_outputs(
+                            teachers,
+                            cached.as_deref(),
+                            &batch,
+                            needs_features,
+                            &device,
+                        )?;
                         let targets = SoftTargets::combine(&t_logits, &weights, kd.temperature)?;
                         let hint_term = match (&hint, t_features) {
-                            (Some((w, b)), Some(tf)) => Some(loss::mse(&Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone())).forward(&out.features)?, &tf)?),
+                            (Some((w, b)), Some(tf)) => Some(loss::mse(
+                                &Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone()))
+                                    .forward(&out.features)?,
+                                &tf,
+                            )?),
                             _ => None,
                         };
                         distillation_loss(kd, &out.logits, &targets, label_term, hint_term)?.total
@@ -362,18 +477,38 @@ impl Run<'_> {
                 };
                 let loss_value = total.to_scalar::<f32>()?;
                 if !loss_value.is_finite() {
-                    return Err(Error::NonFinite { what: "loss", epoch: epoch + 1, batch: b });
+                    return Err(Error::NonFinite {
+                        what: "loss",
+                        epoch: epoch + 1,
+                        batch: b,
+                    });
                 }
                 let stats = opt.step(&total.backward()?, lr)?;
                 if !stats.grad_norm.is_finite() {
-                    return Err(Error::NonFinite { what: "gradient", epoch: epoch + 1, batch: b });
+                    return Err(Error::NonFinite {
+                        what: "gradient",
+                        epoch: epoch + 1,
+                        batch: b,
+                    });
                 }
                 let preds = out.logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
-                let batch_correct = preds.iter().zip(chunk).filter(|(p, &i)| **p == self.train.labels[i] as u32).count();
+                let batch_correct = preds
+                    .iter()
+                    .zip(chunk)
+                    .filter(|(p, &i)| **p == self.train.labels[i] as u32)
+                    .count();
                 loss_sum += loss_value as f64 * chunk.len() as f64;
                 correct += batch_correct;
                 seen += chunk.len();
-                observer.batch_end(&BatchStats { epoch: epoch + 1, batch: b, batches, loss: loss_value, accuracy: batch_correct as f32 / chunk.len() as f32, lr, samples: chunk.len() });
+                observer.batch_end(&BatchStats {
+                    epoch: epoch + 1,
+                    batch: b,
+                    batches,
+                    loss: loss_value,
+                    accuracy: batch_correct as f32 / chunk.len() as f32,
+                    lr,
+                    samples: chunk.len(),
+                });
             }
             let seconds = started.elapsed().as_secs_f64();
             let eval = evaluate(self.student, self.test, &device)?;
@@ -388,14 +523,34 @@ impl Run<'_> {
                 finetune,
             };
             history.push(stats.clone());
-            self.save_state(&sdir, &opt, hint.as_ref(), &Progress { epochs_done: epoch + 1, fingerprint: fingerprint.clone(), history: history.clone() }, &device)?;
+            self.save_state(
+                &sdir,
+                &opt,
+                hint.as_ref(),
+                &Progress {
+                    epochs_done: epoch + 1,
+                    fingerprint: fingerprint.clone(),
+                    history: history.clone(),
+                },
+                &device,
+            )?;
             checkpoint::save_model(self.out_dir, self.student)?;
             observer.epoch_end(&stats);
         }
-        Ok(RunOutcome { history, paused: false })
+        Ok(RunOutcome {
+            history,
+            paused: false,
+        })
     }
 
-    fn save_state(&self, sdir: &PathBuf, opt: &Optimizer, hint: Option<&(Var, Var)>, progress: &Progress, device: &Device) -> Result<()> {
+    fn save_state(
+        &self,
+        sdir: &PathBuf,
+        opt: &Optimizer,
+        hint: Option<&(Var, Var)>,
+        progress: &Progress,
+        device: &Device,
+    ) -> Result<()> {
         std::fs::create_dir_all(sdir).map_err(Error::io("creating directory", sdir))?;
         let mut state = opt.state(device)?;
         if let Some((w, b)) = hint {
@@ -403,7 +558,10 @@ impl Run<'_> {
             state.insert("hint.bias".into(), b.as_tensor().clone());
         }
         checkpoint::save_tensors(&sdir.join("optimizer.safetensors"), &state)?;
-        checkpoint::save_tensors(&sdir.join("weights.safetensors"), &self.student.params().tensors())?;
+        checkpoint::save_tensors(
+            &sdir.join("weights.safetensors"),
+            &self.student.params().tensors(),
+        )?;
         // Written last: a run killed before this line resumes from the previous epoch, whose
         // weights and moments are then overwritten consistently.
         checkpoint::save_json(&sdir.join("progress.json"), progress)
@@ -411,10 +569,26 @@ impl Run<'_> {
 }
 
 /// Teacher logits for a batch (from the cache when there is one) and the first teacher's features.
-fn teacher_outputs(teachers: &[Model], cached: Option<&[Tensor]>, batch: &Batch, features: bool, device: &Device) -> Result<(Vec<Tensor>, Option<Tensor>)> {
+fn teacher_outputs(
+    teachers: &[Model],
+    cached: Option<&[Tensor]>,
+    batch: &Batch,
+    features: bool,
+    device: &Device,
+) -> Result<(Vec<Tensor>, Option<Tensor>)> {
     if let Some(cache) = cached {
-        let idx = Tensor::from_vec(batch.indices.iter().map(|&i| i as u32).collect::<Vec<_>>(), batch.indices.len(), device)?;
-        return Ok((cache.iter().map(|c| c.index_select(&idx, 0)).collect::<candle_core::Result<_>>()?, None));
+        let idx = Tensor::from_vec(
+            batch.indices.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+            batch.indices.len(),
+            device,
+        )?;
+        return Ok((
+            cache
+                .iter()
+                .map(|c| c.index_select(&idx, 0))
+                .collect::<candle_core::Result<_>>()?,
+            None,
+        ));
     }
     let mut logits = Vec::with_capacity(teachers.len());
     let mut feats = None;
@@ -442,7 +616,11 @@ mod tests {
         let teacher = Model::new(&spec, 1, &Device::Cpu).unwrap();
         let logits = logits_of(&teacher, &toy(8, 0), spec.normalization, &Device::Cpu).unwrap();
         let grads = logits.sum_all().unwrap().backward().unwrap();
-        assert!(teacher.params().vars.iter().all(|(_, v)| grads.get(v.as_tensor()).is_none()));
+        assert!(teacher
+            .params()
+            .vars
+            .iter()
+            .all(|(_, v)| grads.get(v.as_tensor()).is_none()));
     }
 
     #[test]
@@ -452,22 +630,72 @@ mod tests {
         let (data, test) = (splits.train.take(1000), splits.test.take(500));
         let tdir = tempfile::tempdir().unwrap();
         let teacher = Model::new(&ModelSpec::parse("mlp:64").unwrap(), 1, &Device::Cpu).unwrap();
-        let cfg = TrainConfig { epochs: 5, batch_size: 32, ..Default::default() };
-        Run { student: &teacher, objective: Objective::Labels, config: &cfg, train: &data, test: &test, out_dir: tdir.path(), resume: false, stop_after: None }
-            .execute(&mut Silent)
-            .unwrap();
+        let cfg = TrainConfig {
+            epochs: 5,
+            batch_size: 32,
+            ..Default::default()
+        };
+        Run {
+            student: &teacher,
+            objective: Objective::Labels,
+            config: &cfg,
+            train: &data,
+            test: &test,
+            out_dir: tdir.path(),
+            resume: false,
+            stop_after: None,
+        }
+        .execute(&mut Silent)
+        .unwrap();
         let teacher_pred = evaluate(&teacher, &test, &Device::Cpu).unwrap();
-        assert!(teacher_pred.accuracy() > 0.8, "the teacher should learn: {}", teacher_pred.accuracy());
+        assert!(
+            teacher_pred.accuracy() > 0.8,
+            "the teacher should learn: {}",
+            teacher_pred.accuracy()
+        );
         // A pure-KD student (alpha = 1) sees no label at all, yet learns the teacher's answers.
         let student = Model::new(&ModelSpec::parse("mlp:32").unwrap(), 2, &Device::Cpu).unwrap();
-        let before = evaluate(&student, &test, &Device::Cpu).unwrap().agreement(&teacher_pred);
-        let config = DistillConfig { kd: KdConfig { alpha: 1.0, temperature: 2.0, ..Default::default() }, ..Default::default() };
+        let before = evaluate(&student, &test, &Device::Cpu)
+            .unwrap()
+            .agreement(&teacher_pred);
+        let config = DistillConfig {
+            kd: KdConfig {
+                alpha: 1.0,
+                temperature: 2.0,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         let sdir = tempfile::tempdir().unwrap();
-        let cfg = TrainConfig { epochs: 8, optimizer: OptimizerConfig { lr: 3e-3, ..Default::default() }, ..cfg };
-        Run { student: &student, objective: Objective::Distill { teachers: std::slice::from_ref(&teacher), config }, config: &cfg, train: &data, test: &test, out_dir: sdir.path(), resume: false, stop_after: None }
-            .execute(&mut Silent)
-            .unwrap();
-        let after = evaluate(&student, &test, &Device::Cpu).unwrap().agreement(&teacher_pred);
-        assert!(before < 0.3 && after > 0.75, "agreement {before} -> {after}");
+        let cfg = TrainConfig {
+            epochs: 8,
+            optimizer: OptimizerConfig {
+                lr: 3e-3,
+                ..Default::default()
+            },
+            ..cfg
+        };
+        Run {
+            student: &student,
+            objective: Objective::Distill {
+                teachers: std::slice::from_ref(&teacher),
+                config,
+            },
+            config: &cfg,
+            train: &data,
+            test: &test,
+            out_dir: sdir.path(),
+            resume: false,
+            stop_after: None,
+        }
+        .execute(&mut Silent)
+        .unwrap();
+        let after = evaluate(&student, &test, &Device::Cpu)
+            .unwrap()
+            .agreement(&teacher_pred);
+        assert!(
+            before < 0.3 && after > 0.75,
+            "agreement {before} -> {after}"
+        );
     }
 }

@@ -32,8 +32,16 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
 /// ```
 pub fn top_k(logits: &[f32], k: usize) -> Vec<Ranked> {
     let probs = softmax(logits);
-    let mut ranked: Vec<Ranked> = probs.into_iter().enumerate().map(|(class, probability)| Ranked { class, probability }).collect();
-    ranked.sort_by(|a, b| b.probability.total_cmp(&a.probability).then(a.class.cmp(&b.class)));
+    let mut ranked: Vec<Ranked> = probs
+        .into_iter()
+        .enumerate()
+        .map(|(class, probability)| Ranked { class, probability })
+        .collect();
+    ranked.sort_by(|a, b| {
+        b.probability
+            .total_cmp(&a.probability)
+            .then(a.class.cmp(&b.class))
+    });
     ranked.truncate(k);
     ranked
 }

@@ -71,7 +71,15 @@ fn modified_z_scores(xs: &[f64]) -> Vec<f64> {
     let mut dev: Vec<f64> = xs.iter().map(|x| (x - median).abs()).collect();
     dev.sort_by(f64::total_cmp);
     let mad = percentile(&dev, 0.5);
-    xs.iter().map(|x| if mad > 0.0 { 0.6745 * (x - median) / mad } else { 0.0 }).collect()
+    xs.iter()
+        .map(|x| {
+            if mad > 0.0 {
+                0.6745 * (x - median) / mad
+            } else {
+                0.0
+            }
+        })
+        .collect()
 }
 
 impl LatencySummary {
@@ -82,10 +90,17 @@ impl LatencySummary {
         }
         let n = times.len() as f64;
         let mean = times.iter().sum::<f64>() / n;
-        let std_dev = if times.len() > 1 { (times.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() } else { 0.0 };
+        let std_dev = if times.len() > 1 {
+            (times.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        } else {
+            0.0
+        };
         let mut sorted = times.to_vec();
         sorted.sort_by(f64::total_cmp);
-        let outliers = modified_z_scores(times).iter().filter(|z| z.abs() > OUTLIER_Z).count();
+        let outliers = modified_z_scores(times)
+            .iter()
+            .filter(|z| z.abs() > OUTLIER_Z)
+            .count();
         Some(LatencySummary {
             runs: times.len(),
             mean,
@@ -106,7 +121,9 @@ impl LatencySummary {
         if z.first().is_some_and(|&z0| z0 > OUTLIER_Z) {
             w.push(OutlierWarning::SlowFirstRun);
         } else if self.outliers > 0 {
-            w.push(OutlierWarning::Outliers { count: self.outliers });
+            w.push(OutlierWarning::Outliers {
+                count: self.outliers,
+            });
         }
         w
     }
@@ -151,7 +168,9 @@ mod tests {
 
     #[test]
     fn a_far_outlier_is_flagged_and_a_slow_first_run_named() {
-        let mut t = vec![1.0e-3, 1.01e-3, 0.99e-3, 1.02e-3, 0.98e-3, 1.0e-3, 1.01e-3, 0.99e-3];
+        let mut t = vec![
+            1.0e-3, 1.01e-3, 0.99e-3, 1.02e-3, 0.98e-3, 1.0e-3, 1.01e-3, 0.99e-3,
+        ];
         t.push(50e-3);
         let s = LatencySummary::of(&t).unwrap();
         assert_eq!(s.outliers, 1);

@@ -21,14 +21,18 @@ pub enum DataCommand {
     ///
     /// Files already present with the right sum are kept; a file with a wrong sum is
     /// fetched again. A mirror may also be a local directory holding the files.
-    #[command(after_help = "Example: edgekd data fetch mnist --dir data/mnist\n         edgekd data fetch mnist --dir data/mnist --mirror /mnt/share/mnist")]
+    #[command(
+        after_help = "Example: edgekd data fetch mnist --dir data/mnist\n         edgekd data fetch mnist --dir data/mnist --mirror /mnt/share/mnist"
+    )]
     Fetch(FetchArgs),
     /// Check a directory of MNIST files against the published SHA-256 sums, and that they parse.
     Verify(DirArgs),
     /// Print the size, image shape and class balance of each split in a directory.
     Info(DirArgs),
     /// Cut a seeded random subset of a dataset into a new directory (how data/mnist-subset was made).
-    #[command(after_help = "Example: edgekd data subset --from ../shared/data/mnist --out data/mnist-subset --train 10000 --test 2000")]
+    #[command(
+        after_help = "Example: edgekd data subset --from ../shared/data/mnist --out data/mnist-subset --train 10000 --test 2000"
+    )]
     Subset(SubsetArgs),
 }
 
@@ -75,30 +79,55 @@ pub fn run(cmd: DataCommand) -> Result<()> {
     match cmd {
         DataCommand::Fetch(a) => {
             let Known::Mnist = a.dataset;
-            let mirrors = if a.mirrors.is_empty() { MNIST_MIRRORS.iter().map(|s| s.to_string()).collect() } else { a.mirrors };
+            let mirrors = if a.mirrors.is_empty() {
+                MNIST_MIRRORS.iter().map(|s| s.to_string()).collect()
+            } else {
+                a.mirrors
+            };
             fetch::fetch_mnist(&a.dir, &mirrors, |name, status| match status {
                 FileStatus::AlreadyValid => eprintln!("{name}: present, SHA-256 verified"),
-                FileStatus::Fetched { mirror, bytes } => eprintln!("{name}: {bytes} bytes from {mirror}, SHA-256 verified"),
+                FileStatus::Fetched { mirror, bytes } => {
+                    eprintln!("{name}: {bytes} bytes from {mirror}, SHA-256 verified")
+                }
             })
             .with_context(|| format!("fetching MNIST into {}", a.dir.display()))?;
             let s = Splits::load(&a.dir)?;
-            println!("MNIST ready in {}: {} train, {} test images", a.dir.display(), s.train.len(), s.test.len());
+            println!(
+                "MNIST ready in {}: {} train, {} test images",
+                a.dir.display(),
+                s.train.len(),
+                s.test.len()
+            );
         }
         DataCommand::Verify(a) => {
-            fetch::verify_mnist(&a.dir).with_context(|| format!("verifying {}", a.dir.display()))?;
+            fetch::verify_mnist(&a.dir)
+                .with_context(|| format!("verifying {}", a.dir.display()))?;
             let s = Splits::load(&a.dir)?;
             println!("{}: the four MNIST files match their published SHA-256 sums and parse ({} train, {} test images)", a.dir.display(), s.train.len(), s.test.len());
         }
         DataCommand::Info(a) => {
             let s = Splits::load(&a.dir).with_context(|| format!("loading {}", a.dir.display()))?;
             for (name, d) in [("train", &s.train), ("test", &s.test)] {
-                println!("{name}: {} images of {}x{}, per class {:?}", d.len(), d.rows, d.cols, d.class_counts());
+                println!(
+                    "{name}: {} images of {}x{}, per class {:?}",
+                    d.len(),
+                    d.rows,
+                    d.cols,
+                    d.class_counts()
+                );
             }
         }
         DataCommand::Subset(a) => {
-            let s = Splits::load(&a.from).with_context(|| format!("loading {}", a.from.display()))?;
+            let s =
+                Splits::load(&a.from).with_context(|| format!("loading {}", a.from.display()))?;
             if a.train == 0 || a.test == 0 || a.train > s.train.len() || a.test > s.test.len() {
-                bail!("asked for {} train and {} test images; the source has {} and {}", a.train, a.test, s.train.len(), s.test.len());
+                bail!(
+                    "asked for {} train and {} test images; the source has {} and {}",
+                    a.train,
+                    a.test,
+                    s.train.len(),
+                    s.test.len()
+                );
             }
             let pick = |n: usize, len: usize, stream: usize| {
                 let mut idx = epoch_order(len, a.seed, stream);
@@ -106,9 +135,17 @@ pub fn run(cmd: DataCommand) -> Result<()> {
                 idx.sort_unstable();
                 idx
             };
-            let sub = Splits { train: s.train.select(&pick(a.train, s.train.len(), 0)), test: s.test.select(&pick(a.test, s.test.len(), 1)) };
+            let sub = Splits {
+                train: s.train.select(&pick(a.train, s.train.len(), 0)),
+                test: s.test.select(&pick(a.test, s.test.len(), 1)),
+            };
             sub.write(&a.out)?;
-            println!("wrote {} train and {} test images to {}", sub.train.len(), sub.test.len(), a.out.display());
+            println!(
+                "wrote {} train and {} test images to {}",
+                sub.train.len(),
+                sub.test.len(),
+                a.out.display()
+            );
         }
     }
     Ok(())

@@ -13,9 +13,9 @@ use crate::args::TrainOpts;
 
 /// Train a teacher, distil a student from it, and compare them, on the shipped MNIST subset.
 ///
-/// The teacher is a small CNN trained with dropout and ±2 px jitter; the student an MLP with
-/// 64 hidden units, trained both alone and distilled with the same seeds so the line at the
-/// end says what distillation bought. Takes about two minutes on two cores.
+/// The teacher is LeNet-5 trained with dropout and ±2 px jitter; the student an MLP with 64
+/// hidden units, trained both alone and distilled (T = 2, alpha = 0.5) with the same seeds, so
+/// the line at the end says what distillation bought. Takes about two minutes on two cores.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Where to write the teacher and student checkpoints
@@ -25,33 +25,77 @@ pub struct DemoArgs {
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
     /// Seeds for the alone-vs-distilled comparison
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 3)]
     seeds: usize,
     /// Print only the results
     #[arg(long, short)]
     quiet: bool,
 }
 
-/// The demo's teacher and student, chosen so the whole demo fits in a few minutes.
+/// The demo's teacher and student, chosen so the whole demo fits in about two minutes on two
+/// cores while the teacher stays clearly better than the student can get alone (about 40 vs
+/// 95 errors on the 2,000 test images): distillation pays only then.
 const TEACHER: &str = "cnn:lenet5";
-const TEACHER_EPOCHS: usize = 8;
+const TEACHER_EPOCHS: usize = 10;
 const STUDENT: &str = "mlp:64";
-const STUDENT_EPOCHS: usize = 10;
+const STUDENT_EPOCHS: usize = 20;
+/// Found by sweeping the shipped subset (see README): a small student wants a low temperature.
+const LR: f64 = 3e-3;
+const TEMPERATURE: f64 = 2.0;
+const ALPHA: f64 = 0.5;
 
 pub fn run(args: DemoArgs) -> Result<()> {
     let started = Instant::now();
-    let teacher_opts = TrainOpts { data: args.data.clone(), epochs: Some(TEACHER_EPOCHS), jitter: Some(2), dropout: Some(0.3), quiet: args.quiet, ..Default::default() };
+    let teacher_opts = TrainOpts {
+        data: args.data.clone(),
+        epochs: Some(TEACHER_EPOCHS),
+        lr: Some(LR),
+        jitter: Some(2),
+        dropout: Some(0.3),
+        quiet: args.quiet,
+        ..Default::default()
+    };
     let data = teacher_opts.load_data()?;
     let data_name = teacher_opts.data_dir().display().to_string();
-    println!("edgekd demo: {} training and {} test images from {}", data.train.len(), data.test.len(), data_name);
+    println!(
+        "edgekd demo: {} training and {} test images from {}",
+        data.train.len(),
+        data.test.len(),
+        data_name
+    );
 
     let tspec = teacher_opts.spec(TEACHER)?;
     let tcfg = teacher_opts.train_config()?;
-    let setup = RunSetup { label: format!("teacher {TEACHER}"), config: tcfg.clone(), data: &data, data_name: &data_name, resume: false, stop_after: None, quiet: args.quiet, teacher_predictions: None, teacher_names: vec![] };
-    let teacher = train_one(&tspec, Objective::Labels, &setup, &args.out.join("teacher"))?.context("the teacher run stopped early")?;
+    let setup = RunSetup {
+        label: format!("teacher {TEACHER}"),
+        config: tcfg.clone(),
+        data: &data,
+        data_name: &data_name,
+        resume: false,
+        stop_after: None,
+        quiet: args.quiet,
+        teacher_predictions: None,
+        teacher_names: vec![],
+    };
+    let teacher = train_one(&tspec, Objective::Labels, &setup, &args.out.join("teacher"))?
+        .context("the teacher run stopped early")?;
 
-    let student_opts = TrainOpts { data: args.data.clone(), epochs: Some(STUDENT_EPOCHS), quiet: args.quiet, ..Default::default() };
-    let kd = KdOpts { teachers: vec![teacher.dir.clone()], student: Some(STUDENT.into()), baseline: true, seeds: Some(args.seeds), ..Default::default() };
+    let student_opts = TrainOpts {
+        data: args.data.clone(),
+        epochs: Some(STUDENT_EPOCHS),
+        lr: Some(LR),
+        quiet: args.quiet,
+        ..Default::default()
+    };
+    let kd = KdOpts {
+        teachers: vec![teacher.dir.clone()],
+        student: Some(STUDENT.into()),
+        temperature: Some(TEMPERATURE),
+        alpha: Some(ALPHA),
+        baseline: true,
+        seeds: Some(args.seeds),
+        ..Default::default()
+    };
     let result = distill(&kd, &student_opts, &data, &args.out.join("student"))?;
 
     println!();
@@ -71,6 +115,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
     if let Some(g) = &result.gain {
         println!("{}", g.line());
     }
-    println!("demo finished in {:.0} s; checkpoints and report.json files in {}", started.elapsed().as_secs_f64(), args.out.display());
+    println!(
+        "demo finished in {:.0} s; checkpoints and report.json files in {}",
+        started.elapsed().as_secs_f64(),
+        args.out.display()
+    );
     Ok(())
 }

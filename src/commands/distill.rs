@@ -7,7 +7,9 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Args, ValueEnum};
 use edgekd_distill::checkpoint::{self, load_model};
-use edgekd_distill::{DistillConfig, KdConfig, KdGain, Model, Objective, SoftLoss, Splits, TrainConfig};
+use edgekd_distill::{
+    DistillConfig, KdConfig, KdGain, Model, Objective, SoftLoss, Splits, TrainConfig,
+};
 use serde::Deserialize;
 
 use super::{describe, ensemble_predictions, train_one, RunSetup, Trained};
@@ -78,7 +80,18 @@ impl KdOpts {
         macro_rules! take {
             ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = file.$f.clone(); } )* };
         }
-        take!(teacher_weights, student, assistant, temperature, alpha, soft_loss, hint_weight, finetune_epochs, finetune_lr, seeds);
+        take!(
+            teacher_weights,
+            student,
+            assistant,
+            temperature,
+            alpha,
+            soft_loss,
+            hint_weight,
+            finetune_epochs,
+            finetune_lr,
+            seeds
+        );
         self
     }
 
@@ -118,7 +131,9 @@ impl KdOpts {
 /// gain to --out/kd-gain.json. Teacher outputs are computed once per run when no augmentation
 /// is on.
 #[derive(Debug, Args)]
-#[command(after_help = "Example: edgekd distill --teacher runs/teacher --student mlp:64 -T 4 --alpha 0.9 --data ../shared/data/mnist --epochs 30 --baseline --seeds 3 --out runs/student")]
+#[command(
+    after_help = "Example: edgekd distill --teacher runs/teacher --student mlp:64 -T 4 --alpha 0.9 --data ../shared/data/mnist --epochs 30 --baseline --seeds 3 --out runs/student"
+)]
 pub struct DistillArgs {
     #[command(flatten)]
     kd: KdOpts,
@@ -157,7 +172,10 @@ pub fn run(args: DistillArgs) -> Result<()> {
     };
     let kd = args.kd.merge(&file.kd);
     let opts = args.opts.merge(&file.opts);
-    let out = args.out.or(file.out).ok_or_else(|| anyhow::anyhow!("no output directory given: pass --out DIR"))?;
+    let out = args
+        .out
+        .or(file.out)
+        .ok_or_else(|| anyhow::anyhow!("no output directory given: pass --out DIR"))?;
     let data = opts.load_data()?;
     let result = distill(&kd, &opts, &data, &out)?;
     for s in &result.students {
@@ -174,14 +192,25 @@ pub fn load_teachers(dirs: &[PathBuf]) -> Result<Vec<Model>> {
     if dirs.is_empty() {
         bail!("no teacher given: pass --teacher DIR (a checkpoint written by `edgekd train`)");
     }
-    dirs.iter().map(|d| load_model(d, &Device::Cpu).with_context(|| format!("loading teacher checkpoint {}", d.display()))).collect()
+    dirs.iter()
+        .map(|d| {
+            load_model(d, &Device::Cpu)
+                .with_context(|| format!("loading teacher checkpoint {}", d.display()))
+        })
+        .collect()
 }
 
 /// The whole distill command on loaded data: returns the students and, with --baseline, the gain.
 pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Result<Distilled> {
     let teachers = load_teachers(&kd.teachers)?;
-    let teacher_names: Vec<String> = kd.teachers.iter().map(|p| p.display().to_string()).collect();
-    let student_arg = kd.student.clone().ok_or_else(|| anyhow::anyhow!("no student given: pass --student SPEC (e.g. mlp:64) or --student self"))?;
+    let teacher_names: Vec<String> = kd
+        .teachers
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let student_arg = kd.student.clone().ok_or_else(|| {
+        anyhow::anyhow!("no student given: pass --student SPEC (e.g. mlp:64) or --student self")
+    })?;
     let spec = if student_arg == "self" {
         let mut s = teachers[0].spec().clone();
         s.dropout = opts.dropout.unwrap_or(s.dropout);
@@ -200,7 +229,13 @@ pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Resu
     let teacher_predictions = ensemble_predictions(&teachers, data, &Device::Cpu)?;
     for (t, name) in teachers.iter().zip(&teacher_names) {
         let e = edgekd_distill::trainer::evaluate(t, &data.test, &Device::Cpu)?;
-        eprintln!("teacher {} ({name}): {:.2}% test accuracy ({} errors of {})", t.spec().name, 100.0 * e.accuracy(), e.errors(), e.total);
+        eprintln!(
+            "teacher {} ({name}): {:.2}% test accuracy ({} errors of {})",
+            t.spec().name,
+            100.0 * e.accuracy(),
+            e.errors(),
+            e.total
+        );
     }
     let setup = |label: String, config: &TrainConfig| RunSetup {
         label,
@@ -220,8 +255,20 @@ pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Resu
         Some(a) => {
             let aspec = opts.spec(a)?;
             let s = setup(format!("assistant {}", aspec.name), &base);
-            let Some(t) = train_one(&aspec, Objective::Distill { teachers: &teachers, config: dcfg.clone() }, &s, &out.join("assistant"))? else {
-                return Ok(Distilled { students: vec![], gain: None });
+            let Some(t) = train_one(
+                &aspec,
+                Objective::Distill {
+                    teachers: &teachers,
+                    config: dcfg.clone(),
+                },
+                &s,
+                &out.join("assistant"),
+            )?
+            else {
+                return Ok(Distilled {
+                    students: vec![],
+                    gain: None,
+                });
             };
             eprintln!("{}", describe(&t));
             assistant_model = vec![t.model];
@@ -231,24 +278,62 @@ pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Resu
     };
 
     let mut students = Vec::new();
-    let mut gain = KdGain { student: spec.name.clone(), test_total: data.test.len(), seeds: vec![], alone_errors: vec![], distilled_errors: vec![], alone_agreement: vec![], distilled_agreement: vec![] };
+    let mut gain = KdGain {
+        student: spec.name.clone(),
+        test_total: data.test.len(),
+        seeds: vec![],
+        alone_errors: vec![],
+        distilled_errors: vec![],
+        alone_agreement: vec![],
+        distilled_agreement: vec![],
+    };
     for k in 0..seeds {
-        let cfg = TrainConfig { seed: base.seed + k as u64, ..base.clone() };
-        let kd_dir = if k == 0 { out.to_path_buf() } else { out.join("runs").join(format!("kd-seed{}", cfg.seed)) };
+        let cfg = TrainConfig {
+            seed: base.seed + k as u64,
+            ..base.clone()
+        };
+        let kd_dir = if k == 0 {
+            out.to_path_buf()
+        } else {
+            out.join("runs").join(format!("kd-seed{}", cfg.seed))
+        };
         let s = setup(format!("kd {} seed {}", spec.name, cfg.seed), &cfg);
-        let Some(student) = train_one(&spec, Objective::Distill { teachers: student_teachers, config: dcfg.clone() }, &s, &kd_dir)? else {
-            return Ok(Distilled { students, gain: None });
+        let Some(student) = train_one(
+            &spec,
+            Objective::Distill {
+                teachers: student_teachers,
+                config: dcfg.clone(),
+            },
+            &s,
+            &kd_dir,
+        )?
+        else {
+            return Ok(Distilled {
+                students,
+                gain: None,
+            });
         };
         if kd.baseline {
             let s = setup(format!("alone {} seed {}", spec.name, cfg.seed), &cfg);
-            let Some(alone) = train_one(&spec, Objective::Labels, &s, &out.join("runs").join(format!("alone-seed{}", cfg.seed)))? else {
-                return Ok(Distilled { students, gain: None });
+            let Some(alone) = train_one(
+                &spec,
+                Objective::Labels,
+                &s,
+                &out.join("runs").join(format!("alone-seed{}", cfg.seed)),
+            )?
+            else {
+                return Ok(Distilled {
+                    students,
+                    gain: None,
+                });
             };
             gain.seeds.push(cfg.seed);
             gain.alone_errors.push(alone.report.test_errors);
             gain.distilled_errors.push(student.report.test_errors);
-            gain.alone_agreement.push(alone.report.teacher_agreement.unwrap_or(0.0));
-            gain.distilled_agreement.push(student.report.teacher_agreement.unwrap_or(0.0));
+            gain.alone_agreement
+                .push(alone.report.teacher_agreement.unwrap_or(0.0));
+            gain.distilled_agreement
+                .push(student.report.teacher_agreement.unwrap_or(0.0));
         }
         students.push(student);
     }

@@ -13,7 +13,9 @@ use crate::args::shipped_subset;
 
 /// Measure a checkpoint's test accuracy (and its top-1 agreement with a teacher).
 #[derive(Debug, Args)]
-#[command(after_help = "Example: edgekd eval runs/student --data ../shared/data/mnist --teacher runs/teacher")]
+#[command(
+    after_help = "Example: edgekd eval runs/student --data ../shared/data/mnist --teacher runs/teacher"
+)]
 pub struct EvalArgs {
     /// Checkpoint directory (holding model.toml and model.safetensors)
     model: PathBuf,
@@ -30,13 +32,16 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let device = Device::Cpu;
-    let model = load_model(&args.model, &device).with_context(|| format!("loading checkpoint {}", args.model.display()))?;
+    let model = load_model(&args.model, &device)
+        .with_context(|| format!("loading checkpoint {}", args.model.display()))?;
     let dir = args.data.unwrap_or_else(shipped_subset);
-    let data = Splits::load(&dir).with_context(|| format!("loading dataset from {}", dir.display()))?;
+    let data =
+        Splits::load(&dir).with_context(|| format!("loading dataset from {}", dir.display()))?;
     let eval = evaluate(&model, &data.test, &device)?;
     let agreement = match &args.teacher {
         Some(t) => {
-            let teacher = load_model(t, &device).with_context(|| format!("loading teacher {}", t.display()))?;
+            let teacher = load_model(t, &device)
+                .with_context(|| format!("loading teacher {}", t.display()))?;
             Some(eval.agreement(&evaluate(&teacher, &data.test, &device)?))
         }
         None => None,
@@ -50,8 +55,18 @@ pub fn run(args: EvalArgs) -> Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        let agree = agreement.map(|a| format!(", {:.2}% top-1 agreement with the teacher", 100.0 * a)).unwrap_or_default();
-        println!("{}: {:.2}% ({} errors of {}){agree}; {} parameters, {} MAC/sample", spec.name, 100.0 * eval.accuracy(), eval.errors(), eval.total, spec.param_count(), spec.macs());
+        let agree = agreement
+            .map(|a| format!(", {:.2}% top-1 agreement with the teacher", 100.0 * a))
+            .unwrap_or_default();
+        println!(
+            "{}: {:.2}% ({} errors of {}){agree}; {} parameters, {} MAC/sample",
+            spec.name,
+            100.0 * eval.accuracy(),
+            eval.errors(),
+            eval.total,
+            spec.param_count(),
+            spec.macs()
+        );
     }
     Ok(())
 }

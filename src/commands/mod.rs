@@ -25,11 +25,18 @@ pub struct Trained {
 }
 
 /// The teachers' combined top-1 on the test set (mean of their distributions).
-pub fn ensemble_predictions(teachers: &[Model], data: &Splits, device: &Device) -> Result<Option<Vec<u32>>> {
+pub fn ensemble_predictions(
+    teachers: &[Model],
+    data: &Splits,
+    device: &Device,
+) -> Result<Option<Vec<u32>>> {
     if teachers.is_empty() {
         return Ok(None);
     }
-    let logits: Vec<Tensor> = teachers.iter().map(|t| logits_of(t, &data.test, t.spec().normalization, device)).collect::<edgekd_distill::Result<_>>()?;
+    let logits: Vec<Tensor> = teachers
+        .iter()
+        .map(|t| logits_of(t, &data.test, t.spec().normalization, device))
+        .collect::<edgekd_distill::Result<_>>()?;
     let combined = SoftTargets::combine(&logits, &vec![1.0; logits.len()], 1.0)?;
     Ok(Some(combined.probs.argmax(D::Minus1)?.to_vec1::<u32>()?))
 }
@@ -50,17 +57,31 @@ pub struct RunSetup<'a> {
 
 /// Trains `spec` into `dir` (resuming, or reusing a finished run, under `--resume`) and writes
 /// its report. Returns None when the run stopped early on `--stop-after`.
-pub fn train_one(spec: &ModelSpec, objective: Objective, setup: &RunSetup, dir: &Path) -> Result<Option<Trained>> {
+pub fn train_one(
+    spec: &ModelSpec,
+    objective: Objective,
+    setup: &RunSetup,
+    dir: &Path,
+) -> Result<Option<Trained>> {
     let device = Device::Cpu;
     let report_path = dir.join(REPORT_FILE);
     if setup.resume && report_path.is_file() {
         let report: Report = checkpoint::load_json(&report_path)?;
         if report.train == setup.config && report.spec == *spec {
-            let model = checkpoint::load_model(dir, &device).with_context(|| format!("reloading finished run {}", dir.display()))?;
+            let model = checkpoint::load_model(dir, &device)
+                .with_context(|| format!("reloading finished run {}", dir.display()))?;
             if !setup.quiet {
-                eprintln!("[{}] already finished in {}; reusing it", setup.label, dir.display());
+                eprintln!(
+                    "[{}] already finished in {}; reusing it",
+                    setup.label,
+                    dir.display()
+                );
             }
-            return Ok(Some(Trained { dir: dir.into(), report, model }));
+            return Ok(Some(Trained {
+                dir: dir.into(),
+                report,
+                model,
+            }));
         }
     }
     let distill = match &objective {
@@ -82,23 +103,48 @@ pub fn train_one(spec: &ModelSpec, objective: Objective, setup: &RunSetup, dir: 
     .execute(&mut bars)
     .with_context(|| format!("training {} into {}", spec.name, dir.display()))?;
     if outcome.paused {
-        eprintln!("[{}] stopped after epoch {} as asked; continue with --resume", setup.label, outcome.history.len());
+        eprintln!(
+            "[{}] stopped after epoch {} as asked; continue with --resume",
+            setup.label,
+            outcome.history.len()
+        );
         return Ok(None);
     }
     let eval = evaluate(&model, &setup.data.test, &device)?;
     let agreement = setup.teacher_predictions.map(|t| {
-        let same = eval.predictions.iter().zip(t).filter(|(a, b)| a == b).count();
+        let same = eval
+            .predictions
+            .iter()
+            .zip(t)
+            .filter(|(a, b)| a == b)
+            .count();
         same as f64 / t.len().max(1) as f64
     });
-    let report = Report::new(spec, &eval, agreement, setup.teacher_names.clone(), outcome.history, setup.config.clone(), distill, setup.data_name.into());
+    let report = Report::new(
+        spec,
+        &eval,
+        agreement,
+        setup.teacher_names.clone(),
+        outcome.history,
+        setup.config.clone(),
+        distill,
+        setup.data_name.into(),
+    );
     checkpoint::save_json(&report_path, &report)?;
-    Ok(Some(Trained { dir: dir.into(), report, model }))
+    Ok(Some(Trained {
+        dir: dir.into(),
+        report,
+        model,
+    }))
 }
 
 /// One summary line for a finished run.
 pub fn describe(t: &Trained) -> String {
     let r = &t.report;
-    let agree = r.teacher_agreement.map(|a| format!(", {:.2}% agreement with the teacher", 100.0 * a)).unwrap_or_default();
+    let agree = r
+        .teacher_agreement
+        .map(|a| format!(", {:.2}% agreement with the teacher", 100.0 * a))
+        .unwrap_or_default();
     format!(
         "{}: {:.2}% test accuracy ({} errors of {}){agree}; {} parameters, {:.1} kMAC/sample, {:.2} s/epoch -> {}",
         r.model,

@@ -16,7 +16,9 @@ use crate::args::{read_config, TrainOpts};
 /// (accuracy, errors, time per epoch, the full configuration) and train-state/ (for --resume)
 /// into --out, checkpointing atomically after every epoch.
 #[derive(Debug, Args)]
-#[command(after_help = "Example: edgekd train --model mlp:1200-1200 --dropout 0.5 --input-dropout 0.2 --jitter 2 --data ../shared/data/mnist --epochs 30 --out runs/teacher")]
+#[command(
+    after_help = "Example: edgekd train --model mlp:1200-1200 --dropout 0.5 --input-dropout 0.2 --jitter 2 --data ../shared/data/mnist --epochs 30 --out runs/teacher"
+)]
 pub struct TrainArgs {
     /// Model spec: mlp:H1-H2-... (e.g. mlp:1200-1200, mlp:64), cnn:lenet5, cnn:lenet5-half, cnn:c32-c64-f1024
     #[arg(long, short)]
@@ -46,13 +48,26 @@ pub fn run(args: TrainArgs) -> Result<()> {
         None => TrainFile::default(),
     };
     let opts = args.opts.merge(&file.opts);
-    let model = args.model.or(file.model).ok_or_else(|| anyhow::anyhow!("no model given: pass --model (e.g. --model mlp:800-800) or set `model` in --config"))?;
-    let out = args.out.or(file.out).ok_or_else(|| anyhow::anyhow!("no output directory given: pass --out DIR"))?;
+    let model = args.model.or(file.model).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no model given: pass --model (e.g. --model mlp:800-800) or set `model` in --config"
+        )
+    })?;
+    let out = args
+        .out
+        .or(file.out)
+        .ok_or_else(|| anyhow::anyhow!("no output directory given: pass --out DIR"))?;
     let spec = opts.spec(&model)?;
     let config = opts.train_config()?;
     let data = opts.load_data()?;
     let data_name = opts.data_dir().display().to_string();
-    eprintln!("training {} ({} parameters) on {} images, testing on {}", spec.name, spec.param_count(), data.train.len(), data.test.len());
+    eprintln!(
+        "training {} ({} parameters) on {} images, testing on {}",
+        spec.name,
+        spec.param_count(),
+        data.train.len(),
+        data.test.len()
+    );
     let setup = RunSetup {
         label: spec.name.clone(),
         config: config.clone(),
