@@ -99,6 +99,7 @@ pub fn state_dir(dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::logits_vec;
 
     #[test]
     fn a_saved_model_reloads_with_identical_outputs() {
@@ -112,18 +113,7 @@ mod tests {
         let back = load_model(dir.path(), &Device::Cpu).unwrap();
         assert_eq!(back.spec(), &spec);
         let x = Tensor::ones((2, 784), candle_core::DType::F32, &Device::Cpu).unwrap();
-        let a = m
-            .forward(&x, false)
-            .unwrap()
-            .logits
-            .to_vec2::<f32>()
-            .unwrap();
-        let b = back
-            .forward(&x, false)
-            .unwrap()
-            .logits
-            .to_vec2::<f32>()
-            .unwrap();
+        let (a, b) = (logits_vec(&m, &x), logits_vec(&back, &x));
         assert_eq!(a, b);
     }
 

@@ -270,6 +270,16 @@ impl ModuleT for Model {
     }
 }
 
+/// Evaluation-mode logits as nested vectors, for tests comparing models.
+#[cfg(test)]
+pub(crate) fn logits_vec(m: &Model, x: &Tensor) -> Vec<Vec<f32>> {
+    m.forward(x, false)
+        .unwrap()
+        .logits
+        .to_vec2::<f32>()
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,18 +332,7 @@ mod tests {
             .unwrap();
         let m = Model::new(&spec, 1, &Device::Cpu).unwrap();
         let x = Tensor::ones((2, 784), DType::F32, &Device::Cpu).unwrap();
-        let a = m
-            .forward(&x, false)
-            .unwrap()
-            .logits
-            .to_vec2::<f32>()
-            .unwrap();
-        let b = m
-            .forward(&x, false)
-            .unwrap()
-            .logits
-            .to_vec2::<f32>()
-            .unwrap();
+        let (a, b) = (logits_vec(&m, &x), logits_vec(&m, &x));
         assert_eq!(a, b);
     }
 
