@@ -298,11 +298,13 @@ impl Run<'_> {
                     ));
                 }
                 for t in teachers.iter() {
+                    // Teachers see the student's batches, so they must expect the same inputs.
                     if t.spec().classes != self.student.spec().classes
                         || t.spec().input != self.student.spec().input
+                        || t.spec().normalization != norm
                     {
                         return Err(Error::Config(format!(
-                            "teacher {} and student {} differ in input shape or classes",
+                            "teacher {} and student {} differ in input shape, normalization or classes",
                             t.spec().name,
                             self.student.spec().name
                         )));
