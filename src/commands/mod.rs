@@ -64,10 +64,19 @@ pub fn train_one(
     dir: &Path,
 ) -> Result<Option<Trained>> {
     let device = Device::Cpu;
+    let distill = match &objective {
+        Objective::Distill { config, .. } => Some(config.clone()),
+        Objective::Labels => None,
+    };
     let report_path = dir.join(REPORT_FILE);
     if setup.resume && report_path.is_file() {
         let report: Report = checkpoint::load_json(&report_path)?;
-        if report.train == setup.config && report.spec == *spec {
+        // A finished run is reused only if it was made with exactly these settings and teachers.
+        if report.train == setup.config
+            && report.spec == *spec
+            && report.distill == distill
+            && report.teachers == setup.teacher_names
+        {
             let model = checkpoint::load_model(dir, &device)
                 .with_context(|| format!("reloading finished run {}", dir.display()))?;
             if !setup.quiet {
@@ -84,10 +93,6 @@ pub fn train_one(
             }));
         }
     }
-    let distill = match &objective {
-        Objective::Distill { config, .. } => Some(config.clone()),
-        Objective::Labels => None,
-    };
     let model = Model::new(spec, setup.config.seed, &device)?;
     let mut bars = Bars::new(setup.label.clone(), setup.quiet);
     let outcome = Run {
