@@ -493,3 +493,56 @@ fn edgekd_idx(p: &Path) -> Vec<u8> {
         .unwrap();
     out
 }
+
+#[test]
+fn the_experiment_files_parse_and_run() {
+    // Flags override every setting that would make this slow; the rest comes from the files.
+    let dir = tempfile::tempdir().unwrap();
+    let exp = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    let teacher = dir.path().join("t");
+    let data = subset();
+    let quick = [
+        "--data",
+        data.to_str().unwrap(),
+        "--train-limit",
+        "300",
+        "--epochs",
+        "1",
+        "-q",
+    ];
+    stdout(
+        edgekd()
+            .arg("train")
+            .arg("--config")
+            .arg(exp.join("mnist-teacher-lenet5.toml"))
+            .args(quick)
+            .arg("--out")
+            .arg(&teacher),
+    );
+    assert_eq!(json(&teacher.join("report.json"))["model"], "cnn:lenet5");
+    let out = dir.path().join("s");
+    stdout(
+        edgekd()
+            .arg("distill")
+            .arg("--config")
+            .arg(exp.join("mnist-kd-mlp64.toml"))
+            .args(quick)
+            .args(["--seeds", "1"])
+            .arg("--teacher")
+            .arg(&teacher)
+            .arg("--out")
+            .arg(&out),
+    );
+    let r = json(&out.join("report.json"));
+    assert_eq!(
+        (
+            r["model"].as_str(),
+            r["distill"]["kd"]["temperature"].as_f64()
+        ),
+        (Some("mlp:64"), Some(2.0))
+    );
+    assert!(
+        out.join("kd-gain.json").is_file(),
+        "baseline = true comes from the file"
+    );
+}
