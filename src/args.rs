@@ -54,7 +54,7 @@ pub struct TrainOpts {
     /// Optimizer [default: adamw]
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerArg>,
-    /// Peak learning rate [default: 0.001 for adamw, 0.05 for sgd]
+    /// Peak learning rate [default: 0.003 for adamw, 0.05 for sgd]
     #[arg(long)]
     pub lr: Option<f64>,
     /// Weight decay (decoupled for adamw, L2 for sgd) [default: 0.0001]
@@ -143,7 +143,7 @@ impl TrainOpts {
         let default_lr = if kind == OptimizerKind::Sgd {
             0.05
         } else {
-            1e-3
+            3e-3
         };
         let d = OptimizerConfig::default();
         let optimizer = OptimizerConfig {

@@ -41,7 +41,7 @@ pub struct KdConfig {
 impl Default for KdConfig {
     fn default() -> Self {
         KdConfig {
-            temperature: 4.0,
+            temperature: 2.0,
             alpha: 0.9,
             soft_loss: SoftLoss::Kl,
             hint_weight: 0.0,

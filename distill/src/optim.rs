@@ -49,7 +49,7 @@ impl Default for OptimizerConfig {
     fn default() -> Self {
         OptimizerConfig {
             kind: OptimizerKind::AdamW,
-            lr: 1e-3,
+            lr: 3e-3,
             weight_decay: 1e-4,
             momentum: 0.9,
             beta1: 0.9,
