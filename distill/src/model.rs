@@ -244,19 +244,6 @@ impl Model {
         };
         Ok((x * Tensor::from_vec(mask, x.shape(), x.device())?)?)
     }
-
-    /// Logits of `images` in evaluation mode, `batch` rows at a time.
-    pub fn predict(&self, images: &Tensor, batch: usize) -> Result<Tensor> {
-        let n = images.dim(0)?;
-        let mut parts = Vec::new();
-        let mut start = 0;
-        while start < n {
-            let len = batch.min(n - start);
-            parts.push(self.forward(&images.narrow(0, start, len)?, false)?.logits);
-            start += len;
-        }
-        Ok(Tensor::cat(&parts, 0)?)
-    }
 }
 
 impl ModuleT for Model {

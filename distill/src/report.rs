@@ -139,26 +139,18 @@ pub struct KdGain {
     pub distilled_agreement: Vec<f64>,
 }
 
+fn summarise_counts(counts: &[usize]) -> Summary {
+    Summary::of(&counts.iter().map(|&c| c as f64).collect::<Vec<_>>())
+}
+
 impl KdGain {
     /// Summary of errors alone.
     pub fn alone(&self) -> Summary {
-        Summary::of(
-            &self
-                .alone_errors
-                .iter()
-                .map(|&e| e as f64)
-                .collect::<Vec<_>>(),
-        )
+        summarise_counts(&self.alone_errors)
     }
     /// Summary of errors distilled.
     pub fn distilled(&self) -> Summary {
-        Summary::of(
-            &self
-                .distilled_errors
-                .iter()
-                .map(|&e| e as f64)
-                .collect::<Vec<_>>(),
-        )
+        summarise_counts(&self.distilled_errors)
     }
     /// Mean errors saved by distillation (negative when it hurt).
     pub fn gain(&self) -> f64 {

@@ -193,14 +193,14 @@ impl Evaluation {
     }
     /// Fraction of samples on which two models predict the same class.
     pub fn agreement(&self, other: &Evaluation) -> f64 {
-        let same = self
-            .predictions
-            .iter()
-            .zip(&other.predictions)
-            .filter(|(a, b)| a == b)
-            .count();
-        same as f64 / self.predictions.len().max(1) as f64
+        top1_agreement(&self.predictions, &other.predictions)
     }
+}
+
+/// Fraction of positions where two prediction lists name the same class.
+pub fn top1_agreement(a: &[u32], b: &[u32]) -> f64 {
+    let same = a.iter().zip(b).filter(|(x, y)| x == y).count();
+    same as f64 / a.len().max(1) as f64
 }
 
 const EVAL_BATCH: usize = 1000;
@@ -247,6 +247,8 @@ pub fn evaluate(model: &Model, data: &Dataset, device: &Device) -> Result<Evalua
 pub struct RunOutcome {
     /// Per-epoch figures, including epochs done before a resume.
     pub history: Vec<EpochStats>,
+    /// Test-set evaluation after the last epoch this call trained (None if it trained none).
+    pub last_eval: Option<Evaluation>,
     /// Whether the run stopped early on request (`stop_after`).
     pub paused: bool,
 }
@@ -423,10 +425,12 @@ impl Run<'_> {
 
         let batches = self.train.len().div_ceil(cfg.batch_size);
         let total_steps = batches * cfg.epochs;
+        let mut last_eval = None;
         for epoch in start_epoch..total_epochs {
             if self.stop_after.is_some_and(|s| epoch >= s) {
                 return Ok(RunOutcome {
                     history,
+                    last_eval,
                     paused: true,
                 });
             }
@@ -538,9 +542,11 @@ impl Run<'_> {
             )?;
             checkpoint::save_model(self.out_dir, self.student)?;
             observer.epoch_end(&stats);
+            last_eval = Some(eval);
         }
         Ok(RunOutcome {
             history,
+            last_eval,
             paused: false,
         })
     }

@@ -12,7 +12,7 @@ use edgekd_distill::{
 };
 use serde::Deserialize;
 
-use super::{describe, ensemble_predictions, train_one, RunSetup, Trained};
+use super::{describe, teacher_test_results, train_one, RunSetup, Trained};
 use crate::args::{read_config, TrainOpts};
 
 /// Which distillation term.
@@ -226,15 +226,14 @@ pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Resu
         bail!("--seeds must be at least 1");
     }
     let data_name = opts.data_dir().display().to_string();
-    let teacher_predictions = ensemble_predictions(&teachers, data, &Device::Cpu)?;
-    for (t, name) in teachers.iter().zip(&teacher_names) {
-        let e = edgekd_distill::trainer::evaluate(t, &data.test, &Device::Cpu)?;
+    let (teacher_errors, ensemble) = teacher_test_results(&teachers, data, &Device::Cpu)?;
+    let teacher_predictions = Some(ensemble);
+    let total = data.test.len();
+    for ((t, name), errors) in teachers.iter().zip(&teacher_names).zip(teacher_errors) {
         eprintln!(
-            "teacher {} ({name}): {:.2}% test accuracy ({} errors of {})",
+            "teacher {} ({name}): {:.2}% test accuracy ({errors} errors of {total})",
             t.spec().name,
-            100.0 * e.accuracy(),
-            e.errors(),
-            e.total
+            100.0 * (total - errors) as f64 / total as f64,
         );
     }
     let setup = |label: String, config: &TrainConfig| RunSetup {

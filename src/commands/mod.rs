@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use candle_core::{Device, Tensor, D};
 use edgekd_distill::checkpoint::{self, REPORT_FILE};
 use edgekd_distill::loss::SoftTargets;
-use edgekd_distill::trainer::{evaluate, logits_of};
+use edgekd_distill::trainer::{evaluate, logits_of, top1_agreement};
 use edgekd_distill::{Model, ModelSpec, Objective, Report, Run, Splits, TrainConfig};
 
 use crate::progress::Bars;
@@ -24,21 +24,29 @@ pub struct Trained {
     pub model: Model,
 }
 
-/// The teachers' combined top-1 on the test set (mean of their distributions).
-pub fn ensemble_predictions(
+/// Each teacher's test errors, and their combined top-1 on the test set (mean of their
+/// distributions), from one forward pass per teacher.
+pub fn teacher_test_results(
     teachers: &[Model],
     data: &Splits,
     device: &Device,
-) -> Result<Option<Vec<u32>>> {
-    if teachers.is_empty() {
-        return Ok(None);
-    }
+) -> Result<(Vec<usize>, Vec<u32>)> {
     let logits: Vec<Tensor> = teachers
         .iter()
         .map(|t| logits_of(t, &data.test, t.spec().normalization, device))
         .collect::<edgekd_distill::Result<_>>()?;
+    let mut errors = Vec::with_capacity(logits.len());
+    for l in &logits {
+        let pred = l.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        errors.push(
+            pred.iter()
+                .zip(&data.test.labels)
+                .filter(|(p, y)| **p != **y as u32)
+                .count(),
+        );
+    }
     let combined = SoftTargets::combine(&logits, &vec![1.0; logits.len()], 1.0)?;
-    Ok(Some(combined.probs.argmax(D::Minus1)?.to_vec1::<u32>()?))
+    Ok((errors, combined.probs.argmax(D::Minus1)?.to_vec1::<u32>()?))
 }
 
 /// Everything one training run needs besides the model and objective.
@@ -115,16 +123,14 @@ pub fn train_one(
         );
         return Ok(None);
     }
-    let eval = evaluate(&model, &setup.data.test, &device)?;
-    let agreement = setup.teacher_predictions.map(|t| {
-        let same = eval
-            .predictions
-            .iter()
-            .zip(t)
-            .filter(|(a, b)| a == b)
-            .count();
-        same as f64 / t.len().max(1) as f64
-    });
+    // The trainer evaluated after its last epoch; only a resume with nothing left to train has not.
+    let eval = match outcome.last_eval {
+        Some(e) => e,
+        None => evaluate(&model, &setup.data.test, &device)?,
+    };
+    let agreement = setup
+        .teacher_predictions
+        .map(|t| top1_agreement(&eval.predictions, t));
     let report = Report::new(
         spec,
         &eval,
