@@ -4,6 +4,7 @@
 
 mod args;
 mod commands;
+mod onnxruntime;
 mod progress;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +32,8 @@ enum Command {
     Distill(commands::distill::DistillArgs),
     /// Measure a checkpoint's accuracy, and its agreement with a teacher.
     Eval(commands::eval::EvalArgs),
+    /// Quantize a student to f32 / f16 / int8 ONNX, verifying every file before writing it.
+    Export(commands::export::ExportArgs),
     /// Train a teacher, distil a student and compare them, on the shipped MNIST subset.
     Demo(commands::demo::DemoArgs),
 }
@@ -42,6 +45,7 @@ fn main() {
         Command::Train(a) => commands::train::run(a),
         Command::Distill(a) => commands::distill::run(a),
         Command::Eval(a) => commands::eval::run(a),
+        Command::Export(a) => commands::export::run(a),
         Command::Demo(a) => commands::demo::run(a),
     };
     if let Err(e) = result {

@@ -94,6 +94,7 @@ fn every_subcommand_explains_itself() {
         vec!["train"],
         vec!["distill"],
         vec!["eval"],
+        vec!["export"],
         vec!["demo"],
     ] {
         let mut args = sub.clone();
@@ -545,4 +546,209 @@ fn the_experiment_files_parse_and_run() {
         out.join("kd-gain.json").is_file(),
         "baseline = true comes from the file"
     );
+}
+
+/// The Python with onnx and onnxruntime that `.ci/run` installs, named by EDGEKD_PYTHON.
+fn onnxruntime_python() -> Option<PathBuf> {
+    let found = std::env::var_os("EDGEKD_PYTHON")
+        .map(PathBuf::from)
+        .filter(|p| {
+            std::process::Command::new(p)
+                .args(["-c", "import onnx, onnxruntime"])
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+    if found.is_none() {
+        if std::env::var_os("EDGEKD_REQUIRE_ALL").is_some() {
+            panic!("EDGEKD_REQUIRE_ALL is set but EDGEKD_PYTHON does not name a Python with onnx and onnxruntime");
+        }
+        eprintln!("SKIPPED: set EDGEKD_PYTHON to a Python with onnx and onnxruntime (pip install onnx onnxruntime) to check exports in ONNX Runtime");
+    }
+    found
+}
+
+const EVERY_VARIANT: [&str; 10] = [
+    "--format",
+    "f32,f16,int8",
+    "--f16",
+    "full,storage",
+    "--int8-format",
+    "qoperator,qdq",
+    "--calibration",
+    "minmax,percentile,entropy,dynamic",
+    "--latency",
+    "0",
+];
+
+/// Exports an MLP and a CNN in every variant; returns the report of each.
+fn export_every_variant(dir: &Path, python: Option<&Path>) -> Vec<serde_json::Value> {
+    let mut reports = Vec::new();
+    for (model, epochs) in [("mlp:32", 2), ("cnn:c4-c8-f16", 1)] {
+        let ck = dir.join(model.replace(':', "-"));
+        stdout(&mut quick_train(model, &ck, epochs));
+        let mut cmd = edgekd();
+        cmd.arg("export").arg(&ck).args(EVERY_VARIANT).args([
+            "--calib",
+            "200",
+            "--max-accuracy-drop",
+            "2",
+            "--json",
+        ]);
+        cmd.env_remove("EDGEKD_PYTHON");
+        if let Some(p) = python {
+            cmd.arg("--onnxruntime").arg(p);
+        }
+        let out = stdout(&mut cmd);
+        reports.push(serde_json::from_str(&out).unwrap());
+    }
+    reports
+}
+
+#[test]
+fn export_writes_every_variant_verified_in_tract() {
+    let dir = tempfile::tempdir().unwrap();
+    for report in export_every_variant(dir.path(), None) {
+        let e = &report["export"];
+        let files = e["files"].as_array().unwrap();
+        let names: Vec<&str> = files
+            .iter()
+            .map(|f| f["variant"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "f32",
+                "f16",
+                "f16-storage",
+                "int8-qop-minmax",
+                "int8-qdq-minmax",
+                "int8-qop-percentile",
+                "int8-qdq-percentile",
+                "int8-qop-entropy",
+                "int8-qdq-entropy",
+                "int8-dynamic"
+            ]
+        );
+        assert_eq!(
+            (e["opset"].as_i64(), e["ir_version"].as_i64()),
+            (Some(13), Some(7))
+        );
+        let f32_bytes = files[0]["bytes"].as_f64().unwrap();
+        let cnn = e["model"].as_str().unwrap().starts_with("cnn");
+        for f in files {
+            let name = f["variant"].as_str().unwrap();
+            let path = PathBuf::from(f["path"].as_str().unwrap());
+            assert!(f["written"].as_bool().unwrap() && path.is_file(), "{name}");
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().len() as f64,
+                f["bytes"].as_f64().unwrap()
+            );
+            let v = &f["verification"];
+            let ops: Vec<&str> = f["ops"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o.as_str().unwrap())
+                .collect();
+            // The file's own accuracy is what the report says the runtime measured.
+            assert!(v["agreement"].as_f64().unwrap() > 90.0, "{name}: {v}");
+            let ratio = f["bytes"].as_f64().unwrap() / f32_bytes;
+            match name {
+                "f32" => assert!(
+                    v["max_abs_logit_diff"].as_f64().unwrap() < 1e-3,
+                    "tract and candle disagree: {v}"
+                ),
+                n if n.starts_with("f16") => assert!((0.45..0.56).contains(&ratio), "{n}: {ratio}"),
+                n => assert!(ratio < 0.35, "{n}: int8 at {ratio} of f32"),
+            }
+            if name.starts_with("int8-qop") {
+                assert!(
+                    ops.contains(&if cnn { "ConvInteger" } else { "MatMulInteger" }),
+                    "{name}: {ops:?}"
+                );
+            }
+            if name.starts_with("int8-qdq") {
+                assert!(
+                    ops.contains(&"DequantizeLinear") && ops.contains(&"QuantizeLinear"),
+                    "{ops:?}"
+                );
+                assert!(
+                    !ops.iter().any(|o| o.contains("Integer")),
+                    "{name}: {ops:?}"
+                );
+            }
+            if name == "int8-dynamic" {
+                assert!(ops.contains(&"DynamicQuantizeLinear"), "{ops:?}");
+            }
+            if cnn {
+                assert!(
+                    ops.contains(&"MaxPool") && ops.contains(&"Flatten"),
+                    "{ops:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn exports_pass_onnx_checker_and_match_onnxruntime() {
+    let Some(python) = onnxruntime_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for report in export_every_variant(dir.path(), Some(&python)) {
+        let ort = report["onnxruntime"].as_array().unwrap();
+        assert_eq!(ort.len(), 10, "every written file is checked");
+        for r in ort {
+            let (name, r) = (r["variant"].as_str().unwrap(), &r["result"]);
+            assert!(
+                r["checker_ok"].as_bool().unwrap(),
+                "{name}: {}",
+                r["checker"]
+            );
+            // One opset import, the default domain at 13: no ai.onnx.ml, no com.microsoft.
+            assert_eq!(r["opset_imports"], serde_json::json!([["", 13]]), "{name}");
+            assert!(r["matches_tract"].as_bool().unwrap(), "{name}: {r}");
+            let tol = if name == "f32" {
+                1e-3
+            } else if name.starts_with("f16") {
+                0.05
+            } else {
+                0.1
+            };
+            assert!(
+                r["max_abs_diff_vs_tract"].as_f64().unwrap() <= tol,
+                "{name}: {r}"
+            );
+            assert!(
+                r["agreement_with_tract"].as_f64().unwrap() >= 99.0,
+                "{name}: {r}"
+            );
+        }
+    }
+}
+
+#[test]
+fn export_refuses_bad_requests_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = fails(edgekd().args(["export"]).arg(dir.path().join("missing")));
+    assert!(err.contains("not a checkpoint directory"), "{err}");
+    let ck = dir.path().join("m");
+    stdout(&mut quick_train("mlp:8", &ck, 1));
+    let err = fails(
+        edgekd()
+            .arg("export")
+            .arg(&ck)
+            .args(["--max-accuracy-drop", "-1"]),
+    );
+    assert!(err.contains("--max-accuracy-drop"), "{err}");
+    let err = fails(edgekd().arg("export").arg(&ck).args(["--format", "int4"]));
+    assert!(err.contains("int4"), "{err}");
+    let err = fails(edgekd().arg("export").arg(&ck).args([
+        "--onnxruntime",
+        "/nonexistent/python",
+        "--format",
+        "f32",
+    ]));
+    assert!(err.contains("/nonexistent/python"), "{err}");
 }

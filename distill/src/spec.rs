@@ -98,19 +98,29 @@ pub struct ParamInfo {
     pub fan_in: usize,
 }
 
-/// A layer as the forward pass walks it.
+/// A layer as the forward pass walks it; exporters lower models from this list.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum LayerPlan {
+pub enum LayerPlan {
+    /// Convolution (stride 1), then ReLU and 2x2 max pooling.
     Conv {
+        /// Parameter prefix, e.g. `conv1` (`conv1.weight`, `conv1.bias`).
         name: String,
+        /// Input channels.
         in_channels: usize,
+        /// Output channels, kernel and padding.
         conv: ConvLayer,
     },
+    /// `[n, c, h, w]` to `[n, c*h*w]`.
     Flatten,
+    /// Dense layer `x W^T + b`, followed by ReLU when `hidden`.
     Linear {
+        /// Parameter prefix, e.g. `fc1` or `out`.
         name: String,
+        /// Input width.
         inputs: usize,
+        /// Output width.
         outputs: usize,
+        /// Whether ReLU (and, in training, dropout) follows.
         hidden: bool,
     },
 }
@@ -246,7 +256,7 @@ impl ModelSpec {
     }
 
     /// The forward pass's layers, in order, with their sizes.
-    pub(crate) fn plan(&self) -> Vec<LayerPlan> {
+    pub fn plan(&self) -> Vec<LayerPlan> {
         let mut plan = Vec::new();
         let linear = |plan: &mut Vec<LayerPlan>, inputs: usize, widths: &[usize]| {
             let mut inputs = inputs;

@@ -1,14 +1,22 @@
 //! edgekd's device-side crate: what ships to the board or phone.
 //!
 //! It must stay small and cross-compile cleanly, so it never depends on the training stack
-//! (candle, `edgekd-distill`). Today it holds the pieces every inference front-end needs:
-//! turning logits into ranked class probabilities ([`classify`]) and summarising latency
-//! samples the way hyperfine does ([`stats`]). Model loading and backends arrive with the
-//! runtime issue.
+//! (candle, `edgekd-distill`). It loads ONNX models ([`Model`], on tract by default), turns
+//! logits into ranked class probabilities ([`classify`]) and summarises latency samples the
+//! way hyperfine does ([`stats`]).
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod classify;
+pub mod error;
+pub mod model;
 pub mod stats;
 
 pub use classify::{softmax, top_k, Ranked};
+pub use error::{Error, Result};
+pub use model::{Dim, ElementType, Model, ModelInfo, Output, TensorInfo};
 pub use stats::{LatencySummary, OutlierWarning};
+
+/// The ONNX protobuf types, for tools that write models the runtime reads.
+#[cfg(feature = "tract")]
+pub use tract_onnx::pb;

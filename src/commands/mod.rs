@@ -4,6 +4,7 @@ pub mod data;
 pub mod demo;
 pub mod distill;
 pub mod eval;
+pub mod export;
 pub mod train;
 
 use std::path::{Path, PathBuf};

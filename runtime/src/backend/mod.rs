@@ -1,0 +1,5 @@
+//! Inference backends, one file each. tract is the default: pure Rust, no native library.
+
+pub mod onnx_info;
+#[cfg(feature = "tract")]
+pub mod tract;

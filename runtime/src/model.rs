@@ -1,0 +1,219 @@
+//! A loaded model: what it takes and gives ([`ModelInfo`]) and a way to run it ([`Model`]).
+//!
+//! Callers always feed `f32` and read `f32`: a model whose input is `f16` gets its input
+//! cast inside the runtime, and int8 models quantize inside their own graph, so the same
+//! calling code serves every format edgekd exports.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Element type of a model input or output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ElementType {
+    /// 32-bit float.
+    F32,
+    /// 16-bit IEEE float.
+    F16,
+    /// Signed 8-bit integer.
+    I8,
+    /// Unsigned 8-bit integer.
+    U8,
+    /// 32-bit integer.
+    I32,
+    /// 64-bit integer.
+    I64,
+    /// Anything else, by its ONNX name.
+    Other(String),
+}
+
+impl std::fmt::Display for ElementType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ElementType::F32 => f.write_str("f32"),
+            ElementType::F16 => f.write_str("f16"),
+            ElementType::I8 => f.write_str("i8"),
+            ElementType::U8 => f.write_str("u8"),
+            ElementType::I32 => f.write_str("i32"),
+            ElementType::I64 => f.write_str("i64"),
+            ElementType::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+/// One dimension of a declared shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dim {
+    /// A fixed size.
+    Fixed(usize),
+    /// A free size (the batch), by its symbol when it has one.
+    Free(String),
+}
+
+impl std::fmt::Display for Dim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dim::Fixed(n) => write!(f, "{n}"),
+            Dim::Free(s) if s.is_empty() => f.write_str("?"),
+            Dim::Free(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Name, element type and declared shape of an input or output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// The graph's name for it.
+    pub name: String,
+    /// Element type.
+    pub element: ElementType,
+    /// Declared shape.
+    pub shape: Vec<Dim>,
+}
+
+impl TensorInfo {
+    /// The shape as text, e.g. `[N, 784]`.
+    pub fn shape_text(&self) -> String {
+        let dims: Vec<String> = self.shape.iter().map(|d| d.to_string()).collect();
+        format!("[{}]", dims.join(", "))
+    }
+
+    /// Values per sample: the product of every dimension after the first.
+    pub fn sample_len(&self) -> Option<usize> {
+        self.shape
+            .iter()
+            .skip(1)
+            .try_fold(1usize, |acc, d| match d {
+                Dim::Fixed(n) => acc.checked_mul(*n),
+                Dim::Free(_) => None,
+            })
+    }
+}
+
+/// What a model file declares about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// Graph inputs (initializers excluded).
+    pub inputs: Vec<TensorInfo>,
+    /// Graph outputs.
+    pub outputs: Vec<TensorInfo>,
+    /// The default-domain opset the model imports.
+    pub opset: i64,
+    /// ONNX IR version.
+    pub ir_version: i64,
+    /// `metadata_props`, key to value.
+    pub metadata: BTreeMap<String, String>,
+    /// Size of the file or buffer, in bytes.
+    pub bytes: usize,
+}
+
+/// One output of a run, as `f32` whatever the model computes in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// The graph's name for it.
+    pub name: String,
+    /// Its shape in this run.
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub data: Vec<f32>,
+}
+
+impl Output {
+    /// The values of row `i` of a `[n, k]` output.
+    pub fn row(&self, i: usize) -> &[f32] {
+        let k = self.shape.iter().skip(1).product::<usize>();
+        &self.data[i * k..(i + 1) * k]
+    }
+
+    /// Number of rows (the batch).
+    pub fn rows(&self) -> usize {
+        self.shape.first().copied().unwrap_or(0)
+    }
+}
+
+/// A model ready to run, on the default backend.
+pub struct Model {
+    info: ModelInfo,
+    backend: crate::backend::tract::TractModel,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("info", &self.info).finish()
+    }
+}
+
+impl Model {
+    /// Loads an ONNX file.
+    pub fn load(path: &Path) -> Result<Model> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })?;
+        Model::from_bytes(&bytes)
+    }
+
+    /// Loads an ONNX model from memory.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Model> {
+        let (info, backend) = crate::backend::tract::TractModel::load(bytes)?;
+        Ok(Model { info, backend })
+    }
+
+    /// What the model takes and gives.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Runs a batch of `batch` samples laid out row-major in `input` (the first input's
+    /// shape with its first dimension set to `batch`), returning every output.
+    pub fn run(&self, input: &[f32], batch: usize) -> Result<Vec<Output>> {
+        let shape = self.input_shape(input.len(), batch)?;
+        self.backend.run(input, &shape)
+    }
+
+    /// Runs a batch and returns the first output alone (the logits of a classifier).
+    pub fn logits(&self, input: &[f32], batch: usize) -> Result<Output> {
+        let mut outs = self.run(input, batch)?;
+        if outs.is_empty() {
+            return Err(Error::Interface {
+                reason: "the model has no output".into(),
+            });
+        }
+        Ok(outs.swap_remove(0))
+    }
+
+    /// The concrete input shape for `batch` samples of `len` values in all, checked against
+    /// the declared one.
+    fn input_shape(&self, len: usize, batch: usize) -> Result<Vec<usize>> {
+        let input = &self.info.inputs[0];
+        let expected = input.shape_text();
+        let mismatch = |given: String| Error::InputShape {
+            name: input.name.clone(),
+            expected: expected.clone(),
+            given,
+        };
+        let per_sample = input.sample_len().ok_or_else(|| {
+            mismatch(format!(
+                "{len} values (only the first dimension may be free)"
+            ))
+        })?;
+        if batch == 0 || len != batch * per_sample {
+            return Err(mismatch(format!(
+                "{len} values for a batch of {batch} ({per_sample} per sample)"
+            )));
+        }
+        if let Some(Dim::Fixed(n)) = input.shape.first() {
+            if *n != batch {
+                return Err(mismatch(format!("a batch of {batch}")));
+            }
+        }
+        let mut shape = vec![batch];
+        shape.extend(input.shape.iter().skip(1).map(|d| match d {
+            Dim::Fixed(n) => *n,
+            Dim::Free(_) => unreachable!("sample_len checked every dimension is fixed"),
+        }));
+        Ok(shape)
+    }
+}
