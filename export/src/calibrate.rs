@@ -86,7 +86,10 @@ pub fn entropy_threshold(values: &[f32], amax: f32) -> f32 {
     }
     let width = amax / ENTROPY_BINS as f32;
     let mut hist = vec![0f64; ENTROPY_BINS];
-    for v in values {
+    // Exact zeros (every ReLU output that did not fire) are left out: zero is exact at any
+    // threshold, and a zero spike in the first bin would make the squeeze of the first
+    // level dominate the divergence, driving the threshold down to the tightest candidate.
+    for v in values.iter().filter(|v| **v != 0.0) {
         let b = ((v.abs() / width) as usize).min(ENTROPY_BINS - 1);
         hist[b] += 1.0;
     }
