@@ -21,14 +21,15 @@ pub const MIN_AGREEMENT: f64 = 99.0;
 /// How far ONNX Runtime's logits may stray from tract's for a variant: float reassociation
 /// only for f32; f16 arithmetic in tract against ONNX Runtime's f32 fallbacks for f16 ops;
 /// for int8, exact integer arithmetic in both but float rescaling, where a last-bit
-/// difference can flip one requantization step of a later layer.
+/// difference can flip one requantization step of a later layer (measured: 0.19 on a
+/// LeNet-5-half student whose logits span about ±20).
 pub fn tolerance(variant: &str) -> f32 {
     if variant == "f32" {
         1e-3
     } else if variant.starts_with("f16") {
         0.05
     } else {
-        0.1
+        0.3
     }
 }
 

@@ -72,8 +72,8 @@ fn channel_dims(c: usize) -> [usize; 3] {
 fn quantize_input(g: &mut Graph, x: &str, layer: &str, enc: Encoding, a: ActQuant) -> [String; 3] {
     let s = g.f32s(&format!("{layer}.x_scale"), &[], &[a.scale]);
     let z = match enc {
-        Encoding::QOperator => g.i8s(&format!("{layer}.x_zero_point"), &[], &[a.zero_point as i8]),
-        Encoding::Qdq => g.u8s(&format!("{layer}.x_zero_point"), &[], &[a.zero_point as u8]),
+        Encoding::QOperator => g.i8s(&format!("{layer}.x_zp"), &[], &[a.zero_point as i8]),
+        Encoding::Qdq => g.u8s(&format!("{layer}.x_zp"), &[], &[a.zero_point as u8]),
     };
     let q = g.node(
         "QuantizeLinear",
@@ -94,28 +94,28 @@ fn rescale(
     dims: &[usize],
     out: &str,
 ) -> String {
-    let b = g.i32s(&format!("{layer}.bias_q"), dims, bias);
-    let with_bias = g.node("Add", &format!("{layer}.acc_bias"), &[acc, &b], vec![]);
+    let b = g.i32s(&format!("{layer}.b_q"), dims, bias);
+    let with_bias = g.node("Add", &format!("{layer}.acc_b"), &[acc, &b], vec![]);
     let f = g.node(
         "Cast",
-        &format!("{layer}.acc_f32"),
+        &format!("{layer}.acc_f"),
         &[&with_bias],
         vec![Attr::Int("to", Elem::F32 as i64)],
     );
-    let s = g.f32s(&format!("{layer}.out_scale"), dims, scale);
+    let s = g.f32s(&format!("{layer}.y_scale"), dims, scale);
     g.node("Mul", out, &[&f, &s], vec![])
 }
 
 /// The int32 bias `DequantizeLinear`d at the accumulator's per-channel scale.
 fn dequantized_bias(g: &mut Graph, layer: &str, bias: &[i32], scale: &[f32]) -> String {
     let n = bias.len();
-    let b = g.i32s(&format!("{layer}.bias_q"), &[n], bias);
-    let s = g.f32s(&format!("{layer}.bias_scale"), &[n], scale);
-    let z = g.i32s(&format!("{layer}.bias_zero_point"), &[n], &vec![0; n]);
+    let b = g.i32s(&format!("{layer}.b_q"), &[n], bias);
+    let s = g.f32s(&format!("{layer}.b_scale"), &[n], scale);
+    // No zero points: they default to 0 of the input's type, which symmetric grids use.
     g.node(
         "DequantizeLinear",
         &format!("{layer}.bias"),
-        &[&b, &s, &z],
+        &[&b, &s],
         vec![Attr::Int("axis", 0)],
     )
 }
@@ -130,13 +130,12 @@ fn dequantized_weight(
     axis: i64,
 ) -> String {
     let n = scales.len();
-    let w = g.i8s(&format!("{layer}.weight_q"), dims, values);
-    let s = g.f32s(&format!("{layer}.weight_scale"), &[n], scales);
-    let z = g.i8s(&format!("{layer}.weight_zero_point"), &[n], &vec![0; n]);
+    let w = g.i8s(&format!("{layer}.w_q"), dims, values);
+    let s = g.f32s(&format!("{layer}.w_scale"), &[n], scales);
     g.node(
         "DequantizeLinear",
         &format!("{layer}.weight"),
-        &[&w, &s, &z],
+        &[&w, &s],
         vec![Attr::Int("axis", axis)],
     )
 }
@@ -161,7 +160,7 @@ impl WeightedOps for Static {
         let [xq, s, z] = quantize_input(g, x, &d.name, self.encoding, a);
         match self.encoding {
             Encoding::QOperator => {
-                let w = g.i8s(&format!("{}.weight_q", d.name), &[d.inputs, d.outputs], &wt);
+                let w = g.i8s(&format!("{}.w_q", d.name), &[d.inputs, d.outputs], &wt);
                 let acc = g.node(
                     "MatMulInteger",
                     &format!("{}.acc", d.name),
@@ -194,7 +193,7 @@ impl WeightedOps for Static {
         let [xq, s, z] = quantize_input(g, x, &c.name, self.encoding, a);
         match self.encoding {
             Encoding::QOperator => {
-                let w = g.i8s(&format!("{}.weight_q", c.name), &dims, &wq.values);
+                let w = g.i8s(&format!("{}.w_q", c.name), &dims, &wq.values);
                 let acc = g.node(
                     "ConvInteger",
                     &format!("{}.acc", c.name),
@@ -236,7 +235,7 @@ impl Dynamic {
         let names = [
             format!("{layer}.x_q"),
             format!("{layer}.x_scale"),
-            format!("{layer}.x_zero_point"),
+            format!("{layer}.x_zp"),
         ];
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         g.node_with_outputs("DynamicQuantizeLinear", &refs, &[x], vec![]);
@@ -256,17 +255,12 @@ impl Dynamic {
     ) -> String {
         let f = g.node(
             "Cast",
-            &format!("{layer}.acc_f32"),
+            &format!("{layer}.acc_f"),
             &[acc],
             vec![Attr::Int("to", Elem::F32 as i64)],
         );
-        let ws = g.f32s(&format!("{layer}.weight_scale"), dims, &w.scales);
-        let scale = g.node(
-            "Mul",
-            &format!("{layer}.out_scale"),
-            &[x_scale, &ws],
-            vec![],
-        );
+        let ws = g.f32s(&format!("{layer}.w_scale"), dims, &w.scales);
+        let scale = g.node("Mul", &format!("{layer}.y_scale"), &[x_scale, &ws], vec![]);
         let y = g.node("Mul", &format!("{layer}.scaled"), &[&f, &scale], vec![]);
         let b = g.f32s(&format!("{layer}.bias"), dims, bias);
         g.node("Add", out, &[&y, &b], vec![])
@@ -282,7 +276,7 @@ impl WeightedOps for Dynamic {
         let wq = quantize::per_channel(&d.weight, d.outputs, Dynamic::WEIGHT_LEVELS);
         let wt = quantize::transpose(&wq.values, d.outputs, d.inputs);
         let [xq, xs, xz] = Self::quantize(g, x, &d.name);
-        let w = g.i8s(&format!("{}.weight_q", d.name), &[d.inputs, d.outputs], &wt);
+        let w = g.i8s(&format!("{}.w_q", d.name), &[d.inputs, d.outputs], &wt);
         let acc = g.node(
             "MatMulInteger",
             &format!("{}.acc", d.name),
@@ -296,7 +290,7 @@ impl WeightedOps for Dynamic {
         let wq = quantize::per_channel(&c.weight, c.out_channels, Dynamic::WEIGHT_LEVELS);
         let dims = [c.out_channels, c.in_channels, c.kernel, c.kernel];
         let [xq, xs, xz] = Self::quantize(g, x, &c.name);
-        let w = g.i8s(&format!("{}.weight_q", c.name), &dims, &wq.values);
+        let w = g.i8s(&format!("{}.w_q", c.name), &dims, &wq.values);
         let acc = g.node(
             "ConvInteger",
             &format!("{}.acc", c.name),
