@@ -30,12 +30,18 @@ fn options(max_accuracy_drop: f64) -> ExportOptions {
     }
 }
 
+/// A fresh (untrained) model of `spec` saved as a checkpoint in `dir/ck`.
+fn checkpoint_of(dir: &Path, spec: &str, seed: u64) -> std::path::PathBuf {
+    let ck = dir.join("ck");
+    let model = Model::new(&ModelSpec::parse(spec).unwrap(), seed, &Device::Cpu).unwrap();
+    checkpoint::save_model(&ck, &model).unwrap();
+    ck
+}
+
 #[test]
 fn files_failing_the_accuracy_check_are_not_written() {
     let dir = tempfile::tempdir().unwrap();
-    let ck = dir.path().join("ck");
-    let model = Model::new(&ModelSpec::parse("mlp:16").unwrap(), 3, &Device::Cpu).unwrap();
-    checkpoint::save_model(&ck, &model).unwrap();
+    let ck = checkpoint_of(dir.path(), "mlp:16", 3);
     let out = dir.path().join("onnx");
     // A negative allowance rejects everything, even the lossless f32 file.
     let report = export(&ck, &subset(), &out, &options(-1.0), &mut |_: &str| {}).unwrap();
@@ -63,9 +69,7 @@ fn files_failing_the_accuracy_check_are_not_written() {
 #[test]
 fn exported_files_carry_their_metadata() {
     let dir = tempfile::tempdir().unwrap();
-    let ck = dir.path().join("ck");
-    let model = Model::new(&ModelSpec::parse("cnn:c2-f8").unwrap(), 1, &Device::Cpu).unwrap();
-    checkpoint::save_model(&ck, &model).unwrap();
+    let ck = checkpoint_of(dir.path(), "cnn:c2-f8", 1);
     let out = dir.path().join("onnx");
     export(&ck, &subset(), &out, &options(100.0), &mut |_: &str| {}).unwrap();
     let m = edgekd_runtime::Model::load(&out.join("m.int8-qop-minmax.onnx")).unwrap();
