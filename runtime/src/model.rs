@@ -133,32 +133,178 @@ impl Output {
     }
 }
 
-/// A model ready to run, on the default backend.
+/// Which engine runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Backend {
+    /// The native integer engine for int8 models it fully covers (it is several times faster
+    /// than tract on them), tract for everything else.
+    #[default]
+    Auto,
+    /// edgekd's own integer engine ([`crate::native`]); refuses float-only operators.
+    Native,
+    /// tract-onnx (feature `tract`).
+    Tract,
+    /// ONNX Runtime through the `ort` crate (feature `ort`), loaded from `ORT_DYLIB_PATH`.
+    Ort,
+}
+
+impl Backend {
+    /// The backend's name, as the command line spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Native => "native",
+            Backend::Tract => "tract",
+            Backend::Ort => "ort",
+        }
+    }
+
+    /// Whether this build can run the backend at all.
+    pub fn available(self) -> bool {
+        match self {
+            Backend::Auto | Backend::Native => true,
+            Backend::Tract => cfg!(feature = "tract"),
+            Backend::Ort => cfg!(feature = "ort"),
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Backend, String> {
+        match s {
+            "auto" => Ok(Backend::Auto),
+            "native" => Ok(Backend::Native),
+            "tract" => Ok(Backend::Tract),
+            "ort" | "onnxruntime" => Ok(Backend::Ort),
+            other => Err(format!(
+                "unknown backend `{other}` (expected auto, native, tract or ort)"
+            )),
+        }
+    }
+}
+
+/// How to load a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Which engine.
+    pub backend: Backend,
+    /// Threads one inference may use (tract always uses one; see the README).
+    pub threads: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            backend: Backend::Auto,
+            threads: 1,
+        }
+    }
+}
+
+enum Engine {
+    Native(crate::native::NativeModel),
+    #[cfg(feature = "tract")]
+    Tract(crate::backend::tract::TractModel),
+    #[cfg(feature = "ort")]
+    Ort(crate::backend::ort::OrtModel),
+}
+
+/// A model ready to run.
 pub struct Model {
     info: ModelInfo,
-    backend: crate::backend::tract::TractModel,
+    engine: Engine,
+    options: Options,
 }
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("info", &self.info).finish()
+        f.debug_struct("Model")
+            .field("info", &self.info)
+            .field("backend", &self.backend())
+            .finish()
     }
 }
 
 impl Model {
-    /// Loads an ONNX file.
+    /// Loads an ONNX file on the default backend ([`Backend::Auto`], one thread).
     pub fn load(path: &Path) -> Result<Model> {
+        Model::load_with(path, Options::default())
+    }
+
+    /// Loads an ONNX file with the given options.
+    pub fn load_with(path: &Path, options: Options) -> Result<Model> {
         let bytes = std::fs::read(path).map_err(|source| Error::Io {
             path: path.into(),
             source,
         })?;
-        Model::from_bytes(&bytes)
+        Model::from_bytes_with(&bytes, options)
     }
 
-    /// Loads an ONNX model from memory.
+    /// Loads an ONNX model from memory on the default backend.
     pub fn from_bytes(bytes: &[u8]) -> Result<Model> {
-        let (info, backend) = crate::backend::tract::TractModel::load(bytes)?;
-        Ok(Model { info, backend })
+        Model::from_bytes_with(bytes, Options::default())
+    }
+
+    /// Loads an ONNX model from memory with the given options.
+    pub fn from_bytes_with(bytes: &[u8], options: Options) -> Result<Model> {
+        let proto = crate::proto::decode(bytes)?;
+        let info = crate::backend::onnx_info::model_info(&proto, bytes.len())?;
+        let threads = options.threads.max(1);
+        let engine = match options.backend {
+            Backend::Native => {
+                Engine::Native(crate::native::NativeModel::load(&proto, &info, threads)?)
+            }
+            Backend::Auto => match crate::native::NativeModel::load(&proto, &info, threads) {
+                Ok(m) if m.is_integer() || !cfg!(feature = "tract") => Engine::Native(m),
+                #[cfg(feature = "tract")]
+                _ => Engine::Tract(crate::backend::tract::TractModel::load(bytes, &info)?),
+                #[cfg(not(feature = "tract"))]
+                Err(e) => return Err(e),
+            },
+            #[cfg(feature = "tract")]
+            Backend::Tract => Engine::Tract(crate::backend::tract::TractModel::load(bytes, &info)?),
+            #[cfg(feature = "ort")]
+            Backend::Ort => {
+                Engine::Ort(crate::backend::ort::OrtModel::load(bytes, &info, threads)?)
+            }
+            #[allow(unreachable_patterns)]
+            other => {
+                return Err(Error::Backend {
+                    backend: other.name(),
+                    message: format!(
+                        "this build of edgekd-runtime was compiled without the `{other}` feature"
+                    ),
+                })
+            }
+        };
+        Ok(Model {
+            info,
+            engine,
+            options,
+        })
+    }
+
+    /// The engine actually running the model (`native`, `tract` or `ort`).
+    pub fn backend(&self) -> &'static str {
+        match &self.engine {
+            Engine::Native(_) => "native",
+            #[cfg(feature = "tract")]
+            Engine::Tract(_) => "tract",
+            #[cfg(feature = "ort")]
+            Engine::Ort(_) => "ort",
+        }
+    }
+
+    /// The options the model was loaded with.
+    pub fn options(&self) -> Options {
+        self.options
     }
 
     /// What the model takes and gives.
@@ -170,7 +316,13 @@ impl Model {
     /// shape with its first dimension set to `batch`), returning every output.
     pub fn run(&self, input: &[f32], batch: usize) -> Result<Vec<Output>> {
         let shape = self.input_shape(input.len(), batch)?;
-        self.backend.run(input, &shape)
+        match &self.engine {
+            Engine::Native(m) => m.run(input, &shape),
+            #[cfg(feature = "tract")]
+            Engine::Tract(m) => m.run(input, &shape),
+            #[cfg(feature = "ort")]
+            Engine::Ort(m) => m.run(input, &shape),
+        }
     }
 
     /// Runs a batch and returns the first output alone (the logits of a classifier).

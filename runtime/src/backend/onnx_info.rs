@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use tract_onnx::pb;
+use crate::proto as pb;
 
 use crate::error::{Error, Result};
 use crate::model::{Dim, ElementType, ModelInfo, TensorInfo};
@@ -22,10 +22,9 @@ fn element_type(code: i32) -> ElementType {
 }
 
 fn tensor_info(v: &pb::ValueInfoProto) -> Result<TensorInfo> {
-    use pb::type_proto::Value;
-    let tensor = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-        Some(Value::TensorType(t)) => t,
-        _ => {
+    let tensor = match v.r#type.as_ref().and_then(|t| t.tensor_type.as_ref()) {
+        Some(t) => t,
+        None => {
             return Err(Error::Interface {
                 reason: format!("`{}` is not a tensor", v.name),
             })
@@ -38,7 +37,7 @@ fn tensor_info(v: &pb::ValueInfoProto) -> Result<TensorInfo> {
             s.dim
                 .iter()
                 .map(|d| {
-                    use pb::tensor_shape_proto::dimension::Value as D;
+                    use pb::dimension::Value as D;
                     match &d.value {
                         Some(D::DimValue(n)) if *n >= 0 => Dim::Fixed(*n as usize),
                         Some(D::DimParam(p)) => Dim::Free(p.clone()),

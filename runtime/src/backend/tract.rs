@@ -10,7 +10,6 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::model::typed::{TypedRunnableModel, TypedSimpleState};
 
-use crate::backend::onnx_info::model_info;
 use crate::error::{Error, Result};
 use crate::model::{ElementType, ModelInfo, Output};
 
@@ -57,12 +56,11 @@ pub struct TractModel {
 
 impl TractModel {
     /// Decodes, checks and parses an ONNX model.
-    pub fn load(bytes: &[u8]) -> Result<(ModelInfo, TractModel)> {
+    pub fn load(bytes: &[u8], info: &ModelInfo) -> Result<TractModel> {
         let proto =
             <pb::ModelProto as prost::Message>::decode(bytes).map_err(|e| Error::Corrupt {
                 reason: format!("protobuf decoding failed: {e}"),
             })?;
-        let info = model_info(&proto, bytes.len())?;
         // Output shapes are ignored: they often name the batch symbolically, which conflicts
         // with the concrete batch each plan is built for.
         let onnx = tract_onnx::onnx().with_ignore_output_shapes(true);
@@ -95,14 +93,11 @@ impl TractModel {
             }
         };
         let model = guarded("parsing the graph", || onnx.model_for_proto_model(&proto))?;
-        Ok((
-            info,
-            TractModel {
-                model,
-                input_type,
-                plans: Mutex::new(HashMap::new()),
-            },
-        ))
+        Ok(TractModel {
+            model,
+            input_type,
+            plans: Mutex::new(HashMap::new()),
+        })
     }
 
     fn plan(&self, shape: &[usize]) -> Result<Arc<Plan>> {

@@ -1,0 +1,261 @@
+//! int8 dot-product kernels: the arithmetic every integer MatMul and Conv reduces to.
+//!
+//! Both operands are signed 8-bit and rows are zero-padded to [`K_ALIGN`] bytes, so the SIMD
+//! loops need no tails. Weights are restricted to [-127, 127] (symmetric quantization never
+//! produces -128): the AVX2 path multiplies |a| (u8) by b·sign(a) (i8) with `vpmaddubsw`,
+//! whose int16 pair sums then stay within 2·128·127 = 32512 and never saturate, so every
+//! path gives the exact integer result. Weights holding -128 are run on the portable path.
+
+/// Every packed row is padded with zeros to a multiple of this many bytes.
+pub const K_ALIGN: usize = 32;
+
+/// `k` rounded up to the padding unit.
+pub fn padded(k: usize) -> usize {
+    k.div_ceil(K_ALIGN) * K_ALIGN
+}
+
+/// The instruction set a kernel runs on, chosen once when a model is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// Plain Rust (any CPU).
+    Portable,
+    /// x86_64 with AVX2.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// aarch64 NEON (always present on aarch64).
+    #[cfg(target_arch = "aarch64")]
+    Neon,
+}
+
+impl Isa {
+    /// The best set this CPU supports.
+    pub fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") {
+                return Isa::Avx2;
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            return Isa::Neon;
+        }
+        #[allow(unreachable_code)]
+        Isa::Portable
+    }
+
+    /// Its name, for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => "avx2",
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => "neon",
+        }
+    }
+}
+
+/// Which operand of [`dots`] holds the weights (the one kept within [-127, 127]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weights {
+    /// The rows of `b` are weights (a dense layer: one activation row against every filter).
+    Rows,
+    /// `a` is the weight row (a convolution: one filter against every patch).
+    Shared,
+}
+
+/// `out[j] = Σ_p a[p] · b[j·k + p]` for every row `j` of `b`.
+///
+/// `a.len() == k`, `b.len() == out.len() · k`, `k` a multiple of [`K_ALIGN`]; the operand
+/// `weights` names must not hold -128 unless `isa` is [`Isa::Portable`]. Violations of the
+/// lengths are caught here, not in the unsafe loops.
+pub fn dots(isa: Isa, weights: Weights, a: &[i8], b: &[i8], k: usize, out: &mut [i32]) {
+    assert!(
+        k % K_ALIGN == 0 && a.len() == k && b.len() == out.len() * k,
+        "kernel contract violated: k {k}, a {}, b {}, out {}",
+        a.len(),
+        b.len(),
+        out.len()
+    );
+    match isa {
+        Isa::Portable => dots_portable(a, b, k, out),
+        // SAFETY: AVX2 was detected at load; the lengths were checked above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe {
+            match weights {
+                Weights::Rows => x86::dots_avx2::<false>(a, b, k, out),
+                Weights::Shared => x86::dots_avx2::<true>(a, b, k, out),
+            }
+        },
+        // SAFETY: NEON is part of the aarch64 baseline; the lengths were checked above.
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => unsafe { arm::dots_neon(a, b, k, out) },
+    }
+}
+
+fn dots_portable(a: &[i8], b: &[i8], k: usize, out: &mut [i32]) {
+    for (o, row) in out.iter_mut().zip(b.chunks_exact(k)) {
+        *o = a.iter().zip(row).map(|(&x, &w)| x as i32 * w as i32).sum();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn hsum(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
+    }
+
+    /// a · b in int32 pair sums as |x| · (y · sign x), where y is the operand within
+    /// [-127, 127] (the weights) so its negation cannot overflow: `vpmaddubsw` then sums
+    /// pairs of at most 128·127 and never saturates. `SHARED_W`: `a` holds the weights.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn madd<const SHARED_W: bool>(
+        abs_a: __m256i,
+        a: __m256i,
+        b: __m256i,
+        ones: __m256i,
+    ) -> __m256i {
+        let prod = if SHARED_W {
+            _mm256_maddubs_epi16(_mm256_sign_epi8(b, b), _mm256_sign_epi8(a, b))
+        } else {
+            _mm256_maddubs_epi16(abs_a, _mm256_sign_epi8(b, a))
+        };
+        _mm256_madd_epi16(prod, ones)
+    }
+
+    /// Four rows of `b` per pass so each load of `a` serves four dot products.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn dots_avx2<const SHARED_W: bool>(a: &[i8], b: &[i8], k: usize, out: &mut [i32]) {
+        let ones = _mm256_set1_epi16(1);
+        let pa = a.as_ptr();
+        let pb = b.as_ptr();
+        let n = out.len();
+        let mut j = 0;
+        while j + 4 <= n {
+            let (mut c0, mut c1, mut c2, mut c3) = (
+                _mm256_setzero_si256(),
+                _mm256_setzero_si256(),
+                _mm256_setzero_si256(),
+                _mm256_setzero_si256(),
+            );
+            let rows = [
+                pb.add(j * k),
+                pb.add((j + 1) * k),
+                pb.add((j + 2) * k),
+                pb.add((j + 3) * k),
+            ];
+            let mut p = 0;
+            while p < k {
+                let va = _mm256_loadu_si256(pa.add(p) as *const __m256i);
+                let ua = _mm256_sign_epi8(va, va);
+                let load = |r: *const i8| _mm256_loadu_si256(r.add(p) as *const __m256i);
+                c0 = _mm256_add_epi32(c0, madd::<SHARED_W>(ua, va, load(rows[0]), ones));
+                c1 = _mm256_add_epi32(c1, madd::<SHARED_W>(ua, va, load(rows[1]), ones));
+                c2 = _mm256_add_epi32(c2, madd::<SHARED_W>(ua, va, load(rows[2]), ones));
+                c3 = _mm256_add_epi32(c3, madd::<SHARED_W>(ua, va, load(rows[3]), ones));
+                p += 32;
+            }
+            out[j] = hsum(c0);
+            out[j + 1] = hsum(c1);
+            out[j + 2] = hsum(c2);
+            out[j + 3] = hsum(c3);
+            j += 4;
+        }
+        while j < n {
+            let mut c = _mm256_setzero_si256();
+            let row = pb.add(j * k);
+            let mut p = 0;
+            while p < k {
+                let va = _mm256_loadu_si256(pa.add(p) as *const __m256i);
+                let ua = _mm256_sign_epi8(va, va);
+                let vb = _mm256_loadu_si256(row.add(p) as *const __m256i);
+                c = _mm256_add_epi32(c, madd::<SHARED_W>(ua, va, vb, ones));
+                p += 32;
+            }
+            out[j] = hsum(c);
+            j += 1;
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use std::arch::aarch64::*;
+
+    /// Widening multiplies (i8·i8 fits i16 exactly), pairwise-accumulated into int32.
+    pub unsafe fn dots_neon(a: &[i8], b: &[i8], k: usize, out: &mut [i32]) {
+        let pa = a.as_ptr();
+        let pb = b.as_ptr();
+        for (j, o) in out.iter_mut().enumerate() {
+            let row = pb.add(j * k);
+            let mut acc0 = vdupq_n_s32(0);
+            let mut acc1 = vdupq_n_s32(0);
+            let mut p = 0;
+            while p < k {
+                let va = vld1q_s8(pa.add(p));
+                let vb = vld1q_s8(row.add(p));
+                acc0 = vpadalq_s16(acc0, vmull_s8(vget_low_s8(va), vget_low_s8(vb)));
+                acc1 = vpadalq_s16(acc1, vmull_high_s8(va, vb));
+                p += 16;
+            }
+            *o = vaddvq_s32(vaddq_s32(acc0, acc1));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic spread of values including both extremes of a and b's range.
+    fn pattern(len: usize, seed: u32, lo: i32) -> Vec<i8> {
+        let mut s = seed;
+        (0..len)
+            .map(|i| {
+                s = s.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                match i % 17 {
+                    0 => lo as i8,
+                    1 => 127,
+                    _ => (lo + ((s >> 16) as i32).rem_euclid(128 - lo)) as i8,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn simd_matches_portable_exactly_at_the_extremes() {
+        let isa = Isa::detect();
+        for (n, k) in [(1, 32), (3, 64), (4, 32), (9, 800), (64, 96)] {
+            // a spans [-128, 127]; b spans [-127, 127].
+            let a = pattern(k, 7, -128);
+            let b = pattern(n * k, 11, -127);
+            let mut want = vec![0; n];
+            let mut got = vec![0; n];
+            dots(Isa::Portable, Weights::Rows, &a, &b, k, &mut want);
+            dots(isa, Weights::Rows, &a, &b, k, &mut got);
+            assert_eq!(got, want, "{} n={n} k={k}", isa.name());
+            // Roles swapped: the shared row is the weights, the rows reach -128.
+            let (w, x) = (pattern(k, 5, -127), pattern(n * k, 3, -128));
+            dots(Isa::Portable, Weights::Shared, &w, &x, k, &mut want);
+            dots(isa, Weights::Shared, &w, &x, k, &mut got);
+            assert_eq!(got, want, "{} shared n={n} k={k}", isa.name());
+        }
+        // The worst case for int16 pair sums: every product is -128 * -127.
+        let a = vec![-128i8; 64];
+        let b = vec![-127i8; 64];
+        let mut got = [0];
+        dots(isa, Weights::Rows, &a, &b, 64, &mut got);
+        assert_eq!(got[0], 64 * 128 * 127);
+        dots(isa, Weights::Shared, &b, &a, 64, &mut got);
+        assert_eq!(got[0], 64 * 128 * 127);
+    }
+}

@@ -1,0 +1,502 @@
+//! Integer MatMul and Conv (`MatMulInteger`, `ConvInteger`, and the QDQ `MatMul`/`Gemm`/
+//! `Conv` patterns fused into them): int8 activations times constant int8 weights, int32
+//! accumulation, optionally rescaled to f32 in the same pass.
+//!
+//! Activations of either signedness are moved to the signed domain (u8 x becomes x - 128,
+//! with the zero point moved alike) and weights are stored with their zero point already
+//! subtracted, so one signed kernel serves every combination:
+//! Σ (a - za)(w - zw) = Σ a'·w' - za'·Σ w'.
+
+use super::{par_rows, required, Op};
+use crate::native::kernels::{self, padded, Isa, Weights};
+use crate::native::tensor::{volume, Data, Tensor};
+
+/// Constant weights as rows of `k` zero-point-free int8 values, padded to the kernel unit.
+#[derive(Debug)]
+pub struct PackedWeights {
+    rows: usize,
+    k: usize,
+    k_pad: usize,
+    data: Vec<i8>,
+    sums: Vec<i32>,
+    isa: Isa,
+}
+
+impl PackedWeights {
+    /// Packs `rows` rows of `k` values, `value(row, p)` being the weight minus its zero point.
+    pub fn pack(
+        rows: usize,
+        k: usize,
+        isa: Isa,
+        value: impl Fn(usize, usize) -> i64,
+    ) -> Result<PackedWeights, String> {
+        let k_pad = padded(k);
+        let len = rows.checked_mul(k_pad).ok_or("weight matrix too large")?;
+        let mut data = vec![0i8; len];
+        let mut sums = vec![0i32; rows];
+        let mut has_min = false;
+        for r in 0..rows {
+            for p in 0..k {
+                let v = value(r, p);
+                let v = i8::try_from(v)
+                    .map_err(|_| format!("weight {v} (after its zero point) does not fit int8"))?;
+                has_min |= v == i8::MIN;
+                data[r * k_pad + p] = v;
+                sums[r] += v as i32;
+            }
+        }
+        // The SIMD kernels require weights in [-127, 127]; see `kernels`.
+        let isa = if has_min { Isa::Portable } else { isa };
+        Ok(PackedWeights {
+            rows,
+            k,
+            k_pad,
+            data,
+            sums,
+            isa,
+        })
+    }
+
+    /// Packs a `[K, N]` MatMul B (channels are columns) with its zero point (one, or one per
+    /// column).
+    pub fn from_matmul_b(b: &Tensor, zp: &[i64], isa: Isa) -> Result<PackedWeights, String> {
+        let [k, n] = b.shape[..] else {
+            return Err(format!(
+                "weights of shape {:?}: only 2-D is supported",
+                b.shape
+            ));
+        };
+        let v = b.to_i64()?;
+        let zp = per_channel(zp, n)?;
+        PackedWeights::pack(n, k, isa, |r, p| v[p * n + r] - zp[r])
+    }
+
+    /// Packs `[N, K]` rows (Gemm with transB, and Conv's `[O, C/g, kh, kw]` flattened).
+    pub fn from_rows(w: &Tensor, zp: &[i64], isa: Isa) -> Result<PackedWeights, String> {
+        let n = *w.shape.first().ok_or("weights are a scalar")?;
+        let k = volume(&w.shape[1..])?;
+        let v = w.to_i64()?;
+        let zp = per_channel(zp, n)?;
+        PackedWeights::pack(n, k, isa, |r, p| v[r * k + p] - zp[r])
+    }
+
+    /// Number of rows (output channels).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// `acc[r] = Σ a'·w'[r] - za'·Σ w'[r]` for one padded activation row.
+    fn accumulate(&self, a: &[i8], za: i32, acc: &mut [i32]) {
+        kernels::dots(self.isa, Weights::Rows, a, &self.data, self.k_pad, acc);
+        for (x, s) in acc.iter_mut().zip(&self.sums) {
+            *x = x.wrapping_sub(za.wrapping_mul(*s));
+        }
+    }
+}
+
+/// A zero point given once or per channel, expanded to one per channel.
+fn per_channel(zp: &[i64], n: usize) -> Result<Vec<i64>, String> {
+    match zp.len() {
+        0 => Ok(vec![0; n]),
+        1 => Ok(vec![zp[0]; n]),
+        m if m == n => Ok(zp.to_vec()),
+        m => Err(format!("{m} zero points for {n} channels")),
+    }
+}
+
+/// What happens to each int32 accumulator.
+#[derive(Debug)]
+pub enum Epilogue {
+    /// Kept as int32 (`MatMulInteger` / `ConvInteger` semantics).
+    Int32,
+    /// `f32(acc + int_bias[c]) · scale[c] + bias[c]`, then ReLU when asked: the rescaling
+    /// that follows integer layers (QOperator's `Add`/`Cast`/`Mul`, QDQ's scales and float
+    /// bias) done while the accumulator is in a register. One-element vectors apply to every
+    /// channel; empty ones add nothing.
+    Float {
+        /// int32 bias, added before the conversion (as QOperator graphs do).
+        int_bias: Vec<i32>,
+        /// Activation scale times weight scale.
+        scale: Vec<f32>,
+        /// Float bias.
+        bias: Vec<f32>,
+        /// Clamp at zero.
+        relu: bool,
+    },
+}
+
+/// One output channel's conversion, resolved from the [`Epilogue`] once per run so the
+/// per-value work is an add, a convert, a multiply-add and a max.
+#[derive(Clone, Copy, Debug)]
+struct Requant {
+    int_bias: i32,
+    scale: f32,
+    bias: f32,
+    relu: bool,
+}
+
+impl Epilogue {
+    fn requant(&self, channels: usize) -> Vec<Requant> {
+        fn pick<T: Copy>(v: &[T], c: usize, default: T) -> T {
+            match v.len() {
+                0 => default,
+                1 => v[0],
+                _ => v.get(c).copied().unwrap_or(default),
+            }
+        }
+        (0..channels)
+            .map(|c| match self {
+                Epilogue::Int32 => Requant {
+                    int_bias: 0,
+                    scale: 1.0,
+                    bias: 0.0,
+                    relu: false,
+                },
+                Epilogue::Float {
+                    int_bias,
+                    scale,
+                    bias,
+                    relu,
+                } => Requant {
+                    int_bias: pick(int_bias, c, 0),
+                    scale: pick(scale, c, 1.0),
+                    bias: pick(bias, c, 0.0),
+                    relu: *relu,
+                },
+            })
+            .collect()
+    }
+}
+
+/// An output element type the accumulators can be written as.
+trait Accumulated: Copy + Default + Send {
+    fn from_acc(acc: i32, r: &Requant) -> Self;
+}
+
+impl Accumulated for i32 {
+    #[inline]
+    fn from_acc(acc: i32, _: &Requant) -> i32 {
+        acc
+    }
+}
+
+impl Accumulated for f32 {
+    #[inline]
+    fn from_acc(acc: i32, r: &Requant) -> f32 {
+        let y = acc.wrapping_add(r.int_bias) as f32 * r.scale + r.bias;
+        if r.relu && y < 0.0 {
+            0.0
+        } else {
+            y
+        }
+    }
+}
+
+/// The int8 activations of a run, read in the signed domain.
+enum Act<'a> {
+    I8(&'a [i8]),
+    U8(&'a [u8]),
+}
+
+impl<'a> Act<'a> {
+    fn of(t: &'a Tensor) -> Result<Act<'a>, String> {
+        match &t.data {
+            Data::I8(v) => Ok(Act::I8(v)),
+            Data::U8(v) => Ok(Act::U8(v)),
+            other => Err(format!(
+                "integer activations must be i8 or u8, found {}",
+                other.type_name()
+            )),
+        }
+    }
+
+    /// The zero point in the signed domain, from the optional zero-point input.
+    fn zero_point(&self, zp: Option<&Tensor>) -> Result<i32, String> {
+        let z = match zp {
+            None => 0,
+            Some(t) if t.len() == 1 => t.to_i64()?[0] as i32,
+            Some(t) => {
+                return Err(format!(
+                    "the activation zero point has {} values; only one per tensor is supported",
+                    t.len()
+                ))
+            }
+        };
+        Ok(match self {
+            Act::I8(_) => z,
+            Act::U8(_) => z - 128,
+        })
+    }
+
+    /// Copies `dst.len()` values from `start`, in the signed domain.
+    fn copy(&self, start: usize, dst: &mut [i8]) {
+        match self {
+            Act::I8(v) => dst.copy_from_slice(&v[start..start + dst.len()]),
+            Act::U8(v) => {
+                let n = dst.len();
+                for (d, &s) in dst.iter_mut().zip(&v[start..start + n]) {
+                    *d = (s ^ 0x80) as i8;
+                }
+            }
+        }
+    }
+}
+
+/// `[.., M, K] x [K, N]` with constant weights. Inputs: activations, optional zero point.
+#[derive(Debug)]
+pub struct IntegerMatMul {
+    /// Weights, one packed row per output column.
+    pub weights: PackedWeights,
+    /// Output conversion.
+    pub epilogue: Epilogue,
+}
+
+impl Op for IntegerMatMul {
+    fn run(&self, inputs: &[Option<&Tensor>], threads: usize) -> Result<Vec<Tensor>, String> {
+        let x = required(inputs, 0)?;
+        let act = Act::of(x)?;
+        let za = act.zero_point(inputs.get(1).copied().flatten())?;
+        let w = &self.weights;
+        let (&k, lead) = x.shape.split_last().ok_or("activations are a scalar")?;
+        if k != w.k {
+            return Err(format!(
+                "activations of shape {:?} against weights with {} inputs",
+                x.shape, w.k
+            ));
+        }
+        let rows = volume(lead)?;
+        let n = w.rows;
+        let mut shape = lead.to_vec();
+        shape.push(n);
+        let out = match self.epilogue {
+            Epilogue::Int32 => Data::I32(self.compute(&act, za, rows, threads)),
+            Epilogue::Float { .. } => Data::F32(self.compute(&act, za, rows, threads)),
+        };
+        Ok(vec![Tensor::new(shape, out)?])
+    }
+}
+
+impl IntegerMatMul {
+    fn compute<T: Accumulated>(&self, act: &Act, za: i32, rows: usize, threads: usize) -> Vec<T> {
+        let w = &self.weights;
+        let n = w.rows;
+        let mut out = vec![T::default(); rows * n];
+        let requant = self.epilogue.requant(n);
+        par_rows(&mut out, n, threads, n * w.k, |first, block| {
+            let mut a = vec![0i8; w.k_pad];
+            let mut acc = vec![0i32; n];
+            for (r, dst) in block.chunks_exact_mut(n).enumerate() {
+                act.copy((first + r) * w.k, &mut a[..w.k]);
+                w.accumulate(&a, za, &mut acc);
+                for ((d, &x), q) in dst.iter_mut().zip(&acc).zip(&requant) {
+                    *d = T::from_acc(x, q);
+                }
+            }
+        });
+        out
+    }
+}
+
+/// 2-D convolution geometry.
+#[derive(Debug, Clone)]
+pub struct ConvGeometry {
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Strides.
+    pub strides: [usize; 2],
+    /// Padding: top, left, bottom, right.
+    pub pads: [usize; 4],
+    /// Dilations.
+    pub dilations: [usize; 2],
+    /// Groups.
+    pub group: usize,
+}
+
+impl ConvGeometry {
+    /// Output height and width for an input of `h` x `w`.
+    pub fn output(&self, h: usize, w: usize) -> Result<[usize; 2], String> {
+        let dim = |size: usize, i: usize| {
+            let span = (self.kernel[i] - 1) * self.dilations[i] + 1;
+            let padded = size + self.pads[i] + self.pads[i + 2];
+            if padded < span || self.strides[i] == 0 {
+                Err(format!(
+                    "a {}x{} kernel does not fit a {h}x{w} input",
+                    self.kernel[0], self.kernel[1]
+                ))
+            } else {
+                Ok((padded - span) / self.strides[i] + 1)
+            }
+        };
+        Ok([dim(h, 0)?, dim(w, 1)?])
+    }
+}
+
+/// `[N, C, H, W]` int8 activations convolved with constant `[O, C/g, kh, kw]` weights.
+/// Inputs: activations, optional zero point.
+#[derive(Debug)]
+pub struct IntegerConv {
+    /// Weights, one packed row per output channel.
+    pub weights: PackedWeights,
+    /// Input channels per group.
+    pub channels: usize,
+    /// Kernel, strides, padding, dilations, groups.
+    pub geometry: ConvGeometry,
+    /// Output conversion.
+    pub epilogue: Epilogue,
+}
+
+impl IntegerConv {
+    /// One image. Per group, every output position's patch is gathered into a padded row of
+    /// a patch matrix (padding takes the zero point, so it adds nothing); each filter is then
+    /// dotted with all patches at once, which lets the kernel share each filter load across
+    /// four positions and writes each output plane contiguously.
+    #[allow(clippy::too_many_arguments)]
+    fn image<T: Accumulated>(
+        &self,
+        requant: &[Requant],
+        act: &[i8],
+        za: i32,
+        base: usize,
+        [h, w]: [usize; 2],
+        [oh, ow]: [usize; 2],
+        out: &mut [T],
+    ) {
+        let g = &self.geometry;
+        let pw = &self.weights;
+        let per_group = pw.rows / g.group;
+        let [kh, kw] = g.kernel;
+        let plane = oh * ow;
+        let pad = za.clamp(-128, 127) as i8;
+        // Slack for the 8-byte stores below, which may run past the last row.
+        let mut patches = vec![0i8; plane * pw.k_pad + 8];
+        let mut acc = vec![0i32; plane];
+        let [pt, pl, pb, pr] = g.pads;
+        // The input planes of a group, padded with the zero point on every side (plus 8
+        // columns on the right), so that gathering needs no edge tests and each kernel row
+        // is copied as 8-byte words.
+        let (ph, pwid) = (h + pt + pb, w + pl + pr + 8);
+        let mut padded = vec![pad; self.channels * ph * pwid];
+        for grp in 0..g.group {
+            for c in 0..self.channels {
+                let chan = &act[base + (grp * self.channels + c) * h * w..][..h * w];
+                for (y, row) in chan.chunks_exact(w).enumerate() {
+                    let at = (c * ph + y + pt) * pwid + pl;
+                    padded[at..at + w].copy_from_slice(row);
+                }
+            }
+            let [sh, sw] = g.strides;
+            let [dh, dw] = g.dilations;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let row = &mut patches[(oy * ow + ox) * pw.k_pad..];
+                    let mut i = 0;
+                    for c in 0..self.channels {
+                        for ky in 0..kh {
+                            let src = (c * ph + oy * sh + ky * dh) * pwid + ox * sw;
+                            if dw == 1 {
+                                // Whole words: bytes past the row's kw are overwritten by the
+                                // next copy, or land in the row's zero-weight tail.
+                                let mut t = 0;
+                                while t < kw {
+                                    let word: [i8; 8] =
+                                        padded[src + t..src + t + 8].try_into().expect("8 bytes");
+                                    row[i + t..i + t + 8].copy_from_slice(&word);
+                                    t += 8;
+                                }
+                            } else {
+                                for kx in 0..kw {
+                                    row[i + kx] = padded[src + kx * dw];
+                                }
+                            }
+                            i += kw;
+                        }
+                    }
+                }
+            }
+            for o in grp * per_group..(grp + 1) * per_group {
+                let filter = &pw.data[o * pw.k_pad..(o + 1) * pw.k_pad];
+                kernels::dots(
+                    pw.isa,
+                    Weights::Shared,
+                    filter,
+                    &patches[..plane * pw.k_pad],
+                    pw.k_pad,
+                    &mut acc,
+                );
+                let correction = za.wrapping_mul(pw.sums[o]);
+                let dst = &mut out[o * plane..(o + 1) * plane];
+                let q = requant[o];
+                for (d, &a) in dst.iter_mut().zip(&acc) {
+                    *d = T::from_acc(a.wrapping_sub(correction), &q);
+                }
+            }
+        }
+    }
+}
+
+impl Op for IntegerConv {
+    fn run(&self, inputs: &[Option<&Tensor>], threads: usize) -> Result<Vec<Tensor>, String> {
+        let x = required(inputs, 0)?;
+        let act = Act::of(x)?;
+        let za = act.zero_point(inputs.get(1).copied().flatten())?;
+        // Gathering patches reads each value kh·kw times: convert to the signed domain once.
+        let centred: std::borrow::Cow<[i8]> = match act {
+            Act::I8(v) => v.into(),
+            Act::U8(v) => v
+                .iter()
+                .map(|&x| (x ^ 0x80) as i8)
+                .collect::<Vec<_>>()
+                .into(),
+        };
+        let [n, c, h, w] = x.shape[..] else {
+            return Err(format!(
+                "convolution input of shape {:?}: expected [N, C, H, W]",
+                x.shape
+            ));
+        };
+        let g = &self.geometry;
+        if c != self.channels * g.group {
+            return Err(format!(
+                "input has {c} channels; the weights expect {}",
+                self.channels * g.group
+            ));
+        }
+        let [oh, ow] = g.output(h, w)?;
+        let o = self.weights.rows;
+        volume(&[n, o, oh, ow])?;
+        let geometry = Geometry {
+            n,
+            image: c * h * w,
+            hw: [h, w],
+            out: [oh, ow],
+        };
+        let out = match self.epilogue {
+            Epilogue::Int32 => Data::I32(self.compute(&centred, za, &geometry, threads)),
+            Epilogue::Float { .. } => Data::F32(self.compute(&centred, za, &geometry, threads)),
+        };
+        Ok(vec![Tensor::new(vec![n, o, oh, ow], out)?])
+    }
+}
+
+/// The sizes of one convolution run.
+struct Geometry {
+    n: usize,
+    image: usize,
+    hw: [usize; 2],
+    out: [usize; 2],
+}
+
+impl IntegerConv {
+    fn compute<T: Accumulated>(&self, act: &[i8], za: i32, g: &Geometry, threads: usize) -> Vec<T> {
+        let per_image = self.weights.rows * g.out[0] * g.out[1];
+        let mut out = vec![T::default(); g.n * per_image];
+        let work = per_image * self.weights.k;
+        let requant = self.epilogue.requant(self.weights.rows);
+        par_rows(&mut out, per_image, threads, work, |first, block| {
+            for (i, dst) in block.chunks_exact_mut(per_image).enumerate() {
+                self.image(&requant, act, za, (first + i) * g.image, g.hw, g.out, dst);
+            }
+        });
+        out
+    }
+}
