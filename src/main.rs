@@ -2,9 +2,15 @@
 //! export it to ONNX and measure it on the device. This crate is only the command line; the
 //! work happens in the library crates.
 
+#[cfg(feature = "train")]
 mod args;
 mod commands;
+mod input;
+#[cfg(feature = "train")]
 mod onnxruntime;
+#[cfg(feature = "plot")]
+mod plot;
+#[cfg(feature = "train")]
 mod progress;
 
 use clap::{Parser, Subcommand};
@@ -24,29 +30,51 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Fetch, verify, inspect or cut datasets (MNIST IDX files).
+    #[cfg(feature = "train")]
     #[command(subcommand)]
     Data(commands::data::DataCommand),
     /// Train a model on labels alone (a teacher, or a baseline student).
+    #[cfg(feature = "train")]
     Train(commands::train::TrainArgs),
     /// Distil a student from one or more teachers (optionally through an assistant).
+    #[cfg(feature = "train")]
     Distill(commands::distill::DistillArgs),
     /// Measure a checkpoint's accuracy, and its agreement with a teacher.
+    #[cfg(feature = "train")]
     Eval(commands::eval::EvalArgs),
     /// Quantize a student to f32 / f16 / int8 ONNX, verifying every file before writing it.
+    #[cfg(feature = "train")]
     Export(commands::export::ExportArgs),
     /// Train a teacher, distil a student and compare them, on the shipped MNIST subset.
+    #[cfg(feature = "train")]
     Demo(commands::demo::DemoArgs),
+    /// Classify an image (PNG/JPEG), an IDX file or raw f32 values with an ONNX model.
+    Run(commands::run::RunArgs),
+    /// Measure teacher against students: latency, throughput, memory, accuracy, speed-up.
+    Bench(commands::bench::BenchArgs),
+    /// (internal) Peak memory of one model, measured by `bench` in a child process.
+    #[command(hide = true, name = "__peak-rss")]
+    PeakRss(commands::bench::PeakRssArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        #[cfg(feature = "train")]
         Command::Data(c) => commands::data::run(c),
+        #[cfg(feature = "train")]
         Command::Train(a) => commands::train::run(a),
+        #[cfg(feature = "train")]
         Command::Distill(a) => commands::distill::run(a),
+        #[cfg(feature = "train")]
         Command::Eval(a) => commands::eval::run(a),
+        #[cfg(feature = "train")]
         Command::Export(a) => commands::export::run(a),
+        #[cfg(feature = "train")]
         Command::Demo(a) => commands::demo::run(a),
+        Command::Run(a) => commands::run::run(a),
+        Command::Bench(a) => commands::bench::run(a),
+        Command::PeakRss(a) => commands::bench::peak_rss(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

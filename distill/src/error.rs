@@ -112,3 +112,25 @@ impl Error {
         }
     }
 }
+
+impl From<edgekd_runtime::idx::IdxError> for Error {
+    fn from(e: edgekd_runtime::idx::IdxError) -> Error {
+        use edgekd_runtime::idx::IdxError;
+        match e {
+            IdxError::Io {
+                action,
+                path,
+                source,
+            } => Error::Io {
+                action,
+                path,
+                source,
+            },
+            IdxError::Format { path, reason } => Error::Idx { path, reason },
+            other => Error::Idx {
+                path: std::path::PathBuf::new(),
+                reason: other.to_string(),
+            },
+        }
+    }
+}

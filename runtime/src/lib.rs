@@ -9,14 +9,17 @@
 pub mod backend;
 pub mod classify;
 pub mod error;
+pub mod idx;
 pub mod model;
 pub mod native;
+pub mod preprocess;
 pub mod proto;
 pub mod stats;
 
 pub use classify::{softmax, top_k, Ranked};
 pub use error::{Error, Result};
 pub use model::{Backend, Dim, ElementType, Model, ModelInfo, Options, Output, TensorInfo};
+pub use preprocess::{class_names, Preprocess};
 pub use stats::{LatencySummary, OutlierWarning};
 
 /// The ONNX protobuf types, for tools that write models the runtime reads.

@@ -126,10 +126,12 @@ impl Tensor {
             data_type::FLOAT | data_type::INT32 => 4,
             data_type::INT8 | data_type::UINT8 => 1,
             data_type::INT64 => 8,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "tensor `{}` has ONNX element type {other}, which the native engine does not hold",
                 t.name
-            )),
+            ))
+            }
         };
         let typed_len = match t.data_type {
             data_type::FLOAT => t.float_data.len(),

@@ -1,0 +1,558 @@
+//! `edgekd bench`: teacher against students, every model × backend × batch × threads
+//! configuration timed in interleaved rounds (so drift on a shared machine hits all alike),
+//! reported the way hyperfine reports commands.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use edgekd_runtime::idx;
+use edgekd_runtime::{Backend, LatencySummary, Model, Options, Preprocess};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+/// Measure latency, throughput, memory and accuracy of a teacher and its students.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The teacher's ONNX file: every speed-up is relative to it
+    #[arg(long)]
+    pub teacher: PathBuf,
+    /// Student ONNX files (repeat the flag, or separate with commas)
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub student: Vec<PathBuf>,
+    /// Engines to compare: auto (edgekd's int8 engine for int8 files, tract otherwise), native,
+    /// tract, ort
+    #[arg(long, value_delimiter = ',', default_value = "auto")]
+    pub backend: Vec<Backend>,
+    /// Batch sizes
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub batch: Vec<usize>,
+    /// Threads per inference
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub threads: Vec<usize>,
+    /// Timed runs per configuration (default: as many as --time allows, at least 10)
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// Seconds of timed runs per configuration, when --runs is not given
+    #[arg(long, default_value_t = 1.0)]
+    pub time: f64,
+    /// Untimed runs per configuration before measuring
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+    /// MNIST-layout directory (t10k-images/labels IDX) to measure accuracy on
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Test images used for accuracy (default: all)
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Skip measuring each model's peak memory in a child process
+    #[arg(long)]
+    pub no_memory: bool,
+    /// Write every measurement as JSON
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the table as CSV
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Draw accuracy against latency (first batch size and thread count) as a PNG
+    #[arg(long, value_name = "FILE.png")]
+    pub plot: Option<PathBuf>,
+}
+
+/// One measured configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    /// File stem, e.g. `mlp64.int8-qop-percentile`.
+    pub model: String,
+    /// The file.
+    pub path: PathBuf,
+    /// `teacher` or `student`.
+    pub role: &'static str,
+    /// `edgekd.format` from the file's metadata (f32, f16, int8-...), or `?`.
+    pub format: String,
+    /// The backend asked for.
+    pub backend: String,
+    /// The engine that ran it (auto resolves to native or tract).
+    pub engine: String,
+    /// Samples per run.
+    pub batch: usize,
+    /// Threads per run.
+    pub threads: usize,
+    /// Seconds per run.
+    pub latency: LatencySummary,
+    /// Samples per second (batch / mean).
+    pub throughput: f64,
+    /// Seconds to load (parse, optimise) the file.
+    pub load_seconds: f64,
+    /// File size.
+    pub file_bytes: u64,
+    /// Peak resident memory of a process that loads and runs only this model.
+    pub peak_rss_bytes: Option<u64>,
+    /// Top-1 accuracy on --data.
+    pub accuracy: Option<f64>,
+    /// Teacher's mean latency (same backend, batch, threads) over this one's.
+    pub speedup: Option<f64>,
+    /// hyperfine-style warnings.
+    pub warnings: Vec<String>,
+}
+
+struct Loaded {
+    path: PathBuf,
+    role: &'static str,
+    backend: Backend,
+    model: Model,
+    load_seconds: f64,
+    input: Vec<f32>,
+    times: Vec<f64>,
+}
+
+/// Test images and labels, read once.
+struct TestSet {
+    pixels: Vec<u8>,
+    labels: Vec<u8>,
+    per_image: usize,
+}
+
+fn test_set(dir: &Path, limit: Option<usize>) -> Result<TestSet> {
+    let find = |stem: &str| {
+        ["", ".gz"]
+            .iter()
+            .map(|ext| dir.join(format!("{stem}{ext}")))
+            .find(|p| p.is_file())
+            .with_context(|| format!("{}: no {stem}[.gz] (MNIST layout expected)", dir.display()))
+    };
+    let images = idx::read_idx(&find("t10k-images-idx3-ubyte")?)?;
+    let labels = idx::read_idx(&find("t10k-labels-idx1-ubyte")?)?;
+    let n = images.dims[0]
+        .min(labels.dims[0])
+        .min(limit.unwrap_or(usize::MAX));
+    let per_image = images.dims[1..].iter().product();
+    Ok(TestSet {
+        pixels: images.data[..n * per_image].to_vec(),
+        labels: labels.data[..n].to_vec(),
+        per_image,
+    })
+}
+
+fn accuracy(model: &Model, test: &TestSet) -> Result<f64> {
+    let pre = Preprocess::for_model(model.info())
+        .context("the model declares no image layout to feed test images to")?;
+    if pre.len() != test.per_image {
+        bail!(
+            "the model takes {} values per image; the test images have {}",
+            pre.len(),
+            test.per_image
+        );
+    }
+    let mut correct = 0usize;
+    let chunk = 100;
+    for (images, labels) in test
+        .pixels
+        .chunks(chunk * test.per_image)
+        .zip(test.labels.chunks(chunk))
+    {
+        let logits = model.logits(&pre.apply(images), labels.len())?;
+        for (i, &y) in labels.iter().enumerate() {
+            let row = logits.row(i);
+            let best = (0..row.len()).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+            correct += (best == y as usize) as usize;
+        }
+    }
+    Ok(correct as f64 / test.labels.len().max(1) as f64)
+}
+
+fn stem(p: &Path) -> String {
+    let name = p.file_name().and_then(|s| s.to_str()).unwrap_or("?");
+    name.strip_suffix(".onnx").unwrap_or(name).to_owned()
+}
+
+/// A deterministic input batch (test images where there are some, else a fixed pattern):
+/// int8 engines quantize per batch, so every model sees the same values.
+fn input_batch(model: &Model, batch: usize, test: Option<&TestSet>) -> Result<Vec<f32>> {
+    let per = model.info().inputs[0]
+        .sample_len()
+        .context("the model's input has free dimensions besides the batch")?;
+    if let (Some(t), Some(pre)) = (test, Preprocess::for_model(model.info())) {
+        if pre.len() == per && t.labels.len() >= batch {
+            return Ok(pre.apply(&t.pixels[..batch * per]));
+        }
+    }
+    Ok((0..batch * per)
+        .map(|i| ((i * 7919) % 255) as f32 / 255.0)
+        .collect())
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`).
+fn vm_hwm() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Arguments of the hidden child that measures one model's peak memory.
+#[derive(Debug, Args)]
+pub struct PeakRssArgs {
+    pub model: PathBuf,
+    #[arg(long)]
+    pub backend: Backend,
+    #[arg(long)]
+    pub batch: usize,
+    #[arg(long)]
+    pub threads: usize,
+}
+
+/// Loads one model, runs it 20 times and prints the process's peak RSS in bytes.
+pub fn peak_rss(a: PeakRssArgs) -> Result<()> {
+    let model = Model::load_with(
+        &a.model,
+        Options {
+            backend: a.backend,
+            threads: a.threads,
+        },
+    )?;
+    let input = input_batch(&model, a.batch, None)?;
+    for _ in 0..20 {
+        model.logits(&input, a.batch)?;
+    }
+    println!("{}", vm_hwm().context("peak RSS is only read on Linux")?);
+    Ok(())
+}
+
+fn child_peak_rss(path: &Path, backend: Backend, batch: usize, threads: usize) -> Option<u64> {
+    let exe = std::env::current_exe().ok()?;
+    let out = std::process::Command::new(exe)
+        .arg("__peak-rss")
+        .arg(path)
+        .args(["--backend", backend.name()])
+        .args([
+            "--batch",
+            &batch.to_string(),
+            "--threads",
+            &threads.to_string(),
+        ])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    if a.batch.contains(&0) || a.threads.contains(&0) {
+        bail!("--batch and --threads take positive numbers");
+    }
+    if !(a.time > 0.0) {
+        bail!("--time must be positive");
+    }
+    for b in &a.backend {
+        if !b.available() {
+            bail!("backend `{b}` is not in this build (rebuild with `--features {b}`)");
+        }
+    }
+    let mut files: Vec<(PathBuf, &'static str)> = vec![(a.teacher.clone(), "teacher")];
+    files.extend(a.student.iter().map(|s| (s.clone(), "student")));
+    for (f, _) in &files {
+        if !f.is_file() {
+            bail!("{}: no such file", f.display());
+        }
+    }
+    let test = a
+        .data
+        .as_deref()
+        .map(|d| test_set(d, a.limit))
+        .transpose()
+        .context("reading --data")?;
+    let mut results: Vec<Measurement> = Vec::new();
+    let mut accuracies: HashMap<(PathBuf, String), Option<f64>> = HashMap::new();
+    let mut rss: HashMap<(PathBuf, String, usize, usize), Option<u64>> = HashMap::new();
+    for &batch in &a.batch {
+        for &threads in &a.threads {
+            let mut loaded: Vec<Loaded> = Vec::new();
+            for (path, role) in &files {
+                for &backend in &a.backend {
+                    let started = Instant::now();
+                    let model = match Model::load_with(path, Options { backend, threads }) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            eprintln!("skipping {} on {backend}: {e}", path.display());
+                            continue;
+                        }
+                    };
+                    let load_seconds = started.elapsed().as_secs_f64();
+                    let input = input_batch(&model, batch, test.as_ref())?;
+                    // The first run builds per-shape plans; it belongs to loading, not timing.
+                    model
+                        .logits(&input, batch)
+                        .with_context(|| format!("running {} on {backend}", path.display()))?;
+                    loaded.push(Loaded {
+                        path: path.clone(),
+                        role,
+                        backend,
+                        model,
+                        load_seconds,
+                        input,
+                        times: Vec::new(),
+                    });
+                }
+            }
+            for l in &loaded {
+                for _ in 0..a.warmup {
+                    l.model.logits(&l.input, batch)?;
+                }
+            }
+            measure(&mut loaded, batch, &a)?;
+            let teacher_means: HashMap<Backend, f64> = loaded
+                .iter()
+                .filter(|l| l.role == "teacher")
+                .filter_map(|l| LatencySummary::of(&l.times).map(|s| (l.backend, s.mean)))
+                .collect();
+            for l in &loaded {
+                let Some(latency) = LatencySummary::of(&l.times) else {
+                    continue;
+                };
+                let engine = l.model.backend().to_string();
+                let key = (l.path.clone(), engine.clone());
+                let acc = match &test {
+                    Some(t) => *accuracies.entry(key).or_insert_with(|| {
+                        accuracy(&l.model, t)
+                            .map_err(|e| eprintln!("no accuracy for {}: {e:#}", l.path.display()))
+                            .ok()
+                    }),
+                    None => None,
+                };
+                let peak = if a.no_memory {
+                    None
+                } else {
+                    *rss.entry((l.path.clone(), l.backend.name().into(), batch, threads))
+                        .or_insert_with(|| child_peak_rss(&l.path, l.backend, batch, threads))
+                };
+                let warnings = latency
+                    .warnings(&l.times)
+                    .iter()
+                    .map(|w| w.to_string())
+                    .collect();
+                let info = l.model.info();
+                results.push(Measurement {
+                    model: stem(&l.path),
+                    path: l.path.clone(),
+                    role: l.role,
+                    format: info
+                        .metadata
+                        .get("edgekd.format")
+                        .cloned()
+                        .unwrap_or_else(|| "?".into()),
+                    backend: l.backend.name().into(),
+                    engine,
+                    batch,
+                    threads,
+                    throughput: batch as f64 / latency.mean,
+                    speedup: teacher_means.get(&l.backend).map(|t| t / latency.mean),
+                    latency,
+                    load_seconds: l.load_seconds,
+                    file_bytes: info.bytes as u64,
+                    peak_rss_bytes: peak,
+                    accuracy: acc,
+                    warnings,
+                });
+            }
+        }
+    }
+    if results.is_empty() {
+        bail!("no configuration could be measured");
+    }
+    print_table(&results);
+    if let Some(p) = &a.json {
+        let text = serde_json::to_string_pretty(&serde_json::json!({
+            "edgekd_version": env!("CARGO_PKG_VERSION"),
+            "host": host(),
+            "measurements": results,
+        }))?;
+        std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &a.csv {
+        std::fs::write(p, csv(&results)).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &a.plot {
+        plot(p, &results, a.batch[0], a.threads[0])?;
+    }
+    Ok(())
+}
+
+/// Interleaved rounds: one run of every configuration per round, until each has its runs.
+fn measure(loaded: &mut [Loaded], batch: usize, a: &BenchArgs) -> Result<()> {
+    if loaded.is_empty() {
+        return Ok(());
+    }
+    let budget = Duration::from_secs_f64(a.time * loaded.len() as f64);
+    let min_runs = a.runs.unwrap_or(10);
+    let bar = ProgressBar::new(budget.as_millis() as u64).with_style(
+        ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {msg}")
+            .expect("valid template"),
+    );
+    bar.set_prefix(format!("batch {batch}"));
+    let started = Instant::now();
+    let mut rounds = 0usize;
+    loop {
+        for l in loaded.iter_mut() {
+            let t = Instant::now();
+            std::hint::black_box(l.model.logits(&l.input, batch)?);
+            l.times.push(t.elapsed().as_secs_f64());
+        }
+        rounds += 1;
+        let elapsed = started.elapsed();
+        bar.set_position(elapsed.as_millis().min(budget.as_millis()) as u64);
+        bar.set_message(format!("{rounds} rounds"));
+        let done = match a.runs {
+            Some(n) => rounds >= n,
+            None => rounds >= min_runs && elapsed >= budget,
+        };
+        if done {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+fn host() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.into());
+    format!(
+        "{cpu} ({} {})",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
+}
+
+fn time_text(s: f64) -> String {
+    if s < 1e-3 {
+        format!("{:.1} µs", s * 1e6)
+    } else if s < 1.0 {
+        format!("{:.2} ms", s * 1e3)
+    } else {
+        format!("{s:.2} s")
+    }
+}
+
+fn bytes_text(b: u64) -> String {
+    if b < 1 << 20 {
+        format!("{:.1} kB", b as f64 / 1e3)
+    } else {
+        format!("{:.1} MB", b as f64 / 1e6)
+    }
+}
+
+fn print_table(results: &[Measurement]) {
+    println!(
+        "{:<34} {:<8} {:>5} {:>3} {:>22} {:>21} {:>28} {:>11} {:>8} {:>9} {:>8} {:>7} {:>8}",
+        "model",
+        "engine",
+        "batch",
+        "thr",
+        "mean ± σ",
+        "min … max",
+        "p50 / p90 / p99",
+        "samples/s",
+        "load",
+        "size",
+        "peak RSS",
+        "acc %",
+        "speedup"
+    );
+    for m in results {
+        let l = &m.latency;
+        let engine = if m.backend == m.engine {
+            m.engine.clone()
+        } else {
+            format!("{}:{}", m.backend, m.engine)
+        };
+        println!(
+            "{:<34} {:<8} {:>5} {:>3} {:>22} {:>21} {:>28} {:>11.0} {:>8} {:>9} {:>8} {:>7} {:>8}",
+            m.model,
+            engine,
+            m.batch,
+            m.threads,
+            format!("{} ± {}", time_text(l.mean), time_text(l.std_dev)),
+            format!("{} … {}", time_text(l.min), time_text(l.max)),
+            format!(
+                "{} / {} / {}",
+                time_text(l.p50),
+                time_text(l.p90),
+                time_text(l.p99)
+            ),
+            m.throughput,
+            time_text(m.load_seconds),
+            bytes_text(m.file_bytes),
+            m.peak_rss_bytes
+                .map(bytes_text)
+                .unwrap_or_else(|| "-".into()),
+            m.accuracy
+                .map(|a| format!("{:.2}", 100.0 * a))
+                .unwrap_or_else(|| "-".into()),
+            m.speedup
+                .map(|s| format!("{s:.2}x"))
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    for m in results {
+        for w in &m.warnings {
+            eprintln!(
+                "  Warning ({} on {}, batch {}): {w}",
+                m.model, m.engine, m.batch
+            );
+        }
+    }
+}
+
+fn csv(results: &[Measurement]) -> String {
+    let mut out = String::from(
+        "model,role,format,backend,engine,batch,threads,runs,mean_s,std_s,min_s,max_s,p50_s,p90_s,p99_s,throughput_per_s,load_s,file_bytes,peak_rss_bytes,accuracy,speedup\n",
+    );
+    let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+    for m in results {
+        let l = &m.latency;
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            m.model,
+            m.role,
+            m.format,
+            m.backend,
+            m.engine,
+            m.batch,
+            m.threads,
+            l.runs,
+            l.mean,
+            l.std_dev,
+            l.min,
+            l.max,
+            l.p50,
+            l.p90,
+            l.p99,
+            m.throughput,
+            m.load_seconds,
+            m.file_bytes,
+            m.peak_rss_bytes.map(|b| b.to_string()).unwrap_or_default(),
+            opt(m.accuracy),
+            opt(m.speedup),
+        ));
+    }
+    out
+}
+
+#[cfg(feature = "plot")]
+fn plot(path: &Path, results: &[Measurement], batch: usize, threads: usize) -> Result<()> {
+    crate::plot::accuracy_vs_latency(path, results, batch, threads)
+}
+
+#[cfg(not(feature = "plot"))]
+fn plot(_: &Path, _: &[Measurement], _: usize, _: usize) -> Result<()> {
+    bail!("this edgekd was built without the `plot` feature")
+}
