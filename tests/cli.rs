@@ -96,6 +96,8 @@ fn every_subcommand_explains_itself() {
         vec!["eval"],
         vec!["export"],
         vec!["demo"],
+        vec!["run"],
+        vec!["bench"],
     ] {
         let mut args = sub.clone();
         args.push("--help");
@@ -756,4 +758,292 @@ fn export_refuses_bad_requests_with_one_line() {
         "f32",
     ]));
     assert!(err.contains("/nonexistent/python"), "{err}");
+}
+
+/// Whether this build has the ort backend and ORT_DYLIB_PATH names a library to load.
+fn ort_library() -> bool {
+    use edgekd_runtime::Backend;
+    let found = Backend::Ort.available()
+        && std::env::var_os("ORT_DYLIB_PATH").is_some_and(|p| Path::new(&p).is_file());
+    if !found {
+        if std::env::var_os("EDGEKD_REQUIRE_ALL").is_some() {
+            panic!("EDGEKD_REQUIRE_ALL is set but the ort backend is not built (--features edgekd-runtime/ort) or ORT_DYLIB_PATH does not name libonnxruntime.so");
+        }
+        eprintln!("SKIPPED: build with --features edgekd-runtime/ort and set ORT_DYLIB_PATH to the onnxruntime wheel's libonnxruntime.so to compare the ort backend");
+    }
+    found
+}
+
+/// The first `n` shipped test images, normalized as the model's metadata says.
+fn subset_inputs(model: &edgekd_runtime::Model, n: usize) -> (Vec<f32>, Vec<u8>) {
+    let images =
+        edgekd_runtime::idx::read_idx(&subset().join("t10k-images-idx3-ubyte.gz")).unwrap();
+    let labels =
+        edgekd_runtime::idx::read_idx(&subset().join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    let pre = edgekd_runtime::Preprocess::for_model(model.info()).unwrap();
+    (
+        pre.apply(&images.data[..n * pre.len()]),
+        labels.data[..n].to_vec(),
+    )
+}
+
+fn argmax(row: &[f32]) -> usize {
+    (0..row.len()).fold(0, |b, j| if row[j] > row[b] { j } else { b })
+}
+
+/// Max |Δlogit| and top-1 agreement (%) of two runs over the same batch.
+fn agreement(a: &edgekd_runtime::Output, b: &edgekd_runtime::Output) -> (f32, f64) {
+    assert_eq!(a.shape, b.shape);
+    let diff = a
+        .data
+        .iter()
+        .zip(&b.data)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    let same = (0..a.rows())
+        .filter(|&i| argmax(a.row(i)) == argmax(b.row(i)))
+        .count();
+    (diff, 100.0 * same as f64 / a.rows() as f64)
+}
+
+/// Every backend on one exported file: `auto` picks the native engine exactly for int8 files,
+/// native matches tract to float rounding, and ONNX Runtime (when there) stays within the
+/// export check's tolerances.
+fn backends_agree(path: &Path, variant: &str, ort: bool) {
+    use edgekd_runtime::{Backend, Error, Model, Options};
+    let load = |backend| {
+        Model::load_with(
+            path,
+            Options {
+                backend,
+                threads: 1,
+            },
+        )
+    };
+    let tract = load(Backend::Tract).unwrap();
+    let n = 200;
+    let (x, _) = subset_inputs(&tract, n);
+    let reference = tract.logits(&x, n).unwrap();
+    let int8 = variant.starts_with("int8");
+    let auto = load(Backend::Auto).unwrap();
+    assert_eq!(
+        auto.backend(),
+        if int8 { "native" } else { "tract" },
+        "{variant}"
+    );
+    match load(Backend::Native) {
+        Ok(native) => {
+            assert!(int8, "{variant} ran on the native engine");
+            let (diff, agree) = agreement(&native.logits(&x, n).unwrap(), &reference);
+            assert!(
+                diff < 1e-4 && agree == 100.0,
+                "{variant}: native {diff} / {agree}%"
+            );
+            // Two threads split the batch and must not change a bit.
+            let two = Model::load_with(
+                path,
+                Options {
+                    backend: Backend::Native,
+                    threads: 2,
+                },
+            )
+            .unwrap();
+            assert_eq!(two.logits(&x, n).unwrap(), native.logits(&x, n).unwrap());
+        }
+        Err(e) => {
+            assert!(!int8, "{variant}: {e}");
+            assert!(
+                matches!(e, Error::UnsupportedOp { .. } | Error::Interface { .. }),
+                "{variant}: {e}"
+            );
+        }
+    }
+    if ort {
+        let o = load(Backend::Ort).unwrap();
+        let (diff, agree) = agreement(&o.logits(&x, n).unwrap(), &reference);
+        let tolerance = match variant {
+            "f32" => 1e-3,
+            v if v.starts_with("f16") => 0.05,
+            _ => 0.3,
+        };
+        assert!(
+            diff <= tolerance && agree >= 99.0,
+            "{variant}: ort vs tract {diff} (tolerance {tolerance}), top-1 {agree}%"
+        );
+    }
+}
+
+#[test]
+fn every_backend_agrees_on_every_exported_variant() {
+    let dir = tempfile::tempdir().unwrap();
+    let ort = ort_library();
+    for report in export_every_variant(dir.path(), None) {
+        for f in report["export"]["files"].as_array().unwrap() {
+            let path = PathBuf::from(f["path"].as_str().unwrap());
+            backends_agree(&path, f["variant"].as_str().unwrap(), ort);
+        }
+    }
+}
+
+#[test]
+fn run_and_bench_report_on_exported_students() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("mlp");
+    stdout(&mut quick_train_on("mlp:32", &ck, 1, 2000));
+    let onnx = dir.path().join("onnx");
+    stdout(
+        edgekd()
+            .arg("export")
+            .arg(&ck)
+            .args(["--format", "f32,int8", "--int8-format", "qoperator"])
+            .args([
+                "--calibration",
+                "percentile",
+                "--calib",
+                "200",
+                "--latency",
+                "0",
+            ])
+            .args(["--max-accuracy-drop", "100", "--out"])
+            .arg(&onnx),
+    );
+    let f32_file = onnx.join("mlp.f32.onnx");
+    let int8_file = onnx.join("mlp.int8-qop-percentile.onnx");
+    let images = subset().join("t10k-images-idx3-ubyte.gz");
+
+    // `run` on IDX images prints one ranked line per image.
+    let out = stdout(
+        edgekd()
+            .arg("run")
+            .arg(&int8_file)
+            .arg("--input")
+            .arg(&images)
+            .args(["--limit", "5", "-k", "2"]),
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(
+        lines[0].starts_with("0: ") && lines[0].contains("%), "),
+        "{out}"
+    );
+
+    // A PNG of the first image gives the same answer as the IDX file.
+    let idx = edgekd_runtime::idx::read_idx(&images).unwrap();
+    let png = dir.path().join("digit.png");
+    image::GrayImage::from_raw(28, 28, idx.data[..784].to_vec())
+        .unwrap()
+        .save(&png)
+        .unwrap();
+    let via_png = stdout(edgekd().arg("run").arg(&int8_file).arg("--input").arg(&png));
+    let first_class = |s: &str| s.split_whitespace().nth(1).map(str::to_owned);
+    assert_eq!(first_class(&via_png), first_class(lines[0]), "{via_png}");
+    let j: serde_json::Value = serde_json::from_str(&stdout(
+        edgekd()
+            .arg("run")
+            .arg(&f32_file)
+            .arg("--input")
+            .arg(&png)
+            .arg("--json"),
+    ))
+    .unwrap();
+    assert_eq!(j["backend"], "tract");
+    let p: f64 = j["samples"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["probability"].as_f64().unwrap())
+        .sum();
+    assert!(p > 0.0 && p <= 1.0 + 1e-6);
+
+    // `bench`: every configuration measured, written as JSON, CSV and PNG.
+    let mut backends = vec!["auto", "tract"];
+    if ort_library() {
+        backends.push("ort");
+    }
+    let (js, cs, png_out) = (
+        dir.path().join("b.json"),
+        dir.path().join("b.csv"),
+        dir.path().join("b.png"),
+    );
+    let table = stdout(
+        edgekd()
+            .arg("bench")
+            .arg("--teacher")
+            .arg(&f32_file)
+            .arg("--student")
+            .arg(&int8_file)
+            .args(["--backend", &backends.join(","), "--batch", "1,4"])
+            .args(["--runs", "12", "--warmup", "2", "--data"])
+            .arg(subset())
+            .args(["--limit", "300", "--json"])
+            .arg(&js)
+            .arg("--csv")
+            .arg(&cs)
+            .arg("--plot")
+            .arg(&png_out),
+    );
+    assert!(
+        table.contains("mean ± σ") && table.contains("speedup"),
+        "{table}"
+    );
+    let report = json(&js);
+    let rows = report["measurements"].as_array().unwrap();
+    assert_eq!(rows.len(), 2 * backends.len() * 2, "{report}");
+    for r in rows {
+        assert_eq!(r["latency"]["runs"], 12);
+        let acc = r["accuracy"].as_f64().unwrap();
+        assert!((0.5..=1.0).contains(&acc), "{r}");
+        assert!(r["peak_rss_bytes"].as_u64().unwrap() > 1 << 20, "{r}");
+        if r["role"] == "teacher" {
+            assert_eq!(r["speedup"].as_f64(), Some(1.0), "{r}");
+        }
+        if r["backend"] == "auto" {
+            let want = if r["role"] == "teacher" {
+                "tract"
+            } else {
+                "native"
+            };
+            assert_eq!(r["engine"], want, "{r}");
+        }
+    }
+    let csv_text = std::fs::read_to_string(&cs).unwrap();
+    assert_eq!(csv_text.lines().count(), rows.len() + 1);
+    assert!(std::fs::read(&png_out).unwrap().starts_with(b"\x89PNG"));
+
+    // Mistakes get one clear line.
+    let missing = dir.path().join("missing.onnx");
+    assert!(
+        fails(edgekd().arg("run").arg(&missing).arg("--input").arg(&png)).contains("missing.onnx")
+    );
+    assert!(fails(
+        edgekd()
+            .arg("run")
+            .arg(&int8_file)
+            .arg("--input")
+            .arg(dir.path())
+    )
+    .contains("directory"));
+    assert!(
+        fails(edgekd().arg("run").arg(&png).arg("--input").arg(&png))
+            .contains("not a valid ONNX model")
+    );
+    let e = fails(
+        edgekd()
+            .arg("bench")
+            .arg("--teacher")
+            .arg(&f32_file)
+            .arg("--student")
+            .arg(&int8_file)
+            .args(["--batch", "0"]),
+    );
+    assert!(e.contains("--batch"), "{e}");
+    let e = fails(
+        edgekd()
+            .arg("bench")
+            .arg("--teacher")
+            .arg(&missing)
+            .arg("--student")
+            .arg(&int8_file),
+    );
+    assert!(e.contains("no such file"), "{e}");
 }

@@ -263,6 +263,8 @@ impl Model {
             }
             Backend::Auto => match crate::native::NativeModel::load(&proto, &info, threads) {
                 Ok(m) if m.is_integer() || !cfg!(feature = "tract") => Engine::Native(m),
+                // A file that does not decode is corrupt for every engine: say so once.
+                Err(e @ Error::Corrupt { .. }) => return Err(e),
                 #[cfg(feature = "tract")]
                 _ => Engine::Tract(crate::backend::tract::TractModel::load(bytes, &info)?),
                 #[cfg(not(feature = "tract"))]

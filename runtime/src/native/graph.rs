@@ -636,6 +636,15 @@ pub fn lower(graph: &GraphProto, input: &str, isa: Isa) -> Result<Plan> {
         absorbed: HashSet::new(),
     };
     for t in &graph.initializer {
+        use crate::proto::data_type as dt;
+        if ![dt::FLOAT, dt::INT8, dt::UINT8, dt::INT32, dt::INT64].contains(&t.data_type) {
+            return Err(Error::UnsupportedOp {
+                op: format!("initializers of ONNX element type {}", t.data_type),
+                domain: String::new(),
+                node: t.name.clone(),
+                backend: BACKEND,
+            });
+        }
         let tensor = Tensor::from_proto(t).map_err(corrupt)?;
         l.add_const(&t.name, tensor);
     }

@@ -9,15 +9,13 @@ use crate::native::tensor::{Data, Tensor};
 #[derive(Debug)]
 pub struct QuantizeLinear;
 
+/// `saturate(round(x / scale) + zp)`, written so the loop over a tensor vectorizes: clamping
+/// to the representable range first makes the rounding trick valid for every input and the
+/// conversion exact; NaN converts to 0 and so lands on the zero point.
+#[inline]
 fn quantize(x: f32, scale: f32, zp: i32, lo: i32, hi: i32) -> i32 {
-    // Division, not multiplication by the reciprocal: the spec divides, and the two round
-    // differently at ties.
-    let q = round_ties_even(x / scale);
-    // NaN maps to the zero point rather than to an arbitrary saturated value.
-    let q = if q.is_nan() { 0.0 } else { q };
-    (q.clamp(i32::MIN as f32, i32::MAX as f32) as i32)
-        .saturating_add(zp)
-        .clamp(lo, hi)
+    let v = (x / scale).clamp((lo - zp) as f32, (hi - zp) as f32);
+    round_ties_even(v) as i32 + zp
 }
 
 /// Round half to even without a libm call (baseline x86_64 has no rounding instruction, and

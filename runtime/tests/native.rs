@@ -1,0 +1,411 @@
+//! The native int8 engine against plain-Rust reference arithmetic on hand-built graphs, and
+//! every engine against hostile bytes.
+
+use edgekd_runtime::proto::{
+    data_type, dimension, AttributeProto, Dimension, GraphProto, ModelProto, NodeProto,
+    OperatorSetIdProto, TensorProto, TensorShapeProto, TensorTypeProto, TypeProto, ValueInfoProto,
+};
+use edgekd_runtime::{Backend, Error, Model, Options};
+use prost::Message;
+
+fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TensorTypeProto {
+                elem_type: data_type::FLOAT,
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| Dimension {
+                            value: Some(if d < 0 {
+                                dimension::Value::DimParam("N".into())
+                            } else {
+                                dimension::Value::DimValue(d)
+                            }),
+                        })
+                        .collect(),
+                }),
+            }),
+        }),
+    }
+}
+
+fn tensor(name: &str, dims: &[i64], data_type: i32, raw: Vec<u8>) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type,
+        raw_data: raw,
+        ..Default::default()
+    }
+}
+
+fn f32s(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
+    tensor(
+        name,
+        dims,
+        data_type::FLOAT,
+        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    )
+}
+
+fn i8s(name: &str, dims: &[i64], v: &[i8]) -> TensorProto {
+    tensor(
+        name,
+        dims,
+        data_type::INT8,
+        v.iter().map(|&x| x as u8).collect(),
+    )
+}
+
+fn i32s(name: &str, dims: &[i64], v: &[i32]) -> TensorProto {
+    tensor(
+        name,
+        dims,
+        data_type::INT32,
+        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    )
+}
+
+fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        op_type: op.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        name: output.into(),
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: 7,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: 2,
+        i: v,
+        ..Default::default()
+    }
+}
+
+fn model(
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+    input: ValueInfoProto,
+    output: &str,
+) -> Vec<u8> {
+    ModelProto {
+        ir_version: 7,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(GraphProto {
+            node: nodes,
+            name: "test".into(),
+            initializer: inits,
+            input: vec![input],
+            output: vec![value(output, &[])],
+        }),
+        metadata_props: vec![],
+    }
+    .encode_to_vec()
+}
+
+/// A deterministic spread of values in [-r, r].
+fn spread(n: usize, seed: u64, r: i64) -> Vec<i64> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((s >> 33) as i64).rem_euclid(2 * r + 1) - r
+        })
+        .collect()
+}
+
+fn quantize(x: f32, scale: f32) -> i64 {
+    ((x / scale).round_ties_even() as i64).clamp(-128, 127)
+}
+
+fn engines(bytes: &[u8]) -> Vec<Model> {
+    [Backend::Native, Backend::Tract]
+        .into_iter()
+        .map(|backend| {
+            Model::from_bytes_with(
+                bytes,
+                Options {
+                    backend,
+                    threads: 1,
+                },
+            )
+            .unwrap_or_else(|e| panic!("{backend}: {e}"))
+        })
+        .collect()
+}
+
+/// QuantizeLinear → MatMulInteger → Add(int32 bias) → Cast → Mul(per-channel scale) → Relu:
+/// the QOperator dense layer edgekd exports, with K = 70 (not a multiple of the kernels'
+/// 32-byte rows) and N = 9 (not a multiple of their 4 columns).
+#[test]
+fn qoperator_dense_layer_matches_reference_arithmetic() {
+    let (k, n, batch) = (70usize, 9usize, 3usize);
+    let w: Vec<i8> = spread(k * n, 1, 127).into_iter().map(|v| v as i8).collect();
+    let bias: Vec<i32> = spread(n, 2, 5000).into_iter().map(|v| v as i32).collect();
+    let scales: Vec<f32> = (0..n).map(|j| 0.001 * (j + 1) as f32).collect();
+    let x_scale = 0.05f32;
+    let bytes = model(
+        vec![
+            node("QuantizeLinear", &["x", "xs", "xz"], "xq", vec![]),
+            node("MatMulInteger", &["xq", "w"], "acc", vec![]),
+            node("Add", &["acc", "b"], "accb", vec![]),
+            node("Cast", &["accb"], "accf", vec![int("to", 1)]),
+            node("Mul", &["accf", "s"], "y", vec![]),
+            node("Relu", &["y"], "out", vec![]),
+        ],
+        vec![
+            f32s("xs", &[], &[x_scale]),
+            i8s("xz", &[], &[0]),
+            i8s("w", &[k as i64, n as i64], &w),
+            i32s("b", &[n as i64], &bias),
+            f32s("s", &[n as i64], &scales),
+        ],
+        value("x", &[-1, k as i64]),
+        "out",
+    );
+    let x: Vec<f32> = spread(batch * k, 3, 1000)
+        .into_iter()
+        .map(|v| v as f32 * 0.0071)
+        .collect();
+    let mut want = vec![0f32; batch * n];
+    for r in 0..batch {
+        for j in 0..n {
+            let acc: i64 = (0..k)
+                .map(|p| quantize(x[r * k + p], x_scale) * w[p * n + j] as i64)
+                .sum();
+            want[r * n + j] = (((acc + bias[j] as i64) as f32) * scales[j]).max(0.0);
+        }
+    }
+    for m in engines(&bytes) {
+        let got = m.logits(&x, batch).unwrap();
+        assert_eq!(got.shape, vec![batch, n]);
+        for (g, w) in got.data.iter().zip(&want) {
+            assert!(
+                (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                "{}: {g} vs {w}",
+                m.backend()
+            );
+        }
+    }
+}
+
+/// ConvInteger with padding, stride 2 and two groups, on u8 activations with a zero point
+/// (the dynamic-quantization form), against a direct loop.
+#[test]
+fn grouped_strided_padded_integer_convolution_matches_reference() {
+    let (c, h, w, o, kh, kw) = (4usize, 7usize, 9usize, 6usize, 3usize, 3usize);
+    let group = 2usize;
+    let (stride, pad) = (2usize, 1usize);
+    let cg = c / group;
+    let weights: Vec<i8> = spread(o * cg * kh * kw, 4, 127)
+        .into_iter()
+        .map(|v| v as i8)
+        .collect();
+    let bytes = model(
+        vec![
+            NodeProto {
+                op_type: "DynamicQuantizeLinear".into(),
+                input: vec!["x".into()],
+                output: vec!["xq".into(), "xs".into(), "xz".into()],
+                name: "dq".into(),
+                ..Default::default()
+            },
+            node(
+                "ConvInteger",
+                &["xq", "w", "xz"],
+                "acc",
+                vec![
+                    ints("strides", &[stride as i64; 2]),
+                    ints("pads", &[pad as i64; 4]),
+                    int("group", group as i64),
+                ],
+            ),
+            node("Cast", &["acc"], "out", vec![int("to", 1)]),
+        ],
+        vec![i8s(
+            "w",
+            &[o as i64, cg as i64, kh as i64, kw as i64],
+            &weights,
+        )],
+        value("x", &[-1, c as i64, h as i64, w as i64]),
+        "out",
+    );
+    let x: Vec<f32> = spread(2 * c * h * w, 5, 900)
+        .into_iter()
+        .map(|v| v as f32 * 0.01 + 2.0)
+        .collect();
+    // DynamicQuantizeLinear per the spec, then the convolution in integers.
+    let (lo, hi) = x
+        .iter()
+        .fold((0f32, 0f32), |(l, h), &v| (l.min(v), h.max(v)));
+    let scale = (hi - lo) / 255.0;
+    let zp = (-lo / scale).round_ties_even().clamp(0.0, 255.0) as i64;
+    let q: Vec<i64> = x
+        .iter()
+        .map(|&v| ((v / scale).round_ties_even() as i64 + zp).clamp(0, 255))
+        .collect();
+    let (oh, ow) = (
+        (h + 2 * pad - kh) / stride + 1,
+        (w + 2 * pad - kw) / stride + 1,
+    );
+    let mut want = vec![0f32; 2 * o * oh * ow];
+    for img in 0..2 {
+        for oc in 0..o {
+            let g = oc / (o / group);
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = 0i64;
+                    for ic in 0..cg {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let y = (oy * stride + ky) as i64 - pad as i64;
+                                let xx = (ox * stride + kx) as i64 - pad as i64;
+                                let a = if y < 0 || xx < 0 || y >= h as i64 || xx >= w as i64 {
+                                    zp
+                                } else {
+                                    q[((img * c + g * cg + ic) * h + y as usize) * w + xx as usize]
+                                };
+                                let wt = weights[((oc * cg + ic) * kh + ky) * kw + kx] as i64;
+                                acc += (a - zp) * wt;
+                            }
+                        }
+                    }
+                    want[((img * o + oc) * oh + oy) * ow + ox] = acc as f32;
+                }
+            }
+        }
+    }
+    for m in engines(&bytes) {
+        let got = m.logits(&x, 2).unwrap();
+        assert_eq!(got.shape, vec![2, o, oh, ow], "{}", m.backend());
+        assert_eq!(got.data, want, "{}", m.backend());
+    }
+}
+
+/// Float-only graphs are not the native engine's: it names the operator, and `auto` hands
+/// the model to tract.
+#[test]
+fn float_graphs_are_refused_by_native_and_run_by_auto() {
+    let bytes = model(
+        vec![node("MatMul", &["x", "w"], "out", vec![])],
+        vec![f32s("w", &[2, 2], &[1.0, 2.0, 3.0, 4.0])],
+        value("x", &[-1, 2]),
+        "out",
+    );
+    let err = Model::from_bytes_with(
+        &bytes,
+        Options {
+            backend: Backend::Native,
+            threads: 1,
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::UnsupportedOp { ref op, .. } if op.starts_with("MatMul")),
+        "{err}"
+    );
+    let m = Model::from_bytes(&bytes).unwrap();
+    assert_eq!(m.backend(), "tract");
+    assert_eq!(m.logits(&[1.0, 1.0], 1).unwrap().data, vec![4.0, 6.0]);
+    let err = m.logits(&[1.0, 1.0, 1.0], 1).unwrap_err();
+    assert!(err.to_string().contains("expects shape [N, 2]"), "{err}");
+}
+
+/// A few hundred bytes declaring 10^12 elements must be refused before any allocation.
+#[test]
+fn huge_declared_tensors_are_refused_without_allocating() {
+    let mut w = i8s("w", &[1_000_000, 1_000_000], &[]);
+    w.raw_data = vec![1, 2, 3];
+    let bytes = model(
+        vec![node("MatMulInteger", &["x", "w"], "out", vec![])],
+        vec![w],
+        value("x", &[-1, 1_000_000]),
+        "out",
+    );
+    assert!(bytes.len() < 300);
+    for backend in [Backend::Native, Backend::Auto] {
+        let err = Model::from_bytes_with(
+            &bytes,
+            Options {
+                backend,
+                threads: 1,
+            },
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("declares shape"),
+            "{backend}: {err}"
+        );
+    }
+}
+
+/// Truncations and byte flips of a valid model: every engine answers Ok or Err, never a panic.
+#[test]
+fn mangled_models_never_panic() {
+    let w: Vec<i8> = spread(16 * 4, 9, 127)
+        .into_iter()
+        .map(|v| v as i8)
+        .collect();
+    let bytes = model(
+        vec![
+            node("QuantizeLinear", &["x", "xs", "xz"], "xq", vec![]),
+            node("MatMulInteger", &["xq", "w"], "acc", vec![]),
+            node("Cast", &["acc"], "out", vec![int("to", 1)]),
+        ],
+        vec![
+            f32s("xs", &[], &[0.1]),
+            i8s("xz", &[], &[0]),
+            i8s("w", &[16, 4], &w),
+        ],
+        value("x", &[-1, 16]),
+        "out",
+    );
+    let input = vec![0.5f32; 16];
+    let mut tried = 0;
+    let mut variants: Vec<Vec<u8>> = (0..bytes.len()).map(|n| bytes[..n].to_vec()).collect();
+    for i in 0..bytes.len() {
+        for flip in [0x01u8, 0x80, 0xff] {
+            let mut b = bytes.clone();
+            b[i] ^= flip;
+            variants.push(b);
+        }
+    }
+    for b in &variants {
+        for backend in [Backend::Native, Backend::Tract] {
+            let r = std::panic::catch_unwind(|| {
+                if let Ok(m) = Model::from_bytes_with(
+                    b,
+                    Options {
+                        backend,
+                        threads: 1,
+                    },
+                ) {
+                    let _ = m.logits(&input, 1);
+                }
+            });
+            assert!(r.is_ok(), "{backend} panicked on a mangled model");
+            tried += 1;
+        }
+    }
+    assert!(tried > 1000);
+}
