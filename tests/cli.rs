@@ -969,13 +969,17 @@ fn run_and_bench_report_on_exported_students() {
         dir.path().join("b.csv"),
         dir.path().join("b.png"),
     );
-    let table = stdout(
-        edgekd()
-            .arg("bench")
+    let bench = |teacher: &Path| {
+        let mut c = edgekd();
+        c.arg("bench")
             .arg("--teacher")
-            .arg(&f32_file)
+            .arg(teacher)
             .arg("--student")
-            .arg(&int8_file)
+            .arg(&int8_file);
+        c
+    };
+    let table = stdout(
+        bench(&f32_file)
             .args(["--backend", &backends.join(","), "--batch", "1,4"])
             .args(["--runs", "12", "--warmup", "2", "--data"])
             .arg(subset())
@@ -1031,23 +1035,8 @@ fn run_and_bench_report_on_exported_students() {
         fails(edgekd().arg("run").arg(&png).arg("--input").arg(&png))
             .contains("not a valid ONNX model")
     );
-    let e = fails(
-        edgekd()
-            .arg("bench")
-            .arg("--teacher")
-            .arg(&f32_file)
-            .arg("--student")
-            .arg(&int8_file)
-            .args(["--batch", "0"]),
-    );
+    let e = fails(bench(&f32_file).args(["--batch", "0"]));
     assert!(e.contains("--batch"), "{e}");
-    let e = fails(
-        edgekd()
-            .arg("bench")
-            .arg("--teacher")
-            .arg(&missing)
-            .arg("--student")
-            .arg(&int8_file),
-    );
+    let e = fails(&mut bench(&missing));
     assert!(e.contains("no such file"), "{e}");
 }

@@ -59,5 +59,21 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// [`Error::UnsupportedOp`] for a node, its domain written as the message shows it.
+    pub fn unsupported_op(op: String, domain: &str, node: &str, backend: &'static str) -> Error {
+        Error::UnsupportedOp {
+            op,
+            domain: if domain.is_empty() || domain == "ai.onnx" {
+                String::new()
+            } else {
+                format!("{domain}::")
+            },
+            node: node.into(),
+            backend,
+        }
+    }
+}
+
 /// The runtime's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -67,16 +67,12 @@ impl TractModel {
         if let Some(graph) = &proto.graph {
             for node in &graph.node {
                 if !onnx.op_register.0.contains_key(&node.op_type) {
-                    return Err(Error::UnsupportedOp {
-                        op: node.op_type.clone(),
-                        domain: if node.domain.is_empty() || node.domain == "ai.onnx" {
-                            String::new()
-                        } else {
-                            format!("{}::", node.domain)
-                        },
-                        node: node.name.clone(),
-                        backend: BACKEND,
-                    });
+                    return Err(Error::unsupported_op(
+                        node.op_type.clone(),
+                        &node.domain,
+                        &node.name,
+                        BACKEND,
+                    ));
                 }
             }
         }

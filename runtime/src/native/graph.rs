@@ -54,20 +54,12 @@ pub struct Plan {
 }
 
 fn unsupported(node: &NodeProto, what: &str) -> Error {
-    Error::UnsupportedOp {
-        op: if what.is_empty() {
-            node.op_type.clone()
-        } else {
-            format!("{} ({what})", node.op_type)
-        },
-        domain: if node.domain.is_empty() || node.domain == "ai.onnx" {
-            String::new()
-        } else {
-            format!("{}::", node.domain)
-        },
-        node: node.name.clone(),
-        backend: BACKEND,
-    }
+    let op = if what.is_empty() {
+        node.op_type.clone()
+    } else {
+        format!("{} ({what})", node.op_type)
+    };
+    Error::unsupported_op(op, &node.domain, &node.name, BACKEND)
 }
 
 fn corrupt(reason: String) -> Error {

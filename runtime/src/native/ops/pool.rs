@@ -12,6 +12,17 @@ pub enum Reduce {
     Average(bool),
 }
 
+/// The values and dimensions of an `[N, C, H, W]` float input.
+fn planes(x: &Tensor) -> Result<(&[f32], [usize; 4]), String> {
+    match x.shape[..] {
+        [n, c, h, w] => Ok((x.as_f32()?, [n, c, h, w])),
+        _ => Err(format!(
+            "pooling input of shape {:?}: expected [N, C, H, W]",
+            x.shape
+        )),
+    }
+}
+
 /// Windowed pooling over `[N, C, H, W]`.
 #[derive(Debug)]
 pub struct Pool {
@@ -48,14 +59,7 @@ impl Pool {
 
 impl Op for Pool {
     fn run(&self, inputs: &[Option<&Tensor>], _: usize) -> Result<Vec<Tensor>, String> {
-        let x = required(inputs, 0)?;
-        let v = x.as_f32()?;
-        let [n, c, h, w] = x.shape[..] else {
-            return Err(format!(
-                "pooling input of shape {:?}: expected [N, C, H, W]",
-                x.shape
-            ));
-        };
+        let (v, [n, c, h, w]) = planes(required(inputs, 0)?)?;
         let (oh, ow) = (self.out_dim(h, 0)?, self.out_dim(w, 1)?);
         let mut out = Vec::with_capacity(n * c * oh * ow);
         // Without padding every window lies inside the plane: no edge tests per value.
@@ -141,14 +145,7 @@ pub struct GlobalAveragePool;
 
 impl Op for GlobalAveragePool {
     fn run(&self, inputs: &[Option<&Tensor>], _: usize) -> Result<Vec<Tensor>, String> {
-        let x = required(inputs, 0)?;
-        let v = x.as_f32()?;
-        let [n, c, h, w] = x.shape[..] else {
-            return Err(format!(
-                "pooling input of shape {:?}: expected [N, C, H, W]",
-                x.shape
-            ));
-        };
+        let (v, [n, c, h, w]) = planes(required(inputs, 0)?)?;
         let hw = (h * w).max(1);
         let out = v
             .chunks(hw)

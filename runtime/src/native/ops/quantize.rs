@@ -9,13 +9,16 @@ use crate::native::tensor::{Data, Tensor};
 #[derive(Debug)]
 pub struct QuantizeLinear;
 
-/// `saturate(round(x / scale) + zp)`, written so the loop over a tensor vectorizes: clamping
-/// to the representable range first makes the rounding trick valid for every input and the
-/// conversion exact; NaN converts to 0 and so lands on the zero point.
+/// `saturate(round(x / scale) + zp)`, written so the loop over a tensor vectorizes: the
+/// value is clamped to the representable range first (NaN saturates low, as `f32::max`
+/// ignores it), which makes the rounding trick valid for every input, and the integer is then
+/// read from the rounded float's bits instead of through a checked float-to-int conversion.
 #[inline]
 fn quantize(x: f32, scale: f32, zp: i32, lo: i32, hi: i32) -> i32 {
-    let v = (x / scale).clamp((lo - zp) as f32, (hi - zp) as f32);
-    round_ties_even(v) as i32 + zp
+    const MAGIC: f32 = 12_582_912.0;
+    let v = (x / scale).max((lo - zp) as f32).min((hi - zp) as f32);
+    // For |v| < 2^22, v + 1.5·2^23 holds round(v) in its low mantissa bits.
+    ((v + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32) + zp
 }
 
 /// Round half to even without a libm call (baseline x86_64 has no rounding instruction, and
