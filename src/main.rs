@@ -22,6 +22,13 @@ use clap::{Parser, Subcommand};
 /// `edgekd demo` does all of it on the MNIST subset shipped in the repository.
 #[derive(Parser)]
 #[command(name = "edgekd", version, about, long_about, propagate_version = true)]
+#[cfg_attr(
+    not(feature = "train"),
+    command(
+        about = "Run and benchmark ONNX models on the device (device build: no training code)",
+        long_about = None
+    )
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

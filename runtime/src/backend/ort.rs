@@ -94,6 +94,15 @@ impl OrtModel {
                 .map_err(|e| e.to_string())?
                 .with_intra_threads(threads)
                 .map_err(|e| e.to_string())?
+                .with_inter_threads(1)
+                .map_err(|e| e.to_string())?
+                // Spinning pool threads burn the cores that other models (or the rest of
+                // the device's work) run on; measured in an interleaved bench on 2 cores,
+                // they made every tract and native model 2-3x slower.
+                .with_intra_op_spinning(false)
+                .map_err(|e| e.to_string())?
+                .with_inter_op_spinning(false)
+                .map_err(|e| e.to_string())?
                 .commit_from_memory(bytes)
                 .map_err(|e| e.to_string())
         }))
