@@ -262,13 +262,14 @@ impl Model {
                 Engine::Native(crate::native::NativeModel::load(&proto, &info, threads)?)
             }
             Backend::Auto => match crate::native::NativeModel::load(&proto, &info, threads) {
-                Ok(m) if m.is_integer() || !cfg!(feature = "tract") => Engine::Native(m),
                 // A file that does not decode is corrupt for every engine: say so once.
                 Err(e @ Error::Corrupt { .. }) => return Err(e),
+                Ok(m) if m.is_integer() => Engine::Native(m),
                 #[cfg(feature = "tract")]
                 _ => Engine::Tract(crate::backend::tract::TractModel::load(bytes, &info)?),
+                // Without tract, the native engine is the only one `auto` can pick.
                 #[cfg(not(feature = "tract"))]
-                Err(e) => return Err(e),
+                other => Engine::Native(other?),
             },
             #[cfg(feature = "tract")]
             Backend::Tract => Engine::Tract(crate::backend::tract::TractModel::load(bytes, &info)?),

@@ -70,6 +70,7 @@ pub enum Weights {
 /// `a.len() == k`, `b.len() == out.len() · k`, `k` a multiple of [`K_ALIGN`]; the operand
 /// `weights` names must not hold -128 unless `isa` is [`Isa::Portable`]. Violations of the
 /// lengths are caught here, not in the unsafe loops.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 pub fn dots(isa: Isa, weights: Weights, a: &[i8], b: &[i8], k: usize, out: &mut [i32]) {
     assert!(
         k % K_ALIGN == 0 && a.len() == k && b.len() == out.len() * k,
