@@ -209,13 +209,24 @@ fn qoperator_dense_layer_matches_reference_arithmetic() {
     }
 }
 
-/// ConvInteger with padding, stride 2 and two groups, on u8 activations with a zero point
-/// (the dynamic-quantization form), against a direct loop.
+/// ConvInteger with padding and two groups, on u8 activations with a zero point (the
+/// dynamic-quantization form), against a direct loop: strided (the patch-gathering path) and
+/// with stride 1 on rows wide enough for the direct-taps path.
 #[test]
 fn grouped_strided_padded_integer_convolution_matches_reference() {
-    let (c, h, w, o, kh, kw) = (4usize, 7usize, 9usize, 6usize, 3usize, 3usize);
-    let group = 2usize;
-    let (stride, pad) = (2usize, 1usize);
+    check_conv([4, 7, 9], 6, [3, 3], 2, 2, 1);
+    check_conv([4, 6, 20], 6, [3, 5], 2, 1, 2);
+    check_conv([1, 28, 28], 3, [5, 5], 1, 1, 2);
+}
+
+fn check_conv(
+    [c, h, w]: [usize; 3],
+    o: usize,
+    [kh, kw]: [usize; 2],
+    group: usize,
+    stride: usize,
+    pad: usize,
+) {
     let cg = c / group;
     let weights: Vec<i8> = spread(o * cg * kh * kw, 4, 127)
         .into_iter()
