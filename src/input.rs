@@ -74,7 +74,7 @@ pub fn read(
     }
     if is_idx && ext != "f32" {
         let pre = need_pre()?;
-        let array = idx::parse(path, read_maybe_gz(&bytes), idx::DEFAULT_MAX_ELEMENTS)
+        let array = idx::parse_maybe_gzipped(path, &bytes[..], idx::DEFAULT_MAX_ELEMENTS)
             .with_context(|| format!("reading {}", path.display()))?;
         let per_image: usize = array.dims.iter().skip(1).product();
         if array.dims.len() < 2 || per_image != pre.len() {
@@ -119,12 +119,4 @@ pub fn read(
         "{}: not a PNG, JPEG or IDX file, and not named .f32/.raw/.bin for raw little-endian f32 values",
         path.display()
     )
-}
-
-fn read_maybe_gz(bytes: &[u8]) -> Box<dyn std::io::Read + '_> {
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::GzDecoder::new(bytes))
-    } else {
-        Box::new(bytes)
-    }
 }

@@ -69,7 +69,16 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
 /// Reads an IDX file of `u8` elements, refusing headers that claim more than `max_elements`.
 pub fn read_idx_with_limit(path: &Path, max_elements: u64) -> Result<IdxArray> {
     let file = File::open(path).map_err(IdxError::io("opening", path))?;
-    let mut reader = BufReader::new(file);
+    parse_maybe_gzipped(path, BufReader::new(file), max_elements)
+}
+
+/// Parses IDX bytes that may be gzipped (told by their first two bytes); `path` only names
+/// the source in errors.
+pub fn parse_maybe_gzipped(
+    path: &Path,
+    mut reader: impl Read,
+    max_elements: u64,
+) -> Result<IdxArray> {
     let mut magic = [0u8; 2];
     let peeked = read_up_to(&mut reader, &mut magic).map_err(IdxError::io("reading", path))?;
     let head = std::io::Cursor::new(magic[..peeked].to_vec()).chain(reader);

@@ -261,6 +261,28 @@ impl Model {
             Backend::Native => {
                 Engine::Native(crate::native::NativeModel::load(&proto, &info, threads)?)
             }
+            // A float graph is not lowered just to be refused (that copied every weight into
+            // the native engine's tensors before handing the file to tract); its initializers
+            // are still checked the way lowering checks them, so a corrupt file is reported
+            // the same way.
+            Backend::Auto
+                if !proto
+                    .graph
+                    .as_ref()
+                    .is_some_and(crate::native::graph::may_be_integer) =>
+            {
+                match proto
+                    .graph
+                    .as_ref()
+                    .map(crate::native::graph::check_initializers)
+                {
+                    Some(Err(e @ Error::Corrupt { .. })) => return Err(e),
+                    #[cfg(feature = "tract")]
+                    _ => Engine::Tract(crate::backend::tract::TractModel::load(bytes, &info)?),
+                    #[cfg(not(feature = "tract"))]
+                    _ => Engine::Native(crate::native::NativeModel::load(&proto, &info, threads)?),
+                }
+            }
             Backend::Auto => match crate::native::NativeModel::load(&proto, &info, threads) {
                 // A file that does not decode is corrupt for every engine: say so once.
                 Err(e @ Error::Corrupt { .. }) => return Err(e),

@@ -613,6 +613,36 @@ impl<'g> Lowering<'g> {
     }
 }
 
+/// Checks every initializer in order, as lowering meets them: a type the engine does not hold
+/// is `UnsupportedOp`, a declared shape its stored values do not fill is `Corrupt`. Nothing is
+/// decoded, so this is cheap enough to run on graphs the engine will not take.
+pub fn check_initializers(graph: &GraphProto) -> Result<()> {
+    use crate::proto::data_type as dt;
+    for t in &graph.initializer {
+        if ![dt::FLOAT, dt::INT8, dt::UINT8, dt::INT32, dt::INT64].contains(&t.data_type) {
+            return Err(Error::UnsupportedOp {
+                op: format!("initializers of ONNX element type {}", t.data_type),
+                domain: String::new(),
+                node: t.name.clone(),
+                backend: BACKEND,
+            });
+        }
+        Tensor::layout(t).map_err(corrupt)?;
+    }
+    Ok(())
+}
+
+/// Whether lowering `graph` could produce an integer step: those come only from
+/// `MatMulInteger`/`ConvInteger` and from float ops fed by `DequantizeLinear`.
+pub fn may_be_integer(graph: &GraphProto) -> bool {
+    graph.node.iter().any(|n| {
+        matches!(
+            n.op_type.as_str(),
+            "MatMulInteger" | "ConvInteger" | "DequantizeLinear"
+        )
+    })
+}
+
 /// Lowers `graph`, whose run-time input is `input`.
 pub fn lower(graph: &GraphProto, input: &str, isa: Isa) -> Result<Plan> {
     let mut l = Lowering {
@@ -627,16 +657,8 @@ pub fn lower(graph: &GraphProto, input: &str, isa: Isa) -> Result<Plan> {
         consumer_of: HashMap::new(),
         absorbed: HashSet::new(),
     };
+    check_initializers(graph)?;
     for t in &graph.initializer {
-        use crate::proto::data_type as dt;
-        if ![dt::FLOAT, dt::INT8, dt::UINT8, dt::INT32, dt::INT64].contains(&t.data_type) {
-            return Err(Error::UnsupportedOp {
-                op: format!("initializers of ONNX element type {}", t.data_type),
-                domain: String::new(),
-                node: t.name.clone(),
-                backend: BACKEND,
-            });
-        }
         let tensor = Tensor::from_proto(t).map_err(corrupt)?;
         l.add_const(&t.name, tensor);
     }

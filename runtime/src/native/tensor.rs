@@ -103,9 +103,10 @@ impl Tensor {
         }
     }
 
-    /// Decodes an ONNX initializer, checking that the declared shape and the stored values
-    /// agree before anything is allocated for them.
-    pub fn from_proto(t: &TensorProto) -> Result<Tensor, String> {
+    /// Checks that an ONNX initializer's declared shape and stored values agree (and that its
+    /// type is one the engine holds), without decoding or allocating anything for the values;
+    /// returns the shape and whether the values are in `raw_data`.
+    pub fn layout(t: &TensorProto) -> Result<(Vec<usize>, bool), String> {
         if !t.external_data.is_empty() {
             return Err(format!(
                 "tensor `{}` keeps its values in an external file, which this runtime does not read",
@@ -149,6 +150,13 @@ impl Tensor {
                 t.name
             ));
         }
+        Ok((shape, from_raw))
+    }
+
+    /// Decodes an ONNX initializer, checked by [`Tensor::layout`] first.
+    pub fn from_proto(t: &TensorProto) -> Result<Tensor, String> {
+        let (shape, from_raw) = Tensor::layout(t)?;
+        let raw = &t.raw_data;
         let data = if from_raw {
             match t.data_type {
                 data_type::FLOAT => Data::F32(
