@@ -136,11 +136,13 @@ impl Output {
 /// Which engine runs a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub enum Backend {
-    /// The native integer engine for int8 models it fully covers (it is several times faster
-    /// than tract on them), tract for everything else.
+    /// The native engine for int8 models it fully covers (it is several times faster than
+    /// tract on them), tract for everything else; the native engine for everything in builds
+    /// without tract.
     #[default]
     Auto,
-    /// edgekd's own integer engine ([`crate::native`]); refuses float-only operators.
+    /// edgekd's own engine ([`crate::native`]): int8 kernels, plus the float layers students
+    /// are made of.
     Native,
     /// tract-onnx (feature `tract`).
     Tract,

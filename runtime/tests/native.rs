@@ -139,8 +139,10 @@ fn quantize(x: f32, scale: f32) -> i64 {
 }
 
 fn engines(bytes: &[u8]) -> Vec<Model> {
+    // Tract is the second opinion where it is built in (not in device builds).
     [Backend::Native, Backend::Tract]
         .into_iter()
+        .filter(|b| b.available())
         .map(|backend| {
             Model::from_bytes_with(
                 bytes,
@@ -313,33 +315,147 @@ fn check_conv(
     }
 }
 
-/// Float-only graphs are not the native engine's: it names the operator, and `auto` hands
-/// the model to tract.
+/// Float graphs run on the native engine too (so a build without tract runs f32 students),
+/// while `auto` keeps handing them to tract when it is built in.
 #[test]
-fn float_graphs_are_refused_by_native_and_run_by_auto() {
+fn float_graphs_run_natively_and_auto_keeps_tract() {
     let bytes = model(
         vec![node("MatMul", &["x", "w"], "out", vec![])],
         vec![f32s("w", &[2, 2], &[1.0, 2.0, 3.0, 4.0])],
         value("x", &[-1, 2]),
         "out",
     );
-    let err = Model::from_bytes_with(
+    let native = Model::from_bytes_with(
         &bytes,
         Options {
             backend: Backend::Native,
             threads: 1,
         },
     )
-    .unwrap_err();
-    assert!(
-        matches!(err, Error::UnsupportedOp { ref op, .. } if op.starts_with("MatMul")),
-        "{err}"
-    );
+    .unwrap();
+    assert_eq!(native.backend(), "native");
+    assert_eq!(native.logits(&[1.0, 1.0], 1).unwrap().data, vec![4.0, 6.0]);
     let m = Model::from_bytes(&bytes).unwrap();
-    assert_eq!(m.backend(), "tract");
+    assert_eq!(
+        m.backend(),
+        if cfg!(feature = "tract") {
+            "tract"
+        } else {
+            "native"
+        }
+    );
     assert_eq!(m.logits(&[1.0, 1.0], 1).unwrap().data, vec![4.0, 6.0]);
     let err = m.logits(&[1.0, 1.0, 1.0], 1).unwrap_err();
     assert!(err.to_string().contains("expects shape [N, 2]"), "{err}");
+}
+
+fn float(name: &str, v: f32) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: 1,
+        f: v,
+        ..Default::default()
+    }
+}
+
+/// A grouped, strided, padded float convolution with bias and ReLU, then a `Gemm` with
+/// transB, alpha and beta, against f64 arithmetic written out loop by loop.
+#[test]
+fn float_convolution_and_gemm_match_reference() {
+    let (c, h, w, o, group, k, stride, pad, classes) = (4, 9, 11, 6, 2, 3, 2, 1, 5);
+    let cg = c / group;
+    let wconv: Vec<f32> = spread(o * cg * k * k, 7, 100)
+        .into_iter()
+        .map(|v| v as f32 * 0.01)
+        .collect();
+    let bconv: Vec<f32> = (0..o).map(|i| i as f32 * 0.1 - 0.2).collect();
+    let (oh, ow) = (
+        (h + 2 * pad - k) / stride + 1,
+        (w + 2 * pad - k) / stride + 1,
+    );
+    let features = o * oh * ow;
+    let wfc: Vec<f32> = spread(classes * features, 8, 100)
+        .into_iter()
+        .map(|v| v as f32 * 0.003)
+        .collect();
+    let bfc: Vec<f32> = (0..classes).map(|i| 0.5 - i as f32 * 0.25).collect();
+    let (alpha, beta) = (0.75f32, 2.0f32);
+    let bytes = model(
+        vec![
+            node(
+                "Conv",
+                &["x", "wc", "bc"],
+                "conv",
+                vec![
+                    ints("strides", &[stride as i64; 2]),
+                    ints("pads", &[pad as i64; 4]),
+                    int("group", group as i64),
+                ],
+            ),
+            node("Relu", &["conv"], "act", vec![]),
+            node("Flatten", &["act"], "flat", vec![int("axis", 1)]),
+            node(
+                "Gemm",
+                &["flat", "wf", "bf"],
+                "out",
+                vec![int("transB", 1), float("alpha", alpha), float("beta", beta)],
+            ),
+        ],
+        vec![
+            f32s("wc", &[o as i64, cg as i64, k as i64, k as i64], &wconv),
+            f32s("bc", &[o as i64], &bconv),
+            f32s("wf", &[classes as i64, features as i64], &wfc),
+            f32s("bf", &[classes as i64], &bfc),
+        ],
+        value("x", &[-1, c as i64, h as i64, w as i64]),
+        "out",
+    );
+    let n = 3;
+    let x: Vec<f32> = spread(n * c * h * w, 9, 500)
+        .into_iter()
+        .map(|v| v as f32 * 0.01)
+        .collect();
+    let mut want = vec![0f64; n * classes];
+    for img in 0..n {
+        let mut act = vec![0f64; features];
+        for oc in 0..o {
+            let g = oc / (o / group);
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = bconv[oc] as f64;
+                    for ic in 0..cg {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let y = (oy * stride + ky) as i64 - pad as i64;
+                                let xx = (ox * stride + kx) as i64 - pad as i64;
+                                if y < 0 || xx < 0 || y >= h as i64 || xx >= w as i64 {
+                                    continue;
+                                }
+                                let v = x
+                                    [((img * c + g * cg + ic) * h + y as usize) * w + xx as usize]
+                                    as f64;
+                                acc += v * wconv[((oc * cg + ic) * k + ky) * k + kx] as f64;
+                            }
+                        }
+                    }
+                    act[(oc * oh + oy) * ow + ox] = acc.max(0.0);
+                }
+            }
+        }
+        for j in 0..classes {
+            let dot: f64 = (0..features)
+                .map(|p| act[p] * wfc[j * features + p] as f64)
+                .sum();
+            want[img * classes + j] = alpha as f64 * dot + beta as f64 * bfc[j] as f64;
+        }
+    }
+    for m in engines(&bytes) {
+        let got = m.logits(&x, n).unwrap();
+        assert_eq!(got.shape, vec![n, classes], "{}", m.backend());
+        for (g, w) in got.data.iter().zip(&want) {
+            assert!((*g as f64 - w).abs() < 1e-4, "{}: {g} vs {w}", m.backend());
+        }
+    }
 }
 
 /// A few hundred bytes declaring 10^12 elements must be refused before any allocation.

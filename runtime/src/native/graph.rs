@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::kernels::Isa;
 use super::ops::elementwise::{Arith, Binary, Cast, Softmax, Unary};
+use super::ops::float::{Affine, FloatConv, FloatDense};
 use super::ops::integer::{ConvGeometry, Epilogue, IntegerConv, IntegerMatMul, PackedWeights};
 use super::ops::pool::{GlobalAveragePool, Pool, Reduce};
 use super::ops::quantize::{DequantizeLinear, DynamicQuantizeLinear, QuantizeLinear};
@@ -387,12 +388,16 @@ impl<'g> Lowering<'g> {
                 self.integer(node, Box::new(op), &[input(0), input(2)], out)
             }
             "MatMul" => {
-                let (x, xz, xs) = self.dequantized_activation(input(0)).ok_or_else(|| {
-                    unsupported(node, "on float tensors; only quantized (QDQ) MatMul")
-                })?;
-                let (w, wz, ws) = self.dequantized_weights(input(1), 1).ok_or_else(|| {
-                    unsupported(node, "weights are not DequantizeLinear of int8 constants")
-                })?;
+                let quantized = self
+                    .dequantized_activation(input(0))
+                    .zip(self.dequantized_weights(input(1), 1));
+                let Some(((x, xz, xs), (w, wz, ws))) = quantized else {
+                    let w = self.float_weights(node, input(1))?;
+                    let n = w.shape.get(1).copied().unwrap_or(0);
+                    let (affine, out) = self.float_tail(node, output, n, 1, 2, vec![])?;
+                    let op = FloatDense::from_matmul_b(&w, affine, self.isa).map_err(bad)?;
+                    return self.push_to(node, Box::new(op), &[input(0)], &[out]);
+                };
                 let weights = PackedWeights::from_matmul_b(&w, &wz, self.isa).map_err(bad)?;
                 let epilogue = Epilogue::Float {
                     int_bias: vec![],
@@ -405,24 +410,10 @@ impl<'g> Lowering<'g> {
                 self.integer(node, Box::new(op), &[x, xz.unwrap_or("")], out)
             }
             "Gemm" => {
-                if attrs.int("transA", 0) != 0 || attrs.float("alpha", 1.0) != 1.0 {
-                    return Err(unsupported(node, "transA or alpha != 1"));
+                if attrs.int("transA", 0) != 0 {
+                    return Err(unsupported(node, "transA"));
                 }
-                let (x, xz, xs) = self.dequantized_activation(input(0)).ok_or_else(|| {
-                    unsupported(node, "on float tensors; only quantized (QDQ) Gemm")
-                })?;
                 let trans_b = attrs.int("transB", 0) != 0;
-                let (w, wz, ws) = self
-                    .dequantized_weights(input(1), if trans_b { 0 } else { 1 })
-                    .ok_or_else(|| {
-                        unsupported(node, "weights are not DequantizeLinear of int8 constants")
-                    })?;
-                let weights = if trans_b {
-                    PackedWeights::from_rows(&w, &wz, self.isa)
-                } else {
-                    PackedWeights::from_matmul_b(&w, &wz, self.isa)
-                }
-                .map_err(bad)?;
                 let beta = attrs.float("beta", 1.0);
                 let bias = match input(2) {
                     "" => vec![],
@@ -434,6 +425,32 @@ impl<'g> Lowering<'g> {
                         .map(|b| b * beta)
                         .collect(),
                 };
+                let alpha = attrs.float("alpha", 1.0);
+                let quantized = self
+                    .dequantized_activation(input(0))
+                    .zip(self.dequantized_weights(input(1), if trans_b { 0 } else { 1 }))
+                    .filter(|_| alpha == 1.0);
+                let Some(((x, xz, xs), (w, wz, ws))) = quantized else {
+                    let mut w = self.float_weights(node, input(1))?;
+                    if let Data::F32(v) = &mut w.data {
+                        v.iter_mut().for_each(|x| *x *= alpha);
+                    }
+                    let n = w.shape.get(usize::from(!trans_b)).copied().unwrap_or(0);
+                    let (affine, out) = self.float_tail(node, output, n, 1, 2, bias)?;
+                    let op = if trans_b {
+                        FloatDense::from_rows(&w, affine, self.isa)
+                    } else {
+                        FloatDense::from_matmul_b(&w, affine, self.isa)
+                    }
+                    .map_err(bad)?;
+                    return self.push_to(node, Box::new(op), &[input(0)], &[out]);
+                };
+                let weights = if trans_b {
+                    PackedWeights::from_rows(&w, &wz, self.isa)
+                } else {
+                    PackedWeights::from_matmul_b(&w, &wz, self.isa)
+                }
+                .map_err(bad)?;
                 let epilogue = Epilogue::Float {
                     int_bias: vec![],
                     scale: ws.iter().map(|s| s * xs).collect(),
@@ -445,18 +462,29 @@ impl<'g> Lowering<'g> {
                 self.integer(node, Box::new(op), &[x, xz.unwrap_or("")], out)
             }
             "Conv" => {
-                let (x, xz, xs) = self.dequantized_activation(input(0)).ok_or_else(|| {
-                    unsupported(node, "on float tensors; only quantized (QDQ) Conv")
-                })?;
-                let (w, wz, ws) = self.dequantized_weights(input(1), 0).ok_or_else(|| {
-                    unsupported(node, "weights are not DequantizeLinear of int8 constants")
-                })?;
                 let bias = match input(2) {
                     "" => vec![],
                     b => self
                         .constant(b)
                         .ok_or_else(|| unsupported(node, "bias must be constant"))?
                         .to_f32(),
+                };
+                let quantized = self
+                    .dequantized_activation(input(0))
+                    .zip(self.dequantized_weights(input(1), 0));
+                let Some(((x, xz, xs), (w, wz, ws))) = quantized else {
+                    let w = self.float_weights(node, input(1))?;
+                    let filters = w.shape.first().copied().unwrap_or(0);
+                    let (affine, out) = self.float_tail(node, output, filters, 3, 4, bias)?;
+                    let geometry = self.conv_geometry(node, &w.shape)?;
+                    let op = FloatConv {
+                        weights: w.as_f32().map_err(bad)?.to_vec(),
+                        filters,
+                        channels: w.shape[1],
+                        geometry,
+                        affine,
+                    };
+                    return self.push_to(node, Box::new(op), &[input(0)], &[out]);
                 };
                 let epilogue = Epilogue::Float {
                     int_bias: vec![],
@@ -568,15 +596,34 @@ impl<'g> Lowering<'g> {
         zp: &[i64],
         epilogue: Epilogue,
     ) -> Result<IntegerConv> {
+        let geometry = self.conv_geometry(node, &w.shape)?;
+        let weights =
+            PackedWeights::from_rows(w, zp, self.isa).map_err(|e| unsupported(node, &e))?;
+        Ok(IntegerConv {
+            weights,
+            channels: w.shape[1],
+            geometry,
+            epilogue,
+        })
+    }
+
+    /// A `Conv`'s kernel, strides, padding, dilations and groups, for weights of `shape`.
+    fn conv_geometry(&self, node: &NodeProto, shape: &[usize]) -> Result<ConvGeometry> {
         let attrs = Attrs(&node.attribute);
         let bad = |e: String| unsupported(node, &e);
         let auto_pad = attrs.string("auto_pad", "NOTSET");
         if auto_pad != "NOTSET" && auto_pad != "VALID" {
             return Err(unsupported(node, &format!("auto_pad {auto_pad}")));
         }
-        let [o, c, kh, kw] = w.shape[..] else {
+        let [o, c, kh, kw] = shape[..] else {
             return Err(unsupported(node, "only 2-D convolution"));
         };
+        if c == 0 || kh == 0 || kw == 0 {
+            return Err(corrupt(format!(
+                "node `{}`: empty convolution weights",
+                node.name
+            )));
+        }
         let group = attrs.int("group", 1);
         let group = usize::try_from(group)
             .ok()
@@ -591,25 +638,55 @@ impl<'g> Lowering<'g> {
         let p = attrs.sizes("pads", vec![0; 4]).map_err(bad)?;
         let d = attrs.sizes("dilations", vec![1, 1]).map_err(bad)?;
         let k = attrs.sizes("kernel_shape", vec![kh, kw]).map_err(bad)?;
-        let geometry = match (&s[..], &p[..], &d[..]) {
-            (&[s0, s1], &[p0, p1, p2, p3], &[d0, d1]) if k == [kh, kw] && d0 > 0 && d1 > 0 => {
-                ConvGeometry {
+        match (&s[..], &p[..], &d[..]) {
+            (&[s0, s1], &[p0, p1, p2, p3], &[d0, d1])
+                if k == [kh, kw] && d0 > 0 && d1 > 0 && s0 > 0 && s1 > 0 =>
+            {
+                Ok(ConvGeometry {
                     kernel: [kh, kw],
                     strides: [s0, s1],
                     pads: [p0, p1, p2, p3],
                     dilations: [d0, d1],
                     group,
-                }
+                })
             }
-            _ => return Err(unsupported(node, "strides, pads or dilations are not 2-D")),
+            _ => Err(unsupported(node, "strides, pads or dilations are not 2-D")),
+        }
+    }
+
+    /// The constant f32 weights of a float layer.
+    fn float_weights(&self, node: &NodeProto, name: &str) -> Result<Tensor> {
+        match self.constant(name) {
+            Some(
+                w @ Tensor {
+                    data: Data::F32(_), ..
+                },
+            ) => Ok(w.clone()),
+            Some(w) => Err(unsupported(node, &format!("{} weights", w.type_name()))),
+            None => Err(unsupported(node, "weights must be constant")),
+        }
+    }
+
+    /// Absorbs a float layer's bias `Add` and `Relu` (after `bias`, the layer's own).
+    fn float_tail(
+        &mut self,
+        node: &NodeProto,
+        output: &'g str,
+        channels: usize,
+        from_end: usize,
+        max_rank: usize,
+        bias: Vec<f32>,
+    ) -> Result<(Affine, &'g str)> {
+        let epilogue = Epilogue::Float {
+            int_bias: vec![],
+            scale: vec![],
+            bias,
+            relu: false,
         };
-        let weights = PackedWeights::from_rows(w, zp, self.isa).map_err(bad)?;
-        Ok(IntegerConv {
-            weights,
-            channels: c,
-            geometry,
-            epilogue,
-        })
+        let (epilogue, out) = self.absorb(output, channels, from_end, max_rank, epilogue);
+        let affine =
+            Affine::from_epilogue(&epilogue, channels).map_err(|e| unsupported(node, &e))?;
+        Ok((affine, out))
     }
 }
 
@@ -619,7 +696,16 @@ impl<'g> Lowering<'g> {
 pub fn check_initializers(graph: &GraphProto) -> Result<()> {
     use crate::proto::data_type as dt;
     for t in &graph.initializer {
-        if ![dt::FLOAT, dt::INT8, dt::UINT8, dt::INT32, dt::INT64].contains(&t.data_type) {
+        if ![
+            dt::FLOAT,
+            dt::FLOAT16,
+            dt::INT8,
+            dt::UINT8,
+            dt::INT32,
+            dt::INT64,
+        ]
+        .contains(&t.data_type)
+        {
             return Err(Error::UnsupportedOp {
                 op: format!("initializers of ONNX element type {}", t.data_type),
                 domain: String::new(),

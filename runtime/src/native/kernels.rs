@@ -95,6 +95,62 @@ pub fn dots(isa: Isa, weights: Weights, a: &[i8], b: &[i8], k: usize, out: &mut 
     }
 }
 
+/// `out[j] = Σ_p a[p] · b[j·k + p]` in f32 for every row `j` of `b`, summed in the same
+/// order on every instruction set (sixteen partial sums, then a fixed reduction; no fused
+/// multiply-add), so every CPU gives the same bits.
+pub fn dots_f32(isa: Isa, a: &[f32], b: &[f32], k: usize, out: &mut [f32]) {
+    assert!(
+        a.len() == k && b.len() == out.len() * k,
+        "kernel contract violated: k {k}, a {}, b {}, out {}",
+        a.len(),
+        b.len(),
+        out.len()
+    );
+    match isa {
+        // SAFETY: AVX2 was detected when the model was loaded.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { dots_f32_avx2(a, b, k, out) },
+        _ => dots_f32_body(a, b, k, out),
+    }
+}
+
+/// The same loop compiled for AVX2 (two 8-lane registers of partial sums).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dots_f32_avx2(a: &[f32], b: &[f32], k: usize, out: &mut [f32]) {
+    dots_f32_body(a, b, k, out)
+}
+
+#[inline(always)]
+fn dots_f32_body(a: &[f32], b: &[f32], k: usize, out: &mut [f32]) {
+    const LANES: usize = 16;
+    let split = k - k % LANES;
+    for (o, row) in out.iter_mut().zip(b.chunks_exact(k)) {
+        let mut acc = [0f32; LANES];
+        for (x, w) in a[..split]
+            .chunks_exact(LANES)
+            .zip(row[..split].chunks_exact(LANES))
+        {
+            for l in 0..LANES {
+                acc[l] += x[l] * w[l];
+            }
+        }
+        let mut tail = 0f32;
+        for (x, w) in a[split..].iter().zip(&row[split..]) {
+            tail += x * w;
+        }
+        // A fixed pairwise tree: the same on 4-, 8- and 16-lane hardware.
+        let mut width = LANES / 2;
+        while width > 0 {
+            for l in 0..width {
+                acc[l] += acc[l + width];
+            }
+            width /= 2;
+        }
+        *o = acc[0] + tail;
+    }
+}
+
 fn dots_portable(a: &[i8], b: &[i8], k: usize, out: &mut [i32]) {
     for (o, row) in out.iter_mut().zip(b.chunks_exact(k)) {
         *o = a.iter().zip(row).map(|(&x, &w)| x as i32 * w as i32).sum();

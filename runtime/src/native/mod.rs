@@ -1,12 +1,12 @@
-//! edgekd's own integer engine: runs int8 students (`MatMulInteger`/`ConvInteger` graphs,
-//! dynamic quantization, and QDQ `MatMul`/`Gemm`/`Conv`) on int8 SIMD kernels.
+//! edgekd's own engine: runs int8 students (`MatMulInteger`/`ConvInteger` graphs, dynamic
+//! quantization, and QDQ `MatMul`/`Gemm`/`Conv`) on int8 SIMD kernels, and the f32 and f16
+//! layers of students on float kernels, so that a device build needs no other engine.
 //!
 //! It exists because tract 0.23 runs these graphs about 100x slower than their f32 twins on
 //! CPUs without AVX-512 VNNI (measured on an AVX2 host: 784x64 int8 layer 740-790 µs at
 //! batch 1 against 5.8 µs in f32), so int8 never paid off. The engine covers the operators
 //! students are made of; anything else is refused with [`crate::Error::UnsupportedOp`] and
-//! the default backend hands such models to tract.
-
+/// the default backend hands such models, and float ones, to tract when it is built in.
 pub mod graph;
 pub mod kernels;
 pub mod ops;
@@ -27,6 +27,8 @@ use crate::proto::ModelProto;
 pub struct NativeModel {
     plan: Plan,
     isa: Isa,
+    /// The graph takes float16: inputs are rounded to it, as a cast to the file's type would.
+    half_input: bool,
     threads: usize,
 }
 
@@ -37,19 +39,24 @@ impl NativeModel {
             reason: "the file holds no graph".into(),
         })?;
         let input = &info.inputs[0];
-        if input.element != ElementType::F32 {
-            return Err(Error::Interface {
-                reason: format!(
-                    "input `{}` is {}; the native engine takes f32 inputs",
-                    input.name, input.element
-                ),
-            });
-        }
+        let half_input = match &input.element {
+            ElementType::F32 => false,
+            ElementType::F16 => true,
+            other => {
+                return Err(Error::Interface {
+                    reason: format!(
+                        "input `{}` is {other}; the native engine takes f32 or f16 inputs",
+                        input.name
+                    ),
+                })
+            }
+        };
         let isa = Isa::detect();
         let plan = graph::lower(graph, &input.name, isa)?;
         Ok(NativeModel {
             plan,
             isa,
+            half_input,
             threads: threads.max(1),
         })
     }
@@ -66,10 +73,7 @@ impl NativeModel {
 
     /// Runs one batch of f32 values of the given concrete shape.
     pub fn run(&self, input: &[f32], shape: &[usize]) -> Result<Vec<Output>> {
-        let x = Tensor::f32(shape.to_vec(), input.to_vec()).map_err(|message| Error::Backend {
-            backend: BACKEND,
-            message,
-        })?;
+        let x = self.input(input, shape)?;
         match catch_unwind(AssertUnwindSafe(|| self.execute(x))) {
             Ok(r) => r,
             Err(_) => Err(Error::Backend {
@@ -86,10 +90,7 @@ impl NativeModel {
         shape: &[usize],
         runs: usize,
     ) -> Result<Vec<(String, std::time::Duration)>> {
-        let x = Tensor::f32(shape.to_vec(), input.to_vec()).map_err(|message| Error::Backend {
-            backend: BACKEND,
-            message,
-        })?;
+        let x = self.input(input, shape)?;
         let mut total = vec![std::time::Duration::ZERO; self.plan.steps.len()];
         for _ in 0..runs.max(1) {
             self.execute_timed(x.clone(), Some(&mut total))?;
@@ -101,6 +102,22 @@ impl NativeModel {
             .zip(total)
             .map(|(s, t)| (s.label.clone(), t / runs.max(1) as u32))
             .collect())
+    }
+
+    fn input(&self, input: &[f32], shape: &[usize]) -> Result<Tensor> {
+        let values = if self.half_input {
+            input
+                .iter()
+                .copied()
+                .map(ops::elementwise::round_f16)
+                .collect()
+        } else {
+            input.to_vec()
+        };
+        Tensor::f32(shape.to_vec(), values).map_err(|message| Error::Backend {
+            backend: BACKEND,
+            message,
+        })
     }
 
     fn execute(&self, input: Tensor) -> Result<Vec<Output>> {

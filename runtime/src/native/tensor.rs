@@ -126,6 +126,7 @@ impl Tensor {
         let size = match t.data_type {
             data_type::FLOAT | data_type::INT32 => 4,
             data_type::INT8 | data_type::UINT8 => 1,
+            data_type::FLOAT16 => 2,
             data_type::INT64 => 8,
             other => {
                 return Err(format!(
@@ -177,6 +178,11 @@ impl Tensor {
                         .collect(),
                 ),
                 data_type::INT8 => Data::I8(raw.iter().map(|&b| b as i8).collect()),
+                data_type::FLOAT16 => Data::F32(
+                    raw.chunks_exact(2)
+                        .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                        .collect(),
+                ),
                 _ => Data::U8(raw.clone()),
             }
         } else {
@@ -185,6 +191,13 @@ impl Tensor {
                 data_type::INT32 => Data::I32(t.int32_data.clone()),
                 data_type::INT64 => Data::I64(t.int64_data.clone()),
                 data_type::INT8 => Data::I8(t.int32_data.iter().map(|&v| v as i8).collect()),
+                // ONNX keeps float16 values' bits in int32_data.
+                data_type::FLOAT16 => Data::F32(
+                    t.int32_data
+                        .iter()
+                        .map(|&v| half::f16::from_bits(v as u16).to_f32())
+                        .collect(),
+                ),
                 _ => Data::U8(t.int32_data.iter().map(|&v| v as u8).collect()),
             }
         };

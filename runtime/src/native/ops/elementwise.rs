@@ -196,6 +196,9 @@ impl Op for Cast {
         let x = required(inputs, 0)?;
         let data = match self.to {
             data_type::FLOAT => Data::F32(x.to_f32()),
+            // float16 values are held as f32 rounded to float16: storage behaves as in the
+            // file, arithmetic is done in f32 (as tract and ONNX Runtime do on most CPUs).
+            data_type::FLOAT16 => Data::F32(x.to_f32().into_iter().map(round_f16).collect()),
             data_type::INT32 => match &x.data {
                 Data::F32(v) => Data::I32(v.iter().map(|&f| f as i32).collect()),
                 _ => Data::I32(x.to_i64()?.iter().map(|&i| i as i32).collect()),
@@ -279,4 +282,9 @@ mod tests {
         let bad = Tensor::f32(vec![4], vec![0.0; 4]).unwrap();
         assert!(Binary(Arith::Add).run(&[Some(&a), Some(&bad)], 1).is_err());
     }
+}
+
+/// `x` rounded to the nearest float16 (ties to even), as f32.
+pub fn round_f16(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
 }

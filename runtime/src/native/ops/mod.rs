@@ -1,6 +1,7 @@
 //! The operators of the native engine, one file per family.
 
 pub mod elementwise;
+pub mod float;
 pub mod integer;
 pub mod pool;
 pub mod quantize;
