@@ -1,0 +1,170 @@
+//! The C ABI from C: compiles `tests/c/classify.c` against `include/edgekd.h` and the
+//! `libedgekd` shared library cargo built for this test run, runs it, and compares what C
+//! printed with the runtime called directly.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use edgekd_runtime::proto::{
+    data_type, dimension, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
+    TensorProto, TensorShapeProto, TensorTypeProto, TypeProto, ValueInfoProto,
+};
+use edgekd_runtime::Model;
+use prost::Message;
+
+fn value(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            value: Some(match d {
+                Some(n) => dimension::Value::DimValue(*n),
+                None => dimension::Value::DimParam("N".into()),
+            }),
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TensorTypeProto {
+                elem_type: data_type::FLOAT,
+                shape: Some(TensorShapeProto { dim }),
+            }),
+        }),
+    }
+}
+
+fn weights(name: &str, dims: &[i64], seed: u32) -> TensorProto {
+    let n: i64 = dims.iter().product();
+    let raw = (0..n as u32)
+        .flat_map(|i| {
+            let v = ((i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 16) % 200) as f32;
+            ((v - 100.0) * 0.01).to_le_bytes()
+        })
+        .collect();
+    TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: data_type::FLOAT,
+        raw_data: raw,
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
+    NodeProto {
+        op_type: op.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        name: output.into(),
+        ..Default::default()
+    }
+}
+
+/// A 16 -> 8 -> 3 MLP over a 4x4 "image".
+fn mlp() -> Vec<u8> {
+    ModelProto {
+        ir_version: 7,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(GraphProto {
+            node: vec![
+                node("MatMul", &["input", "w1"], "h"),
+                node("Add", &["h", "b1"], "hb"),
+                node("Relu", &["hb"], "a"),
+                node("MatMul", &["a", "w2"], "o"),
+                node("Add", &["o", "b2"], "logits"),
+            ],
+            name: "mlp".into(),
+            initializer: vec![
+                weights("w1", &[16, 8], 1),
+                weights("b1", &[8], 2),
+                weights("w2", &[8, 3], 3),
+                weights("b2", &[3], 4),
+            ],
+            input: vec![value("input", &[None, Some(16)])],
+            output: vec![value("logits", &[None, Some(3)])],
+        }),
+        metadata_props: vec![],
+    }
+    .encode_to_vec()
+}
+
+/// Where cargo put this run's `libedgekd.so`: beside the `deps` folder holding this test.
+fn library_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    for dir in [deps.parent().unwrap(), deps] {
+        if dir.join("libedgekd.so").is_file() {
+            return dir.to_path_buf();
+        }
+    }
+    panic!("libedgekd.so is not beside {}", deps.display());
+}
+
+fn numbers(line: &str, tag: &str) -> Vec<f32> {
+    line.strip_prefix(tag)
+        .unwrap_or_else(|| panic!("expected `{tag}`: {line}"))
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn c_program_loads_runs_and_frees_through_the_header() {
+    let Some(cc) = ["cc", "gcc", "clang"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok())
+    else {
+        if std::env::var_os("EDGEKD_REQUIRE_ALL").is_some() {
+            panic!("EDGEKD_REQUIRE_ALL is set but no C compiler (cc, gcc, clang) is installed");
+        }
+        eprintln!("SKIPPED: no C compiler to build the C ABI test with");
+        return;
+    };
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("mlp.onnx");
+    std::fs::write(&model, mlp()).unwrap();
+    let lib = library_dir();
+    let exe = dir.path().join("classify");
+    let out = Command::new(cc)
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(manifest.join("tests/c/classify.c"))
+        .arg("-I")
+        .arg(manifest.join("include"))
+        .arg("-L")
+        .arg(&lib)
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-ledgekd")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{cc} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(&exe).arg(&model).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"version 0.1.0"), "{stdout}");
+    assert_eq!(lines.last(), Some(&"ok"), "{stdout}");
+    assert!(lines[1].ends_with("input 16"), "{stdout}");
+
+    // The same inputs the C program made, through the runtime directly.
+    let pixels: Vec<u8> = (0..32).map(|i| ((i * 37) % 256) as u8).collect();
+    let input: Vec<f32> = pixels.iter().map(|&p| p as f32 / 255.0).collect();
+    let want = Model::load(&model).unwrap().logits(&input, 2).unwrap().data;
+    assert_eq!(numbers(lines[2], "logits"), want, "{stdout}");
+    // Pixels are scaled by 1/255 (a multiply, where C divided): equal to rounding.
+    for (a, b) in numbers(lines[3], "pixels").iter().zip(&want) {
+        assert!((a - b).abs() < 1e-5, "{stdout}");
+    }
+}
