@@ -59,6 +59,8 @@ enum Command {
     Run(commands::run::RunArgs),
     /// Measure teacher against students: latency, throughput, memory, accuracy, speed-up.
     Bench(commands::bench::BenchArgs),
+    /// Put `bench --json` reports from several machines (host, board, emulator) side by side.
+    Compare(commands::compare::CompareArgs),
     /// (internal) Peak memory of one model, measured by `bench` in a child process.
     #[command(hide = true, name = "__peak-rss")]
     PeakRss(commands::bench::PeakRssArgs),
@@ -81,6 +83,7 @@ fn main() {
         Command::Demo(a) => commands::demo::run(a),
         Command::Run(a) => commands::run::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Compare(a) => commands::compare::run(a),
         Command::PeakRss(a) => commands::bench::peak_rss(a),
     };
     if let Err(e) = result {

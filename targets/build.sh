@@ -113,7 +113,9 @@ armv7-unknown-linux-musleabihf)
 aarch64-linux-android | armv7-linux-androideabi)
     rustup_target
     if command -v cargo-ndk >/dev/null && [ -n "${ANDROID_NDK_HOME:-${ANDROID_NDK_ROOT:-}}" ]; then
-        cargo ndk --target "$target" --platform 24 -- build "${cargo_args[@]/--target*/}" --bin edgekd >&2
+        # cargo-ndk picks the NDK's clang as linker and passes --target itself.
+        cargo ndk --target "$target" --platform 24 -- build --profile "$profile" --no-default-features \
+            "${features[@]}" --target-dir "$target_dir" --bin edgekd >&2
         binary="$target_dir/$target/$profile/edgekd"
     else
         say "no Android NDK (cargo-ndk and ANDROID_NDK_HOME): building the C library as a static archive only"

@@ -1,16 +1,11 @@
 //! End-to-end tests of the `edgekd` binary: every subcommand as a user runs it.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-
-fn edgekd() -> Command {
-    Command::cargo_bin("edgekd").unwrap()
-}
-
-fn subset() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist-subset")
-}
+use common::{edgekd, quick_train_on, stdout, subset};
 
 /// The full MNIST beside the checkout, when this machine has it.
 fn shared_mnist() -> Option<PathBuf> {
@@ -23,17 +18,6 @@ fn shared_mnist() -> Option<PathBuf> {
         eprintln!("SKIPPED: ../shared/data/mnist is not beside this checkout");
         None
     }
-}
-
-fn stdout(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Runs a command that must fail, and returns its stderr, checking it is one clear line.
@@ -64,25 +48,6 @@ fn json(path: &Path) -> serde_json::Value {
 /// A quick training command on the first 600 shipped images.
 fn quick_train(model: &str, out: &Path, epochs: usize) -> Command {
     quick_train_on(model, out, epochs, 600)
-}
-
-fn quick_train_on(model: &str, out: &Path, epochs: usize, images: usize) -> Command {
-    let mut c = edgekd();
-    c.args([
-        "train",
-        "--model",
-        model,
-        "--train-limit",
-        &images.to_string(),
-        "--batch-size",
-        "32",
-        "--epochs",
-        &epochs.to_string(),
-        "-q",
-        "--out",
-    ])
-    .arg(out);
-    c
 }
 
 #[test]

@@ -366,6 +366,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let text = serde_json::to_string_pretty(&serde_json::json!({
             "edgekd_version": env!("CARGO_PKG_VERSION"),
             "host": host(),
+            "platform": {
+                "arch": std::env::consts::ARCH,
+                "os": std::env::consts::OS,
+                "isa": edgekd_runtime::native::kernels::Isa::detect().name(),
+            },
             "measurements": results,
         }))?;
         std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?;
@@ -438,15 +443,26 @@ fn measure(loaded: &mut [Loaded], batch: usize, a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// The CPU (or board) this runs on: x86's `model name`, a Raspberry Pi's `Model` line or
+/// device-tree model, else the architecture.
 fn host() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.split(':').next().map(str::trim) == Some(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let board = std::fs::read_to_string("/proc/device-tree/model")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_owned())
-        })
+        .map(|s| s.trim_end_matches('\0').trim().to_owned())
+        .filter(|s| !s.is_empty());
+    let cpu = field("model name")
+        .or_else(|| field("Model"))
+        .or(board)
+        .or_else(|| field("Hardware"))
         .unwrap_or_else(|| std::env::consts::ARCH.into());
     format!(
         "{cpu} ({} {})",
@@ -455,7 +471,7 @@ fn host() -> String {
     )
 }
 
-fn time_text(s: f64) -> String {
+pub(crate) fn time_text(s: f64) -> String {
     if s < 1e-3 {
         format!("{:.1} µs", s * 1e6)
     } else if s < 1.0 {

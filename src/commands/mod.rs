@@ -1,6 +1,7 @@
 //! One module per subcommand, and the single-run helper the training commands share.
 
 pub mod bench;
+pub mod compare;
 #[cfg(feature = "train")]
 pub mod data;
 #[cfg(feature = "train")]

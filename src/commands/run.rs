@@ -30,7 +30,7 @@ pub struct RunArgs {
     /// Threads per inference
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// Print JSON instead of text
+    /// Print JSON instead of text (top classes and every logit, per sample)
     #[arg(long)]
     pub json: bool,
 }
@@ -74,9 +74,10 @@ pub fn run(a: RunArgs) -> Result<()> {
                     .collect::<Vec<_>>()
             })
             .collect();
+        let logits: Vec<&[f32]> = (0..logits.rows()).map(|i| logits.row(i)).collect();
         let out = serde_json::json!({
             "model": a.model, "backend": model.backend(), "samples": samples,
-            "seconds": elapsed.as_secs_f64(),
+            "logits": logits, "seconds": elapsed.as_secs_f64(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());

@@ -299,6 +299,35 @@ mod tests {
     }
 
     #[test]
+    fn float_dots_are_bit_identical_on_every_isa() {
+        let isa = Isa::detect();
+        for (n, k) in [(1, 1), (3, 15), (5, 16), (7, 33), (10, 784)] {
+            let a: Vec<f32> = pattern(k, 7, -128)
+                .iter()
+                .map(|&x| x as f32 * 0.37)
+                .collect();
+            let b: Vec<f32> = pattern(n * k, 11, -127)
+                .iter()
+                .map(|&x| x as f32 / 7.0)
+                .collect();
+            let mut want = vec![0f32; n];
+            let mut got = vec![0f32; n];
+            dots_f32(Isa::Portable, &a, &b, k, &mut want);
+            dots_f32(isa, &a, &b, k, &mut got);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{} n={n} k={k}", isa.name());
+            // And within rounding of the exact sum.
+            for (j, g) in got.iter().enumerate() {
+                let exact: f64 = (0..k).map(|p| a[p] as f64 * b[j * k + p] as f64).sum();
+                assert!(
+                    (*g as f64 - exact).abs() <= 1e-3 * (1.0 + exact.abs()),
+                    "{g} {exact}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn simd_matches_portable_exactly_at_the_extremes() {
         let isa = Isa::detect();
         for (n, k) in [(1, 32), (3, 64), (4, 32), (9, 800), (64, 96)] {
