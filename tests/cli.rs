@@ -63,6 +63,7 @@ fn every_subcommand_explains_itself() {
         vec!["demo"],
         vec!["run"],
         vec!["bench"],
+        vec!["compare"],
     ] {
         let mut args = sub.clone();
         args.push("--help");
@@ -978,6 +979,42 @@ fn run_and_bench_report_on_exported_students() {
     let csv_text = std::fs::read_to_string(&cs).unwrap();
     assert_eq!(csv_text.lines().count(), rows.len() + 1);
     assert!(std::fs::read(&png_out).unwrap().starts_with(b"\x89PNG"));
+    assert_eq!(report["platform"]["arch"], std::env::consts::ARCH);
+
+    // `compare` lines reports up configuration by configuration (here a report with itself:
+    // every ratio is 1.00x).
+    let compared_csv = dir.path().join("cmp.csv");
+    let compared = stdout(
+        edgekd()
+            .arg("compare")
+            .arg(&js)
+            .arg(&js)
+            .args(["--label", "laptop,board", "--csv"])
+            .arg(&compared_csv),
+    );
+    let body: Vec<&str> = compared.lines().filter(|l| l.starts_with("mlp.")).collect();
+    assert_eq!(body.len(), rows.len(), "{compared}");
+    assert!(
+        body.iter().all(|l| l.trim_end().ends_with("1.00x")),
+        "{compared}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&compared_csv)
+            .unwrap()
+            .lines()
+            .count(),
+        rows.len() + 1
+    );
+    let e = fails(edgekd().arg("compare").arg(&js).arg(&cs));
+    assert!(e.contains("is not an `edgekd bench --json` report"), "{e}");
+    let e = fails(
+        edgekd()
+            .arg("compare")
+            .arg(&js)
+            .arg(&js)
+            .args(["--label", "one"]),
+    );
+    assert!(e.contains("--label gives 1 names for 2 reports"), "{e}");
 
     // Mistakes get one clear line.
     let missing = dir.path().join("missing.onnx");

@@ -1,6 +1,6 @@
-//! The device build cross-compiled for 64-bit ARM (glibc and static musl) by
-//! `targets/build.sh`, run under qemu-user through the runners in `.cargo/config.toml`, must
-//! give the host's answers: bit for bit against the host's native engine, within the stated
+//! The device build cross-compiled by `targets/build.sh` for 64-bit ARM (glibc and static
+//! musl), 32-bit ARM and static x86_64, run under qemu-user through the runners in
+//! `.cargo/config.toml` (the x86_64 one natively), must give the host's answers: bit for bit against the host's native engine, within the stated
 //! tolerances against the host's default engines, and the same top-1 on every image used.
 
 mod common;
@@ -10,7 +10,14 @@ use std::process::Command;
 
 use common::{edgekd, quick_train_on, stdout, subset};
 
-const TARGETS: [&str; 2] = ["aarch64-unknown-linux-gnu", "aarch64-unknown-linux-musl"];
+/// Raspberry Pi 64-bit, static 64-bit ARM, Raspberry Pi 32-bit (portable int8 kernel), static
+/// x86_64 (runs without an emulator).
+const TARGETS: [&str; 4] = [
+    "aarch64-unknown-linux-gnu",
+    "aarch64-unknown-linux-musl",
+    "armv7-unknown-linux-gnueabihf",
+    "x86_64-unknown-linux-musl",
+];
 /// Test images classified on both sides.
 const IMAGES: usize = 100;
 
@@ -40,18 +47,30 @@ fn on_path(tool: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
 }
 
-/// The target's runner and linker, as `.cargo/config.toml` states them.
+/// The target's runner (empty: runs natively) and linker, as `.cargo/config.toml` states them.
 fn config(target: &str) -> (Vec<String>, String) {
     let text = std::fs::read_to_string(root().join(".cargo/config.toml")).unwrap();
     let config: toml::Table = text.parse().unwrap();
     let t = &config["target"][target];
-    let runner = t["runner"]
-        .as_str()
-        .unwrap()
+    let runner = t
+        .get("runner")
+        .and_then(|r| r.as_str())
+        .unwrap_or("")
         .split_whitespace()
         .map(String::from)
         .collect();
     (runner, t["linker"].as_str().unwrap().to_owned())
+}
+
+/// The Debian packages that provide a target's linker and libc.
+fn packages(target: &str) -> &'static str {
+    if target.starts_with("armv7") {
+        "gcc-arm-linux-gnueabihf libc6-dev-armhf-cross"
+    } else if target.starts_with("aarch64") {
+        "gcc-aarch64-linux-gnu libc6-dev-arm64-cross"
+    } else {
+        "gcc"
+    }
 }
 
 /// Whether this machine can build and run `target`; says why not otherwise.
@@ -69,10 +88,11 @@ fn usable(target: &str) -> bool {
     }
     if !on_path(&linker) {
         return !missing(&format!(
-            "{linker} (the linker for {target}) is not installed (apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross)"
+            "{linker} (the linker for {target}) is not installed (apt-get install {})",
+            packages(target)
         ));
     }
-    if !on_path(&runner[0]) {
+    if runner.first().is_some_and(|r| !on_path(r)) {
         return !missing(&format!(
             "{} is not installed (apt-get install qemu-user)",
             runner[0]
@@ -104,11 +124,16 @@ fn build(target: &str) -> PathBuf {
     path
 }
 
-/// Runs the device binary under the target's qemu runner.
+/// Runs the device binary under the target's qemu runner, or directly when it has none.
 fn device(runner: &[String], binary: &Path) -> Command {
-    let mut c = Command::new(&runner[0]);
-    c.args(&runner[1..]).arg(binary);
-    c
+    match runner.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    }
 }
 
 fn output(mut c: Command) -> String {
@@ -138,6 +163,11 @@ fn logits(json: &str) -> (String, Vec<Vec<f32>>) {
         })
         .collect();
     (v["backend"].as_str().unwrap().to_owned(), rows)
+}
+
+/// The kernels the host's native engine picks (a static x86_64 build picks the same).
+fn edgekd_isa() -> &'static str {
+    edgekd_runtime::native::kernels::Isa::detect().name()
 }
 
 fn argmax(v: &[f32]) -> usize {
@@ -265,8 +295,13 @@ fn device_builds_match_the_host_under_qemu() {
         assert!(table.contains("mean ± σ"), "{table}");
         let report: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&device_json).unwrap()).unwrap();
-        assert_eq!(report["platform"]["arch"], "aarch64", "{report}");
-        assert_eq!(report["platform"]["isa"], "neon", "{report}");
+        let (arch, isa) = match target.split('-').next().unwrap() {
+            "aarch64" => ("aarch64", "neon"),
+            "armv7" => ("arm", "portable"),
+            _ => (std::env::consts::ARCH, edgekd_isa()),
+        };
+        assert_eq!(report["platform"]["arch"], arch, "{report}");
+        assert_eq!(report["platform"]["isa"], isa, "{report}");
         let rows = report["measurements"].as_array().unwrap();
         assert_eq!(rows.len(), 2, "{report}");
         for r in rows {
