@@ -16,7 +16,7 @@ Targets:
   armv7-unknown-linux-gnueabihf   Raspberry Pi 2/3, 32-bit OS
   aarch64-unknown-linux-musl      static, any 64-bit ARM Linux board
   x86_64-unknown-linux-musl       static, any x86_64 Linux box
-  armv7-unknown-linux-musleabihf  static 32-bit ARM (std built with nightly: slower, may fail)
+  armv7-unknown-linux-musleabihf  static 32-bit ARM (std built with nightly, linked by zig)
   aarch64-linux-android           Android arm64 (needs cargo-ndk and the Android NDK; without
   armv7-linux-androideabi         them only the C library is built, as a static archive)
 
@@ -61,7 +61,7 @@ case "$target" in
 aarch64-unknown-linux-gnu) packages=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user); tools=(aarch64-linux-gnu-gcc) ;;
 aarch64-unknown-linux-musl) packages=(gcc-aarch64-linux-gnu qemu-user); tools=(aarch64-linux-gnu-gcc) ;;
 armv7-unknown-linux-gnueabihf) packages=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user); tools=(arm-linux-gnueabihf-gcc) ;;
-armv7-unknown-linux-musleabihf) packages=(gcc-arm-linux-gnueabihf qemu-user); tools=(arm-linux-gnueabihf-gcc) ;;
+armv7-unknown-linux-musleabihf) packages=(qemu-user); tools=() ;;
 x86_64-unknown-linux-musl) packages=(); tools=(cc) ;;
 aarch64-linux-android | armv7-linux-androideabi) packages=(); tools=() ;;
 *) die "unknown target '$target' (see --help for the list)" ;;
@@ -101,13 +101,27 @@ start=$(date +%s)
 cargo_args=(--profile "$profile" --no-default-features "${features[@]}" --target "$target" --target-dir "$target_dir")
 case "$target" in
 armv7-unknown-linux-musleabihf)
-    # rustup ships no std for this target: build it from source with nightly.
+    # rustup ships no std for this target: build it from source with nightly, and link with
+    # zig (cargo-zigbuild), which carries musl's crt objects that a source-built std lacks.
     if ! rustup toolchain list | grep -q '^nightly'; then
         [ "$install" = 1 ] || die "building std for $target needs the nightly toolchain (rustup toolchain install nightly --component rust-src)"
         rustup toolchain install nightly --profile minimal --component rust-src >&2 || die "could not install nightly"
     fi
     rustup component add rust-src --toolchain nightly >&2 || die "could not add rust-src to nightly"
-    cargo +nightly build -Zbuild-std=std,panic_abort "${cargo_args[@]}" --bin edgekd >&2
+    zig_venv="${EDGEKD_ZIG_VENV:-$HOME/.cache/edgekd-zig}"
+    [ -d "$zig_venv/bin" ] && export PATH="$zig_venv/bin:$PATH"
+    if ! command -v zig >/dev/null && ! python3 -c 'import ziglang' 2>/dev/null; then
+        [ "$install" = 1 ] || die "zig is missing (python3 -m pip install ziglang)"
+        say "installing zig from PyPI into $zig_venv"
+        python3 -m venv "$zig_venv" && "$zig_venv/bin/pip" install -q ziglang >&2 || die "pip install ziglang failed"
+        export PATH="$zig_venv/bin:$PATH"
+    fi
+    if ! command -v cargo-zigbuild >/dev/null; then
+        [ "$install" = 1 ] || die "cargo-zigbuild is missing (cargo install cargo-zigbuild)"
+        cargo install cargo-zigbuild >&2 || die "cargo install cargo-zigbuild failed"
+    fi
+    RUSTFLAGS="${RUSTFLAGS:-} -C link-self-contained=no" \
+        cargo +nightly zigbuild -Zbuild-std=std,panic_abort "${cargo_args[@]}" --bin edgekd >&2
     binary="$target_dir/$target/$profile/edgekd"
     ;;
 aarch64-linux-android | armv7-linux-androideabi)

@@ -5,7 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use common::{edgekd, quick_train_on, stdout, subset};
+use common::{edgekd, quick_export, quick_train_on, stdout, subset};
 
 /// The full MNIST beside the checkout, when this machine has it.
 fn shared_mnist() -> Option<PathBuf> {
@@ -857,22 +857,7 @@ fn run_and_bench_report_on_exported_students() {
     let ck = dir.path().join("mlp");
     stdout(&mut quick_train_on("mlp:32", &ck, 1, 2000));
     let onnx = dir.path().join("onnx");
-    stdout(
-        edgekd()
-            .arg("export")
-            .arg(&ck)
-            .args(["--format", "f32,int8", "--int8-format", "qoperator"])
-            .args([
-                "--calibration",
-                "percentile",
-                "--calib",
-                "200",
-                "--latency",
-                "0",
-            ])
-            .args(["--max-accuracy-drop", "100", "--out"])
-            .arg(&onnx),
-    );
+    stdout(&mut quick_export(&ck, &onnx, "f32,int8", "qoperator"));
     let f32_file = onnx.join("mlp.f32.onnx");
     let int8_file = onnx.join("mlp.int8-qop-percentile.onnx");
     let images = subset().join("t10k-images-idx3-ubyte.gz");

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{edgekd, quick_train_on, stdout, subset};
+use common::{edgekd, quick_export, quick_train_on, stdout, subset};
 
 /// Raspberry Pi 64-bit, static 64-bit ARM, Raspberry Pi 32-bit (portable int8 kernel), static
 /// x86_64 (runs without an emulator).
@@ -76,14 +76,7 @@ fn packages(target: &str) -> &'static str {
 /// Whether this machine can build and run `target`; says why not otherwise.
 fn usable(target: &str) -> bool {
     let (runner, linker) = config(target);
-    let sysroot = Command::new("rustc")
-        .args(["--print", "sysroot"])
-        .output()
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
-        .unwrap();
-    if !sysroot.join("lib/rustlib").join(target).is_dir() {
-        // rustup's server is not a package registry: a failed download may stay a skip.
-        eprintln!("SKIPPED: the Rust standard library for {target} is not installed (rustup target add {target})");
+    if !has_std(target) {
         return false;
     }
     if !on_path(&linker) {
@@ -101,9 +94,27 @@ fn usable(target: &str) -> bool {
     true
 }
 
-/// Builds the device binary with the repository's entry point (no installs: CI did them).
-fn build(target: &str) -> PathBuf {
+/// Whether rustup installed the standard library for `target` (rustup's server is not a
+/// package registry: a failed download may stay a skip, said out loud).
+fn has_std(target: &str) -> bool {
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .unwrap();
+    let found = sysroot.join("lib/rustlib").join(target).is_dir();
+    if !found {
+        eprintln!("SKIPPED: the Rust standard library for {target} is not installed (rustup target add {target})");
+    }
+    found
+}
+
+/// Builds for `target` with the repository's entry point (no installs: CI did them, and no
+/// Android NDK); returns what it built and what it said.
+fn build(target: &str) -> (PathBuf, String) {
     let out = Command::new(root().join("targets/build.sh"))
+        .env_remove("ANDROID_NDK_HOME")
+        .env_remove("ANDROID_NDK_ROOT")
         .args([
             target,
             "--profile",
@@ -114,14 +125,14 @@ fn build(target: &str) -> PathBuf {
         .arg(cross_target_dir())
         .output()
         .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         out.status.success(),
-        "targets/build.sh {target} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "targets/build.sh {target} failed:\n{said}"
     );
     let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().unwrap());
     assert!(path.is_file(), "{}", path.display());
-    path
+    (path, said)
 }
 
 /// Runs the device binary under the target's qemu runner, or directly when it has none.
@@ -180,22 +191,7 @@ fn students(dir: &Path) -> Vec<PathBuf> {
     for (model, name) in [("mlp:32", "mlp"), ("cnn:c4-c8-f16", "cnn")] {
         let ck = dir.join(name);
         stdout(&mut quick_train_on(model, &ck, 1, 2000));
-        stdout(
-            edgekd()
-                .arg("export")
-                .arg(&ck)
-                .args(["--format", "f32,f16,int8", "--int8-format", "qoperator,qdq"])
-                .args([
-                    "--calibration",
-                    "percentile",
-                    "--calib",
-                    "200",
-                    "--latency",
-                    "0",
-                ])
-                .args(["--max-accuracy-drop", "100", "--out"])
-                .arg(dir),
-        );
+        stdout(&mut quick_export(&ck, dir, "f32,f16,int8", "qoperator,qdq"));
         for variant in ["f32", "f16", "int8-qop-percentile", "int8-qdq-percentile"] {
             files.push(dir.join(format!("{name}.{variant}.onnx")));
         }
@@ -236,7 +232,7 @@ fn device_builds_match_the_host_under_qemu() {
         })
         .collect();
     for target in targets {
-        let binary = build(target);
+        let (binary, _) = build(target);
         let (runner, _) = config(target);
         for (file, ((host_engine, want), (_, native))) in files.iter().zip(&host) {
             let mut c = device(&runner, &binary);
@@ -367,32 +363,11 @@ fn runtime_tests_pass_on_aarch64_under_qemu() {
 #[test]
 fn the_c_library_builds_for_android() {
     let target = "aarch64-linux-android";
-    let sysroot = Command::new("rustc")
-        .args(["--print", "sysroot"])
-        .output()
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
-        .unwrap();
-    if !sysroot.join("lib/rustlib").join(target).is_dir() {
-        eprintln!("SKIPPED: the Rust standard library for {target} is not installed (rustup target add {target})");
+    if !has_std(target) {
         return;
     }
-    let out = Command::new(root().join("targets/build.sh"))
-        .env_remove("ANDROID_NDK_HOME")
-        .env_remove("ANDROID_NDK_ROOT")
-        .args([
-            target,
-            "--profile",
-            "device-test",
-            "--no-install",
-            "--target-dir",
-        ])
-        .arg(cross_target_dir())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    let lib = PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().unwrap());
-    assert_eq!(lib.file_name().unwrap(), "libedgekd.a", "{err}");
+    let (lib, said) = build(target);
+    assert_eq!(lib.file_name().unwrap(), "libedgekd.a", "{said}");
     let bytes = std::fs::read(&lib).unwrap();
     // An ar archive exporting the header's functions.
     assert!(bytes.starts_with(b"!<arch>\n"));

@@ -136,6 +136,25 @@ pub unsafe extern "C" fn edgekd_model_backend(model: *const EdgekdModel) -> *con
     unsafe { model.as_ref() }.map_or(ptr::null(), |m| m.backend.as_ptr())
 }
 
+/// The model behind `model` and the `batch` samples of input at `data`.
+///
+/// # Safety
+/// `model` must be NULL or live; `data` NULL or pointing to `batch * input_len` values.
+unsafe fn batch_of<'a, T>(
+    model: *const EdgekdModel,
+    data: *const T,
+    batch: usize,
+) -> Result<(&'a EdgekdModel, &'a [T]), String> {
+    // SAFETY: per the contract above.
+    let m = unsafe { model.as_ref() }.ok_or("model is NULL")?;
+    let len = batch.checked_mul(m.input_len).ok_or("batch too large")?;
+    if data.is_null() {
+        return Err("input is NULL".into());
+    }
+    // SAFETY: the caller guarantees `batch * input_len` readable values.
+    Ok((m, unsafe { std::slice::from_raw_parts(data, len) }))
+}
+
 fn run(
     m: &EdgekdModel,
     input: &[f32],
@@ -176,13 +195,7 @@ pub unsafe extern "C" fn edgekd_model_run(
 ) -> isize {
     guarded(-1, || {
         // SAFETY: per the contract above.
-        let m = unsafe { model.as_ref() }.ok_or("model is NULL")?;
-        let len = batch.checked_mul(m.input_len).ok_or("batch too large")?;
-        if input.is_null() {
-            return Err("input is NULL".into());
-        }
-        // SAFETY: the caller guarantees `batch * input_len` readable floats.
-        let input = unsafe { std::slice::from_raw_parts(input, len) };
+        let (m, input) = unsafe { batch_of(model, input, batch) }?;
         run(m, input, batch, output, capacity)
     })
 }
@@ -204,13 +217,7 @@ pub unsafe extern "C" fn edgekd_model_run_pixels(
 ) -> isize {
     guarded(-1, || {
         // SAFETY: per the contract above.
-        let m = unsafe { model.as_ref() }.ok_or("model is NULL")?;
-        let len = batch.checked_mul(m.input_len).ok_or("batch too large")?;
-        if pixels.is_null() {
-            return Err("pixels is NULL".into());
-        }
-        // SAFETY: the caller guarantees `batch * input_len` readable bytes.
-        let pixels = unsafe { std::slice::from_raw_parts(pixels, len) };
+        let (m, pixels) = unsafe { batch_of(model, pixels, batch) }?;
         let input = match &m.preprocess {
             Some(p) => p.apply(pixels),
             None => pixels.iter().map(|&p| p as f32 / 255.0).collect(),

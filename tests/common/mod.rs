@@ -42,3 +42,16 @@ pub fn quick_train_on(model: &str, out: &Path, epochs: usize, images: usize) -> 
     .arg(out);
     c
 }
+
+/// A quick export (percentile calibration on 200 images, no latency, no accuracy gate) of
+/// the checkpoint `ck` into `out`.
+pub fn quick_export(ck: &Path, out: &Path, formats: &str, int8_formats: &str) -> Command {
+    let mut c = edgekd();
+    c.arg("export")
+        .arg(ck)
+        .args(["--format", formats, "--int8-format", int8_formats])
+        .args(["--calibration", "percentile", "--calib", "200"])
+        .args(["--latency", "0", "--max-accuracy-drop", "100", "--out"])
+        .arg(out);
+    c
+}

@@ -95,60 +95,126 @@ pub fn dots(isa: Isa, weights: Weights, a: &[i8], b: &[i8], k: usize, out: &mut 
     }
 }
 
-/// `out[j] = Σ_p a[p] · b[j·k + p]` in f32 for every row `j` of `b`, summed in the same
-/// order on every instruction set (sixteen partial sums, then a fixed reduction; no fused
-/// multiply-add), so every CPU gives the same bits.
-pub fn dots_f32(isa: Isa, a: &[f32], b: &[f32], k: usize, out: &mut [f32]) {
+/// Partial sums per dot product in the f32 kernels.
+const F32_LANES: usize = 8;
+
+/// `out[r·n + j] = Σ_p a[r·k + p] · b[j·k + p]`: every row of `a` against every row of `b`
+/// (a dense layer, `b` holding one output column per row), in f32.
+///
+/// Every dot product is summed in the same order whatever the instruction set, the batch size
+/// or the blocking: lane `l` of eight accumulates the products at `p ≡ l (mod 8)` in
+/// increasing `p`, the `k mod 8` tail is summed on its own, then the lanes are added in a
+/// fixed tree and the tail last; no fused multiply-add. So every CPU gives the same bits.
+pub fn matmul_f32(isa: Isa, a: &[f32], b: &[f32], k: usize, out: &mut [f32]) {
+    let n = if k == 0 { 0 } else { b.len() / k };
+    let rows = if n == 0 { 0 } else { out.len() / n };
     assert!(
-        a.len() == k && b.len() == out.len() * k,
+        b.len() == n * k && a.len() == rows * k && out.len() == rows * n,
         "kernel contract violated: k {k}, a {}, b {}, out {}",
         a.len(),
         b.len(),
         out.len()
     );
-    match isa {
-        // SAFETY: AVX2 was detected when the model was loaded.
+    if k == 0 {
+        out.fill(0.0);
+        return;
+    }
+    matmul_f32_blocked(isa, a, b, k, n, out);
+}
+
+/// Blocks of eight columns (rows of `b`, 8·k floats: in L1 or L2 for students' layers) are
+/// streamed once, each against pairs of activation rows: 2 x 4 dot products share every
+/// load, and their accumulators (one 8-lane group each) fit the registers of AVX2 and NEON.
+fn matmul_f32_blocked(isa: Isa, a: &[f32], b: &[f32], k: usize, n: usize, out: &mut [f32]) {
+    let rows = a.len() / k;
+    let mut j = 0;
+    while j < n {
+        let cols = (n - j).min(8);
+        let mut r = 0;
+        while r < rows {
+            let pair = (rows - r).min(2);
+            match (pair, cols) {
+                (2, 8) => {
+                    f32_tile::<2, 4>(isa, a, b, k, n, [r, j], out);
+                    f32_tile::<2, 4>(isa, a, b, k, n, [r, j + 4], out);
+                }
+                // A lone row (batch 1) takes eight columns at once: enough independent
+                // accumulators to hide the adds' latency.
+                (1, 8) => f32_tile::<1, 8>(isa, a, b, k, n, [r, j], out),
+                (2, _) => {
+                    (0..cols).for_each(|c| f32_tile::<2, 1>(isa, a, b, k, n, [r, j + c], out))
+                }
+                _ => (0..cols).for_each(|c| f32_tile::<1, 1>(isa, a, b, k, n, [r, j + c], out)),
+            }
+            r += pair;
+        }
+        j += cols;
+    }
+}
+
+/// Eight partial sums per dot product.
+type Lanes = [f32; F32_LANES];
+
+/// Rows `r..r + R` of `a` against rows `j..j + C` of `b`: the lane sums over the first
+/// `split` values from the SIMD loop, then the tail and the reduction, the same for all.
+fn f32_tile<const R: usize, const C: usize>(
+    isa: Isa,
+    a: &[f32],
+    b: &[f32],
+    k: usize,
+    n: usize,
+    [r, j]: [usize; 2],
+    out: &mut [f32],
+) {
+    let xs: [&[f32]; R] = std::array::from_fn(|i| &a[(r + i) * k..(r + i + 1) * k]);
+    let ws: [&[f32]; C] = std::array::from_fn(|c| &b[(j + c) * k..(j + c + 1) * k]);
+    let split = k - k % F32_LANES;
+    let acc: [[Lanes; C]; R] = match isa {
+        // SAFETY: AVX2 was detected when the model was loaded; every row holds `k >= split`
+        // values.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { dots_f32_avx2(a, b, k, out) },
-        _ => dots_f32_body(a, b, k, out),
+        Isa::Avx2 => unsafe { x86::lane_sums_f32(xs, ws, split) },
+        // SAFETY: NEON is part of the aarch64 baseline; rows hold `k >= split` values.
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => unsafe { arm::lane_sums_f32(xs, ws, split) },
+        Isa::Portable => lane_sums_portable(xs, ws, split),
+    };
+    for i in 0..R {
+        for c in 0..C {
+            let mut tail = 0f32;
+            for q in split..k {
+                tail += xs[i][q] * ws[c][q];
+            }
+            let mut v = acc[i][c];
+            let mut width = F32_LANES / 2;
+            while width > 0 {
+                for l in 0..width {
+                    v[l] += v[l + width];
+                }
+                width /= 2;
+            }
+            out[(r + i) * n + j + c] = v[0] + tail;
+        }
     }
 }
 
-/// The same loop compiled for AVX2 (two 8-lane registers of partial sums).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn dots_f32_avx2(a: &[f32], b: &[f32], k: usize, out: &mut [f32]) {
-    dots_f32_body(a, b, k, out)
-}
-
-#[inline(always)]
-fn dots_f32_body(a: &[f32], b: &[f32], k: usize, out: &mut [f32]) {
-    const LANES: usize = 16;
-    let split = k - k % LANES;
-    for (o, row) in out.iter_mut().zip(b.chunks_exact(k)) {
-        let mut acc = [0f32; LANES];
-        for (x, w) in a[..split]
-            .chunks_exact(LANES)
-            .zip(row[..split].chunks_exact(LANES))
-        {
-            for l in 0..LANES {
-                acc[l] += x[l] * w[l];
+/// Lane `l` of each dot product: Σ x[p]·w[p] over p ≡ l (mod 8), p < split, in order.
+fn lane_sums_portable<const R: usize, const C: usize>(
+    xs: [&[f32]; R],
+    ws: [&[f32]; C],
+    split: usize,
+) -> [[Lanes; C]; R] {
+    let mut acc = [[[0f32; F32_LANES]; C]; R];
+    for p in (0..split).step_by(F32_LANES) {
+        for i in 0..R {
+            for c in 0..C {
+                for l in 0..F32_LANES {
+                    acc[i][c][l] += xs[i][p + l] * ws[c][p + l];
+                }
             }
         }
-        let mut tail = 0f32;
-        for (x, w) in a[split..].iter().zip(&row[split..]) {
-            tail += x * w;
-        }
-        // A fixed pairwise tree: the same on 4-, 8- and 16-lane hardware.
-        let mut width = LANES / 2;
-        while width > 0 {
-            for l in 0..width {
-                acc[l] += acc[l + width];
-            }
-            width /= 2;
-        }
-        *o = acc[0] + tail;
     }
+    acc
 }
 
 fn dots_portable(a: &[i8], b: &[i8], k: usize, out: &mut [i32]) {
@@ -160,6 +226,38 @@ fn dots_portable(a: &[i8], b: &[i8], k: usize, out: &mut [i32]) {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+
+    /// [`super::lane_sums_portable`] in AVX2 registers: one `__m256` per dot product, a
+    /// multiply then an add per lane (no FMA), so the sums are the portable ones bit for bit.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn lane_sums_f32<const R: usize, const C: usize>(
+        xs: [&[f32]; R],
+        ws: [&[f32]; C],
+        split: usize,
+    ) -> [[super::Lanes; C]; R] {
+        let mut acc = [[_mm256_setzero_ps(); C]; R];
+        let mut p = 0;
+        while p < split {
+            let mut x = [_mm256_setzero_ps(); R];
+            for i in 0..R {
+                x[i] = _mm256_loadu_ps(xs[i].as_ptr().add(p));
+            }
+            for c in 0..C {
+                let w = _mm256_loadu_ps(ws[c].as_ptr().add(p));
+                for i in 0..R {
+                    acc[i][c] = _mm256_add_ps(acc[i][c], _mm256_mul_ps(x[i], w));
+                }
+            }
+            p += 8;
+        }
+        let mut out = [[[0f32; 8]; C]; R];
+        for i in 0..R {
+            for c in 0..C {
+                _mm256_storeu_ps(out[i][c].as_mut_ptr(), acc[i][c]);
+            }
+        }
+        out
+    }
 
     #[inline]
     #[target_feature(enable = "avx2")]
@@ -258,6 +356,45 @@ mod x86 {
 mod arm {
     use std::arch::aarch64::*;
 
+    /// [`super::lane_sums_portable`] in NEON registers: two `float32x4_t` per dot product
+    /// (lanes 0-3 and 4-7), a multiply then an add (no FMA), bit for bit the portable sums.
+    pub unsafe fn lane_sums_f32<const R: usize, const C: usize>(
+        xs: [&[f32]; R],
+        ws: [&[f32]; C],
+        split: usize,
+    ) -> [[super::Lanes; C]; R] {
+        let zero = vdupq_n_f32(0.0);
+        let mut lo = [[zero; C]; R];
+        let mut hi = [[zero; C]; R];
+        let mut p = 0;
+        while p < split {
+            let mut x = [[zero; 2]; R];
+            for i in 0..R {
+                x[i] = [
+                    vld1q_f32(xs[i].as_ptr().add(p)),
+                    vld1q_f32(xs[i].as_ptr().add(p + 4)),
+                ];
+            }
+            for c in 0..C {
+                let w0 = vld1q_f32(ws[c].as_ptr().add(p));
+                let w1 = vld1q_f32(ws[c].as_ptr().add(p + 4));
+                for i in 0..R {
+                    lo[i][c] = vaddq_f32(lo[i][c], vmulq_f32(x[i][0], w0));
+                    hi[i][c] = vaddq_f32(hi[i][c], vmulq_f32(x[i][1], w1));
+                }
+            }
+            p += 8;
+        }
+        let mut out = [[[0f32; 8]; C]; R];
+        for i in 0..R {
+            for c in 0..C {
+                vst1q_f32(out[i][c].as_mut_ptr(), lo[i][c]);
+                vst1q_f32(out[i][c].as_mut_ptr().add(4), hi[i][c]);
+            }
+        }
+        out
+    }
+
     /// Widening multiplies (i8·i8 fits i16 exactly), pairwise-accumulated into int32.
     pub unsafe fn dots_neon(a: &[i8], b: &[i8], k: usize, out: &mut [i32]) {
         let pa = a.as_ptr();
@@ -299,10 +436,10 @@ mod tests {
     }
 
     #[test]
-    fn float_dots_are_bit_identical_on_every_isa() {
+    fn float_matmul_is_bit_identical_on_every_isa_batch_and_blocking() {
         let isa = Isa::detect();
-        for (n, k) in [(1, 1), (3, 15), (5, 16), (7, 33), (10, 784)] {
-            let a: Vec<f32> = pattern(k, 7, -128)
+        for (rows, n, k) in [(1, 1, 1), (3, 5, 15), (2, 4, 16), (5, 7, 33), (4, 10, 784)] {
+            let a: Vec<f32> = pattern(rows * k, 7, -128)
                 .iter()
                 .map(|&x| x as f32 * 0.37)
                 .collect();
@@ -310,19 +447,27 @@ mod tests {
                 .iter()
                 .map(|&x| x as f32 / 7.0)
                 .collect();
-            let mut want = vec![0f32; n];
-            let mut got = vec![0f32; n];
-            dots_f32(Isa::Portable, &a, &b, k, &mut want);
-            dots_f32(isa, &a, &b, k, &mut got);
+            let mut want = vec![0f32; rows * n];
+            let mut got = vec![0f32; rows * n];
+            matmul_f32(Isa::Portable, &a, &b, k, &mut want);
+            matmul_f32(isa, &a, &b, k, &mut got);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&got), bits(&want), "{} n={n} k={k}", isa.name());
-            // And within rounding of the exact sum.
-            for (j, g) in got.iter().enumerate() {
-                let exact: f64 = (0..k).map(|p| a[p] as f64 * b[j * k + p] as f64).sum();
-                assert!(
-                    (*g as f64 - exact).abs() <= 1e-3 * (1.0 + exact.abs()),
-                    "{g} {exact}"
-                );
+            assert_eq!(bits(&got), bits(&want), "{} {rows}x{n} k={k}", isa.name());
+            for r in 0..rows {
+                // One row and one column at a time (no blocking) gives the same bits.
+                for j in 0..n {
+                    let mut one = [0f32];
+                    matmul_f32(isa, &a[r * k..][..k], &b[j * k..][..k], k, &mut one);
+                    assert_eq!(
+                        one[0].to_bits(),
+                        got[r * n + j].to_bits(),
+                        "{rows}x{n} k={k} ({r}, {j})"
+                    );
+                    let exact: f64 = (0..k)
+                        .map(|p| a[r * k + p] as f64 * b[j * k + p] as f64)
+                        .sum();
+                    assert!((one[0] as f64 - exact).abs() <= 1e-3 * (1.0 + exact.abs()));
+                }
             }
         }
     }

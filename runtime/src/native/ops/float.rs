@@ -1,7 +1,7 @@
 //! Float `MatMul`/`Gemm`/`Conv` with constant weights: the layers of f32 and f16 students.
 //!
 //! With these the native engine runs every variant edgekd exports, so a device build can
-//! leave tract out (it is most of the binary). Sums are taken in a fixed order (16 lanes,
+//! leave tract out (it is most of the binary). Sums are taken in a fixed order (8 lanes,
 //! then a fixed reduction, no fused multiply-add) on every instruction set, so an x86 host
 //! and an ARM board compute bit-identical logits from the same file.
 
@@ -119,9 +119,10 @@ impl Op for FloatDense {
         let (n, rows) = (self.n, volume(lead)?);
         let mut out = vec![0f32; rows * n];
         par_rows(&mut out, n, threads, n * k, |first, block| {
-            for (r, dst) in block.chunks_exact_mut(n).enumerate() {
-                let row = &xs[(first + r) * k..][..k];
-                kernels::dots_f32(self.isa, row, &self.weights, k, dst);
+            let rows = block.len() / n.max(1);
+            let x = &xs[first * k..(first + rows) * k];
+            kernels::matmul_f32(self.isa, x, &self.weights, k, block);
+            for dst in block.chunks_exact_mut(n) {
                 for (c, d) in dst.iter_mut().enumerate() {
                     *d = self.affine.apply(c, *d);
                 }
@@ -152,19 +153,8 @@ impl Op for FloatConv {
     fn run(&self, inputs: &[Option<&Tensor>], threads: usize) -> Result<Vec<Tensor>, String> {
         let x = required(inputs, 0)?;
         let xs = x.as_f32()?;
-        let [n, c, h, w] = x.shape[..] else {
-            return Err(format!(
-                "convolution input of shape {:?}: expected [N, C, H, W]",
-                x.shape
-            ));
-        };
         let g = &self.geometry;
-        if c != self.channels * g.group {
-            return Err(format!(
-                "input has {c} channels; the weights expect {}",
-                self.channels * g.group
-            ));
-        }
+        let [n, c, h, w] = g.input(&x.shape, self.channels)?;
         let [oh, ow] = g.output(h, w)?;
         let per_image = volume(&[self.filters, oh, ow])?;
         let mut out = vec![0f32; volume(&[n, per_image])?];

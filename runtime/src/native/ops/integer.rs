@@ -313,6 +313,22 @@ pub struct ConvGeometry {
 }
 
 impl ConvGeometry {
+    /// `[N, C, H, W]` of a convolution's input, checked against `channels` per group.
+    pub fn input(&self, shape: &[usize], channels: usize) -> Result<[usize; 4], String> {
+        let [n, c, h, w] = shape[..] else {
+            return Err(format!(
+                "convolution input of shape {shape:?}: expected [N, C, H, W]"
+            ));
+        };
+        if c != channels * self.group {
+            return Err(format!(
+                "input has {c} channels; the weights expect {}",
+                channels * self.group
+            ));
+        }
+        Ok([n, c, h, w])
+    }
+
     /// Output height and width for an input of `h` x `w`.
     pub fn output(&self, h: usize, w: usize) -> Result<[usize; 2], String> {
         let dim = |size: usize, i: usize| {
@@ -464,19 +480,8 @@ impl Op for IntegerConv {
                 .collect::<Vec<_>>()
                 .into(),
         };
-        let [n, c, h, w] = x.shape[..] else {
-            return Err(format!(
-                "convolution input of shape {:?}: expected [N, C, H, W]",
-                x.shape
-            ));
-        };
         let g = &self.geometry;
-        if c != self.channels * g.group {
-            return Err(format!(
-                "input has {c} channels; the weights expect {}",
-                self.channels * g.group
-            ));
-        }
+        let [n, c, h, w] = g.input(&x.shape, self.channels)?;
         let [oh, ow] = g.output(h, w)?;
         let o = self.weights.rows;
         volume(&[n, o, oh, ow])?;
