@@ -59,6 +59,8 @@ enum Command {
     Run(commands::run::RunArgs),
     /// Measure teacher against students: latency, throughput, memory, accuracy, speed-up.
     Bench(commands::bench::BenchArgs),
+    /// Run one model a million times and check that resident memory does not grow.
+    Soak(commands::soak::SoakArgs),
     /// Put `bench --json` reports from several machines (host, board, emulator) side by side.
     Compare(commands::compare::CompareArgs),
     /// (internal) Peak memory of one model, measured by `bench` in a child process.
@@ -84,6 +86,7 @@ fn main() {
         Command::Run(a) => commands::run::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Compare(a) => commands::compare::run(a),
+        Command::Soak(a) => commands::soak::run(a),
         Command::PeakRss(a) => commands::bench::peak_rss(a),
     };
     if let Err(e) = result {

@@ -64,6 +64,7 @@ fn every_subcommand_explains_itself() {
         vec!["run"],
         vec!["bench"],
         vec!["compare"],
+        vec!["soak"],
     ] {
         let mut args = sub.clone();
         args.push("--help");
@@ -990,6 +991,23 @@ fn run_and_bench_report_on_exported_students() {
             .count(),
         rows.len() + 1
     );
+    // A million batch-1 inferences in one process: resident memory may settle in the first
+    // runs, but must not grow (limit 1 MB), and every run gives the first run's answer.
+    let soak: serde_json::Value = serde_json::from_str(&stdout(
+        edgekd()
+            .arg("soak")
+            .arg(&int8_file)
+            .args(["--runs", "1000000", "--json"]),
+    ))
+    .unwrap();
+    assert_eq!(soak["runs"], 1_000_000);
+    assert_eq!(soak["backend"], "native");
+    let growth = soak["rss_growth_bytes"].as_f64().unwrap();
+    assert!(growth < 1e6, "{soak}");
+    assert_eq!(soak["rss_samples"].as_array().unwrap().len(), 11, "{soak}");
+    let e = fails(edgekd().arg("soak").arg(&int8_file).args(["--runs", "0"]));
+    assert!(e.contains("--runs"), "{e}");
+
     let e = fails(edgekd().arg("compare").arg(&js).arg(&cs));
     assert!(e.contains("is not an `edgekd bench --json` report"), "{e}");
     let e = fails(

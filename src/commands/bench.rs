@@ -109,7 +109,7 @@ struct Loaded {
 }
 
 /// Test images and labels, read once.
-struct TestSet {
+pub(crate) struct TestSet {
     pixels: Vec<u8>,
     labels: Vec<u8>,
     per_image: usize,
@@ -170,7 +170,7 @@ fn stem(p: &Path) -> String {
 
 /// A deterministic input batch (test images where there are some, else a fixed pattern):
 /// int8 engines quantize per batch, so every model sees the same values.
-fn input_batch(model: &Model, batch: usize, test: Option<&TestSet>) -> Result<Vec<f32>> {
+pub(crate) fn input_batch(model: &Model, batch: usize, test: Option<&TestSet>) -> Result<Vec<f32>> {
     let per = model.info().inputs[0]
         .sample_len()
         .context("the model's input has free dimensions besides the batch")?;
@@ -186,8 +186,15 @@ fn input_batch(model: &Model, batch: usize, test: Option<&TestSet>) -> Result<Ve
 
 /// Peak resident memory of this process (Linux `VmHWM`).
 fn vm_hwm() -> Option<u64> {
+    proc_status_bytes("VmHWM")
+}
+
+/// A memory figure (`VmRSS`, `VmHWM`, ...) of this process from /proc/self/status (Linux).
+pub(crate) fn proc_status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status
+        .lines()
+        .find(|l| l.split(':').next() == Some(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }

@@ -13,6 +13,7 @@ pub mod eval;
 #[cfg(feature = "train")]
 pub mod export;
 pub mod run;
+pub mod soak;
 #[cfg(feature = "train")]
 pub mod train;
 
