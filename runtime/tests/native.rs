@@ -5,7 +5,7 @@ use edgekd_runtime::proto::{
     data_type, dimension, AttributeProto, Dimension, GraphProto, ModelProto, NodeProto,
     OperatorSetIdProto, TensorProto, TensorShapeProto, TensorTypeProto, TypeProto, ValueInfoProto,
 };
-use edgekd_runtime::{Backend, Error, Model, Options};
+use edgekd_runtime::{Backend, Model, Options};
 use prost::Message;
 
 fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
@@ -535,4 +535,65 @@ fn mangled_models_never_panic() {
         }
     }
     assert!(tried > 1000);
+}
+
+/// One model shared by four threads, 10,000 inferences each on inputs of their own, gives
+/// exactly what one thread computes: `Model` is `Send + Sync` and runs share no state.
+#[test]
+fn one_model_serves_four_threads_with_single_threaded_results() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Model>();
+    // A QOperator dense layer (the native engine's integer path) and its float twin.
+    let (k, n) = (24, 5);
+    let w: Vec<i8> = spread(k * n, 21, 127).into_iter().map(|v| v as i8).collect();
+    let wf: Vec<f32> = w.iter().map(|&v| v as f32 * 0.01).collect();
+    let int8 = model(
+        vec![
+            NodeProto {
+                op_type: "DynamicQuantizeLinear".into(),
+                input: vec!["x".into()],
+                output: vec!["xq".into(), "xs".into(), "xz".into()],
+                name: "dq".into(),
+                ..Default::default()
+            },
+            node("MatMulInteger", &["xq", "w", "xz"], "acc", vec![]),
+            node("Cast", &["acc"], "out", vec![int("to", 1)]),
+        ],
+        vec![i8s("w", &[k as i64, n as i64], &w)],
+        value("x", &[-1, k as i64]),
+        "out",
+    );
+    let float = model(
+        vec![node("MatMul", &["x", "w"], "out", vec![])],
+        vec![f32s("w", &[k as i64, n as i64], &wf)],
+        value("x", &[-1, k as i64]),
+        "out",
+    );
+    let inputs: Vec<Vec<f32>> = (0..4u64)
+        .map(|t| {
+            spread(k, 100 + t, 1000)
+                .into_iter()
+                .map(|v| v as f32 * 0.003)
+                .collect()
+        })
+        .collect();
+    for bytes in [int8, float] {
+        for m in engines(&bytes) {
+            let want: Vec<Vec<f32>> = inputs
+                .iter()
+                .map(|x| m.logits(x, 1).unwrap().data)
+                .collect();
+            std::thread::scope(|s| {
+                for (x, want) in inputs.iter().zip(&want) {
+                    let m = &m;
+                    s.spawn(move || {
+                        for i in 0..10_000 {
+                            let got = m.logits(x, 1).unwrap().data;
+                            assert_eq!(&got, want, "{} run {i}", m.backend());
+                        }
+                    });
+                }
+            });
+        }
+    }
 }
