@@ -545,7 +545,10 @@ fn one_model_serves_four_threads_with_single_threaded_results() {
     shareable::<Model>();
     // A QOperator dense layer (the native engine's integer path) and its float twin.
     let (k, n) = (24, 5);
-    let w: Vec<i8> = spread(k * n, 21, 127).into_iter().map(|v| v as i8).collect();
+    let w: Vec<i8> = spread(k * n, 21, 127)
+        .into_iter()
+        .map(|v| v as i8)
+        .collect();
     let wf: Vec<f32> = w.iter().map(|&v| v as f32 * 0.01).collect();
     let int8 = model(
         vec![
@@ -595,5 +598,55 @@ fn one_model_serves_four_threads_with_single_threaded_results() {
                 }
             });
         }
+    }
+}
+
+/// Found by fuzzing the native engine: a convolution over an image of width 0 (padding made
+/// the kernel fit) panicked while copying planes. It is now an error, float and int8 alike.
+#[test]
+fn fuzz_convolution_over_an_empty_image_is_an_error_not_a_panic() {
+    let float = model(
+        vec![node(
+            "Conv",
+            &["x", "w"],
+            "out",
+            vec![ints("pads", &[1, 1, 1, 1])],
+        )],
+        vec![f32s("w", &[1, 1, 2, 2], &[1.0, 2.0, 3.0, 4.0])],
+        value("x", &[-1, 1, 3, 0]),
+        "out",
+    );
+    let int8 = model(
+        vec![
+            NodeProto {
+                op_type: "DynamicQuantizeLinear".into(),
+                input: vec!["x".into()],
+                output: vec!["xq".into(), "xs".into(), "xz".into()],
+                name: "dq".into(),
+                ..Default::default()
+            },
+            node(
+                "ConvInteger",
+                &["xq", "w", "xz"],
+                "acc",
+                vec![ints("pads", &[1, 1, 1, 1])],
+            ),
+            node("Cast", &["acc"], "out", vec![int("to", 1)]),
+        ],
+        vec![i8s("w", &[1, 1, 2, 2], &[1, 2, 3, 4])],
+        value("x", &[-1, 1, 3, 0]),
+        "out",
+    );
+    for bytes in [float, int8] {
+        let m = Model::from_bytes_with(
+            &bytes,
+            Options {
+                backend: Backend::Native,
+                threads: 1,
+            },
+        )
+        .unwrap();
+        let err = m.logits(&[], 1).unwrap_err();
+        assert!(err.to_string().contains("empty image"), "{err}");
     }
 }

@@ -326,6 +326,12 @@ impl ConvGeometry {
                 channels * self.group
             ));
         }
+        // Found by fuzzing (an image of width 0 panicked the plane copy).
+        if h == 0 || w == 0 {
+            return Err(format!(
+                "convolution input of shape {shape:?} has an empty image"
+            ));
+        }
         Ok([n, c, h, w])
     }
 
