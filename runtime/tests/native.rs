@@ -79,6 +79,17 @@ fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> 
     }
 }
 
+/// `x` -> (`xq`, `xs`, `xz`) by DynamicQuantizeLinear.
+fn dynamic_quantize() -> NodeProto {
+    NodeProto {
+        op_type: "DynamicQuantizeLinear".into(),
+        input: vec!["x".into()],
+        output: vec!["xq".into(), "xs".into(), "xz".into()],
+        name: "dq".into(),
+        ..Default::default()
+    }
+}
+
 fn ints(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto {
         name: name.into(),
@@ -236,13 +247,7 @@ fn check_conv(
         .collect();
     let bytes = model(
         vec![
-            NodeProto {
-                op_type: "DynamicQuantizeLinear".into(),
-                input: vec!["x".into()],
-                output: vec!["xq".into(), "xs".into(), "xz".into()],
-                name: "dq".into(),
-                ..Default::default()
-            },
+            dynamic_quantize(),
             node(
                 "ConvInteger",
                 &["xq", "w", "xz"],
@@ -552,13 +557,7 @@ fn one_model_serves_four_threads_with_single_threaded_results() {
     let wf: Vec<f32> = w.iter().map(|&v| v as f32 * 0.01).collect();
     let int8 = model(
         vec![
-            NodeProto {
-                op_type: "DynamicQuantizeLinear".into(),
-                input: vec!["x".into()],
-                output: vec!["xq".into(), "xs".into(), "xz".into()],
-                name: "dq".into(),
-                ..Default::default()
-            },
+            dynamic_quantize(),
             node("MatMulInteger", &["xq", "w", "xz"], "acc", vec![]),
             node("Cast", &["acc"], "out", vec![int("to", 1)]),
         ],
@@ -618,13 +617,7 @@ fn fuzz_convolution_over_an_empty_image_is_an_error_not_a_panic() {
     );
     let int8 = model(
         vec![
-            NodeProto {
-                op_type: "DynamicQuantizeLinear".into(),
-                input: vec!["x".into()],
-                output: vec!["xq".into(), "xs".into(), "xz".into()],
-                name: "dq".into(),
-                ..Default::default()
-            },
+            dynamic_quantize(),
             node(
                 "ConvInteger",
                 &["xq", "w", "xz"],

@@ -186,3 +186,14 @@ mod training {
         )
     }
 }
+
+/// Loads an ONNX model on the given engine, naming the file in any error.
+pub fn load_model(
+    path: &std::path::Path,
+    backend: edgekd_runtime::Backend,
+    threads: usize,
+) -> anyhow::Result<edgekd_runtime::Model> {
+    use anyhow::Context;
+    edgekd_runtime::Model::load_with(path, edgekd_runtime::Options { backend, threads })
+        .with_context(|| format!("loading {}", path.display()))
+}

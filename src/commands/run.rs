@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use edgekd_runtime::{class_names, top_k, Backend, Model, Options, Preprocess};
+use edgekd_runtime::{class_names, top_k, Backend, Preprocess};
 
 /// Classify an image, an IDX file of images, or raw f32 values.
 #[derive(Debug, Args)]
@@ -36,14 +36,7 @@ pub struct RunArgs {
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
-    let model = Model::load_with(
-        &a.model,
-        Options {
-            backend: a.backend,
-            threads: a.threads,
-        },
-    )
-    .with_context(|| format!("loading {}", a.model.display()))?;
+    let model = super::load_model(&a.model, a.backend, a.threads)?;
     let info = model.info();
     let per_sample = info.inputs[0]
         .sample_len()

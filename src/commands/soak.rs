@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use edgekd_runtime::{Backend, Model, Options};
+use edgekd_runtime::Backend;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::bench::{input_batch, proc_status_bytes};
@@ -43,14 +43,7 @@ pub fn run(a: SoakArgs) -> Result<()> {
     if a.runs == 0 || a.batch == 0 {
         bail!("--runs and --batch must be at least 1");
     }
-    let model = Model::load_with(
-        &a.model,
-        Options {
-            backend: a.backend,
-            threads: a.threads,
-        },
-    )
-    .with_context(|| format!("loading {}", a.model.display()))?;
+    let model = super::load_model(&a.model, a.backend, a.threads)?;
     let input = input_batch(&model, a.batch, None)?;
     let reference = model.logits(&input, a.batch)?;
     for _ in 0..WARMUP {
