@@ -643,3 +643,43 @@ fn fuzz_convolution_over_an_empty_image_is_an_error_not_a_panic() {
         assert!(err.to_string().contains("empty image"), "{err}");
     }
 }
+
+/// Found by fuzzing the native engine: 16,777,215 columns of convolution padding turned a
+/// 6x53 image into 200 million outputs (a timeout). Padding beyond the kernel's reach is
+/// refused when the model loads, for convolutions and pooling alike.
+#[test]
+fn fuzz_padding_past_the_kernel_is_refused_at_load() {
+    let conv = model(
+        vec![node(
+            "Conv",
+            &["x", "w"],
+            "out",
+            vec![ints("pads", &[1, 1, 1, 16_777_215])],
+        )],
+        vec![f32s("w", &[1, 1, 3, 3], &[0.5; 9])],
+        value("x", &[-1, 1, 6, 53]),
+        "out",
+    );
+    let pool = model(
+        vec![node(
+            "MaxPool",
+            &["x"],
+            "out",
+            vec![ints("kernel_shape", &[2, 2]), ints("pads", &[0, 0, 2, 0])],
+        )],
+        vec![],
+        value("x", &[-1, 1, 6, 6]),
+        "out",
+    );
+    for bytes in [conv, pool] {
+        let err = Model::from_bytes_with(
+            &bytes,
+            Options {
+                backend: Backend::Native,
+                threads: 1,
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("reach past"), "{err}");
+    }
+}

@@ -578,6 +578,10 @@ impl<'g> Lowering<'g> {
         let s = attrs.sizes("strides", vec![1, 1]).map_err(bad)?;
         let p = attrs.sizes("pads", vec![0; 4]).map_err(bad)?;
         match (&k[..], &s[..], &p[..]) {
+            // ONNX requires pads smaller than the kernel; larger ones only multiply outputs.
+            (&[kh, kw], _, &[p0, p1, p2, p3]) if p0.max(p2) >= kh || p1.max(p3) >= kw => Err(
+                unsupported(node, &format!("pads {p:?} reach past a {kh}x{kw} window")),
+            ),
             (&[kh, kw], &[sh, sw], &[p0, p1, p2, p3]) => Ok(Pool {
                 reduce,
                 kernel: [kh, kw],
@@ -642,6 +646,16 @@ impl<'g> Lowering<'g> {
             (&[s0, s1], &[p0, p1, p2, p3], &[d0, d1])
                 if k == [kh, kw] && d0 > 0 && d1 > 0 && s0 > 0 && s1 > 0 =>
             {
+                // Padding wider than the kernel's reach only adds outputs that see no input;
+                // a crafted file used it (found by fuzzing: 16,777,215 columns of padding
+                // turned a 6x53 image into 200 million outputs).
+                let (span_h, span_w) = ((kh - 1) * d0 + 1, (kw - 1) * d1 + 1);
+                if p0.max(p2) >= span_h || p1.max(p3) >= span_w {
+                    return Err(unsupported(
+                        node,
+                        &format!("pads {p:?} reach past a {kh}x{kw} kernel"),
+                    ));
+                }
                 Ok(ConvGeometry {
                     kernel: [kh, kw],
                     strides: [s0, s1],
