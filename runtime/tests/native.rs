@@ -79,6 +79,17 @@ fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> 
     }
 }
 
+/// The model on the native engine, one thread.
+fn native(bytes: &[u8]) -> edgekd_runtime::Result<Model> {
+    Model::from_bytes_with(
+        bytes,
+        Options {
+            backend: Backend::Native,
+            threads: 1,
+        },
+    )
+}
+
 /// `x` -> (`xq`, `xs`, `xz`) by DynamicQuantizeLinear.
 fn dynamic_quantize() -> NodeProto {
     NodeProto {
@@ -330,14 +341,7 @@ fn float_graphs_run_natively_and_auto_keeps_tract() {
         value("x", &[-1, 2]),
         "out",
     );
-    let native = Model::from_bytes_with(
-        &bytes,
-        Options {
-            backend: Backend::Native,
-            threads: 1,
-        },
-    )
-    .unwrap();
+    let native = native(&bytes).unwrap();
     assert_eq!(native.backend(), "native");
     assert_eq!(native.logits(&[1.0, 1.0], 1).unwrap().data, vec![4.0, 6.0]);
     let m = Model::from_bytes(&bytes).unwrap();
@@ -631,14 +635,7 @@ fn fuzz_convolution_over_an_empty_image_is_an_error_not_a_panic() {
         "out",
     );
     for bytes in [float, int8] {
-        let m = Model::from_bytes_with(
-            &bytes,
-            Options {
-                backend: Backend::Native,
-                threads: 1,
-            },
-        )
-        .unwrap();
+        let m = native(&bytes).unwrap();
         let err = m.logits(&[], 1).unwrap_err();
         assert!(err.to_string().contains("empty image"), "{err}");
     }
@@ -672,14 +669,7 @@ fn fuzz_padding_past_the_kernel_is_refused_at_load() {
         "out",
     );
     for bytes in [conv, pool] {
-        let err = Model::from_bytes_with(
-            &bytes,
-            Options {
-                backend: Backend::Native,
-                threads: 1,
-            },
-        )
-        .unwrap_err();
+        let err = native(&bytes).unwrap_err();
         assert!(err.to_string().contains("reach past"), "{err}");
     }
 }
