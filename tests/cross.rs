@@ -62,17 +62,6 @@ fn config(target: &str) -> (Vec<String>, String) {
     (runner, t["linker"].as_str().unwrap().to_owned())
 }
 
-/// The Debian packages that provide a target's linker and libc.
-fn packages(target: &str) -> &'static str {
-    if target.starts_with("armv7") {
-        "gcc-arm-linux-gnueabihf libc6-dev-armhf-cross"
-    } else if target.starts_with("aarch64") {
-        "gcc-aarch64-linux-gnu libc6-dev-arm64-cross"
-    } else {
-        "gcc"
-    }
-}
-
 /// Whether this machine can build and run `target`; says why not otherwise.
 fn usable(target: &str) -> bool {
     let (runner, linker) = config(target);
@@ -81,13 +70,12 @@ fn usable(target: &str) -> bool {
     }
     if !on_path(&linker) {
         return !missing(&format!(
-            "{linker} (the linker for {target}) is not installed (apt-get install {})",
-            packages(target)
+            "{linker} (the linker for {target}) is not installed (targets/build.sh {target} installs it)"
         ));
     }
     if runner.first().is_some_and(|r| !on_path(r)) {
         return !missing(&format!(
-            "{} is not installed (apt-get install qemu-user)",
+            "{} is not installed (targets/build.sh {target} installs it)",
             runner[0]
         ));
     }

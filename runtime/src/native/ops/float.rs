@@ -188,13 +188,7 @@ impl FloatConv {
         let taps = self.channels * kh * kw;
         let mut padded = vec![0f32; self.channels * ph * pwid];
         for grp in 0..g.group {
-            for ch in 0..self.channels {
-                let src = &image[(grp * self.channels + ch) * h * w..][..h * w];
-                for (y, row) in src.chunks_exact(w).enumerate() {
-                    let at = (ch * ph + y + pt) * pwid + pl;
-                    padded[at..at + w].copy_from_slice(row);
-                }
-            }
+            g.fill_planes(image, self.channels, grp, [h, w], pwid, &mut padded);
             for o in grp * per_group..(grp + 1) * per_group {
                 let acc = &mut out[o * plane..(o + 1) * plane];
                 acc.fill(0.0);

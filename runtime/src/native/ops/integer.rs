@@ -313,6 +313,29 @@ pub struct ConvGeometry {
 }
 
 impl ConvGeometry {
+    /// Copies group `grp`'s `channels` input planes of `image` (`[C, h, w]`) into `padded`,
+    /// one plane of `(h + pads) x pwid` per channel, whose border already holds the padding
+    /// value (the zero point for int8, zero for floats).
+    pub fn fill_planes<T: Copy>(
+        &self,
+        image: &[T],
+        channels: usize,
+        grp: usize,
+        [h, w]: [usize; 2],
+        pwid: usize,
+        padded: &mut [T],
+    ) {
+        let [pt, pl, pb, _] = self.pads;
+        let ph = h + pt + pb;
+        for c in 0..channels {
+            let chan = &image[(grp * channels + c) * h * w..][..h * w];
+            for (y, row) in chan.chunks_exact(w).enumerate() {
+                let at = (c * ph + y + pt) * pwid + pl;
+                padded[at..at + w].copy_from_slice(row);
+            }
+        }
+    }
+
     /// `[N, C, H, W]` of a convolution's input, checked against `channels` per group.
     pub fn input(&self, shape: &[usize], channels: usize) -> Result<[usize; 4], String> {
         let [n, c, h, w] = shape[..] else {
@@ -368,28 +391,6 @@ pub struct IntegerConv {
 }
 
 impl IntegerConv {
-    /// Copies group `grp`'s input planes of the image at `base` into `padded` (one plane of
-    /// `(h + pads) x pwid` per channel, whose border already holds the zero point).
-    fn fill_planes(
-        &self,
-        act: &[i8],
-        base: usize,
-        grp: usize,
-        [h, w]: [usize; 2],
-        pwid: usize,
-        padded: &mut [i8],
-    ) {
-        let [pt, pl, pb, _] = self.geometry.pads;
-        let ph = h + pt + pb;
-        for c in 0..self.channels {
-            let chan = &act[base + (grp * self.channels + c) * h * w..][..h * w];
-            for (y, row) in chan.chunks_exact(w).enumerate() {
-                let at = (c * ph + y + pt) * pwid + pl;
-                padded[at..at + w].copy_from_slice(row);
-            }
-        }
-    }
-
     /// One image. Per group, every output position's patch is gathered into a padded row of
     /// a patch matrix (padding takes the zero point, so it adds nothing); each filter is then
     /// dotted with all patches at once, which lets the kernel share each filter load across
@@ -421,7 +422,7 @@ impl IntegerConv {
         let (ph, pwid) = (h + pt + pb, w + pl + pr + 8);
         let mut padded = vec![pad; self.channels * ph * pwid];
         for grp in 0..g.group {
-            self.fill_planes(act, base, grp, [h, w], pwid, &mut padded);
+            g.fill_planes(&act[base..], self.channels, grp, [h, w], pwid, &mut padded);
             let [sh, sw] = g.strides;
             let [dh, dw] = g.dilations;
             for oy in 0..oh {
@@ -565,7 +566,7 @@ impl IntegerConv {
         let mut padded = vec![pad; self.channels * ph * pwid];
         let mut acc = vec![0i32; plane];
         for grp in 0..g.group {
-            self.fill_planes(act, base, grp, [h, w], pwid, &mut padded);
+            g.fill_planes(&act[base..], self.channels, grp, [h, w], pwid, &mut padded);
             for o in grp * per_group..(grp + 1) * per_group {
                 let filter = &pw.data[o * pw.k_pad..o * pw.k_pad + pw.k];
                 acc.fill(0);
