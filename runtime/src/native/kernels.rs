@@ -105,12 +105,13 @@ const F32_LANES: usize = 8;
 /// or the blocking: lane `l` of eight accumulates the products at `p ≡ l (mod 8)` in
 /// increasing `p`, the `k mod 8` tail is summed on its own, then the lanes are added in a
 /// fixed tree and the tail last; no fused multiply-add. So every CPU gives the same bits.
-pub fn matmul_f32(isa: Isa, a: &[f32], b: &[f32], k: usize, out: &mut [f32]) {
-    let n = if k == 0 { 0 } else { b.len() / k };
+pub fn matmul_f32(isa: Isa, a: &[f32], b: &[f32], k: usize, n: usize, out: &mut [f32]) {
+    // `n` is given, not derived from `b.len() / k`: with k = 0 (an empty layer) `b` is empty
+    // whatever `n` is, and every output is an empty sum.
     let rows = if n == 0 { 0 } else { out.len() / n };
     assert!(
         b.len() == n * k && a.len() == rows * k && out.len() == rows * n,
-        "kernel contract violated: k {k}, a {}, b {}, out {}",
+        "kernel contract violated: k {k}, n {n}, a {}, b {}, out {}",
         a.len(),
         b.len(),
         out.len()
@@ -436,6 +437,15 @@ mod tests {
     }
 
     #[test]
+    fn float_matmul_over_no_inputs_gives_zeros() {
+        // An empty layer (k = 0): every output is an empty sum; the contract check must not
+        // mistake it for a mismatch (it did when n was derived from b.len() / k).
+        let mut out = vec![1f32; 2 * 3];
+        matmul_f32(Isa::detect(), &[], &[], 0, 3, &mut out);
+        assert_eq!(out, vec![0.0; 6]);
+    }
+
+    #[test]
     fn float_matmul_is_bit_identical_on_every_isa_batch_and_blocking() {
         let isa = Isa::detect();
         for (rows, n, k) in [(1, 1, 1), (3, 5, 15), (2, 4, 16), (5, 7, 33), (4, 10, 784)] {
@@ -449,15 +459,15 @@ mod tests {
                 .collect();
             let mut want = vec![0f32; rows * n];
             let mut got = vec![0f32; rows * n];
-            matmul_f32(Isa::Portable, &a, &b, k, &mut want);
-            matmul_f32(isa, &a, &b, k, &mut got);
+            matmul_f32(Isa::Portable, &a, &b, k, n, &mut want);
+            matmul_f32(isa, &a, &b, k, n, &mut got);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "{} {rows}x{n} k={k}", isa.name());
             for r in 0..rows {
                 // One row and one column at a time (no blocking) gives the same bits.
                 for j in 0..n {
                     let mut one = [0f32];
-                    matmul_f32(isa, &a[r * k..][..k], &b[j * k..][..k], k, &mut one);
+                    matmul_f32(isa, &a[r * k..][..k], &b[j * k..][..k], k, 1, &mut one);
                     assert_eq!(
                         one[0].to_bits(),
                         got[r * n + j].to_bits(),

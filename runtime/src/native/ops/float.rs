@@ -121,7 +121,7 @@ impl Op for FloatDense {
         par_rows(&mut out, n, threads, n * k, |first, block| {
             let rows = block.len() / n.max(1);
             let x = &xs[first * k..(first + rows) * k];
-            kernels::matmul_f32(self.isa, x, &self.weights, k, block);
+            kernels::matmul_f32(self.isa, x, &self.weights, k, n, block);
             for dst in block.chunks_exact_mut(n) {
                 for (c, d) in dst.iter_mut().enumerate() {
                     *d = self.affine.apply(c, *d);
