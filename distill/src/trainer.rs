@@ -381,7 +381,10 @@ impl Run<'_> {
             if progress.fingerprint != fingerprint {
                 return Err(Error::Checkpoint { path: sdir, reason: "the checkpoint was made with different settings; resume with the same command line or config".into() });
             }
-            let weights = checkpoint::load_tensors(&sdir.join("weights.safetensors"), &device)?;
+            let weights = checkpoint::load_tensors(
+                &sdir.join(state_file("weights", progress.epochs_done)),
+                &device,
+            )?;
             for (p, var) in &self.student.params().vars {
                 let t = weights.get(&p.name).ok_or_else(|| Error::Checkpoint {
                     path: sdir.clone(),
@@ -389,7 +392,10 @@ impl Run<'_> {
                 })?;
                 var.set(t)?;
             }
-            let state = checkpoint::load_tensors(&sdir.join("optimizer.safetensors"), &device)?;
+            let state = checkpoint::load_tensors(
+                &sdir.join(state_file("optimizer", progress.epochs_done)),
+                &device,
+            )?;
             opt.load_state(&state)?;
             if let Some((w, b)) = &hint {
                 let get = |n: &str| {
@@ -565,14 +571,39 @@ impl Run<'_> {
             state.insert("hint.weight".into(), w.as_tensor().clone());
             state.insert("hint.bias".into(), b.as_tensor().clone());
         }
-        checkpoint::save_tensors(&sdir.join("optimizer.safetensors"), &state)?;
+        // Each epoch's tensors go to files named after it, and progress.json, written last and
+        // atomically, names the epoch to resume from: a run killed anywhere in here resumes from
+        // a consistent (weights, moments, epoch) triple. Overwriting fixed names instead left
+        // epoch N+1's weights beside epoch N's progress when killed between the writes.
+        let epoch = progress.epochs_done;
+        checkpoint::save_tensors(&sdir.join(state_file("optimizer", epoch)), &state)?;
         checkpoint::save_tensors(
-            &sdir.join("weights.safetensors"),
+            &sdir.join(state_file("weights", epoch)),
             &self.student.params().tensors(),
         )?;
-        // Written last: a run killed before this line resumes from the previous epoch, whose
-        // weights and moments are then overwritten consistently.
-        checkpoint::save_json(&sdir.join("progress.json"), progress)
+        checkpoint::save_json(&sdir.join("progress.json"), progress)?;
+        remove_stale_state(sdir, epoch);
+        Ok(())
+    }
+}
+
+/// `weights-3.safetensors`: what a state directory holds for the end of epoch 3.
+fn state_file(kind: &str, epoch: usize) -> String {
+    format!("{kind}-{epoch}.safetensors")
+}
+
+/// Deletes state files of epochs other than `keep` (best effort: a leftover costs disk, not
+/// correctness, since progress.json names the files to load).
+fn remove_stale_state(sdir: &Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(sdir) else {
+        return;
+    };
+    let current = [state_file("weights", keep), state_file("optimizer", keep)];
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".safetensors") && !current.contains(&name) {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 
@@ -629,6 +660,55 @@ mod tests {
             .vars
             .iter()
             .all(|(_, v)| grads.get(v.as_tensor()).is_none()));
+    }
+
+    /// Trains a fresh mlp:16 on `data` for 3 epochs into `dir` (resuming or stopping as asked)
+    /// and returns its final weights file.
+    fn three_epochs(
+        data: &Dataset,
+        dir: &Path,
+        resume: bool,
+        stop_after: Option<usize>,
+    ) -> Vec<u8> {
+        let m = Model::new(&ModelSpec::parse("mlp:16").unwrap(), 4, &Device::Cpu).unwrap();
+        let cfg = TrainConfig {
+            epochs: 3,
+            batch_size: 16,
+            ..Default::default()
+        };
+        Run {
+            student: &m,
+            objective: Objective::Labels,
+            config: &cfg,
+            train: data,
+            test: data,
+            out_dir: dir,
+            resume,
+            stop_after,
+        }
+        .execute(&mut Silent)
+        .unwrap();
+        std::fs::read(dir.join(checkpoint::WEIGHTS_FILE)).unwrap()
+    }
+
+    #[test]
+    fn a_checkpoint_killed_before_its_progress_file_resumes_from_the_previous_epoch() {
+        // Regression: the state files had fixed names, so a run killed after writing epoch 2's
+        // weights but before progress.json resumed epoch 2 from epoch 2's weights.
+        let data = toy(64, 3);
+        let (whole, cut) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let expected = three_epochs(&data, whole.path(), false, None);
+        three_epochs(&data, cut.path(), false, Some(1));
+        // What a save of epoch 2 killed just before progress.json leaves behind.
+        let sdir = state_dir(cut.path());
+        for kind in ["weights", "optimizer"] {
+            std::fs::copy(
+                state_dir(whole.path()).join(state_file(kind, 3)),
+                sdir.join(state_file(kind, 2)),
+            )
+            .unwrap();
+        }
+        assert_eq!(three_epochs(&data, cut.path(), true, None), expected);
     }
 
     #[test]

@@ -47,11 +47,36 @@ pub fn quick_train_on(model: &str, out: &Path, epochs: usize, images: usize) -> 
 /// the checkpoint `ck` into `out`.
 pub fn quick_export(ck: &Path, out: &Path, formats: &str, int8_formats: &str) -> Command {
     let mut c = edgekd();
-    c.arg("export")
-        .arg(ck)
-        .args(["--format", formats, "--int8-format", int8_formats])
-        .args(["--calibration", "percentile", "--calib", "200"])
-        .args(["--latency", "0", "--max-accuracy-drop", "100", "--out"])
-        .arg(out);
+    c.args(quick_export_args(ck, out, formats, int8_formats));
     c
+}
+
+/// The arguments of [`quick_export`], for callers that spawn the process themselves.
+pub fn quick_export_args(
+    ck: &Path,
+    out: &Path,
+    formats: &str,
+    int8_formats: &str,
+) -> Vec<std::ffi::OsString> {
+    let mut a: Vec<std::ffi::OsString> = vec!["export".into(), ck.into()];
+    a.extend(
+        [
+            "--format",
+            formats,
+            "--int8-format",
+            int8_formats,
+            "--calibration",
+            "percentile",
+            "--calib",
+            "200",
+            "--latency",
+            "0",
+            "--max-accuracy-drop",
+            "100",
+            "--out",
+        ]
+        .map(Into::into),
+    );
+    a.push(out.into());
+    a
 }
