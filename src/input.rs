@@ -47,26 +47,17 @@ pub fn read(
     let fix = |p: u8| if invert { 255 - p } else { p };
     if is_image {
         let pre = need_pre()?;
-        let img = image::load_from_memory(&bytes)
-            .with_context(|| format!("decoding {}", path.display()))?
-            .resize_exact(
-                pre.cols as u32,
-                pre.rows as u32,
-                image::imageops::FilterType::Triangle,
-            );
-        let planar: Vec<u8> = match pre.channels {
-            1 => img.to_luma8().into_raw().into_iter().map(fix).collect(),
-            3 => {
-                let rgb = img.to_rgb8();
-                (0..3)
-                    .flat_map(|c| rgb.pixels().map(move |p| p.0[c]))
-                    .map(fix)
-                    .collect()
-            }
-            c => {
-                bail!("the model takes {c}-channel images; only 1 (gray) or 3 (RGB) can be decoded")
-            }
-        };
+        let planar: Vec<u8> = edgekd_runtime::image::decode(
+            &bytes,
+            pre.channels,
+            pre.rows,
+            pre.cols,
+            Default::default(),
+        )
+        .with_context(|| format!("decoding {}", path.display()))?
+        .into_iter()
+        .map(fix)
+        .collect();
         return Ok(Inputs {
             values: pre.apply(&planar),
             count: 1,

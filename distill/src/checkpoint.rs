@@ -75,8 +75,13 @@ pub fn load_spec(dir: &Path) -> Result<ModelSpec> {
         return Err(Error::Checkpoint { path: dir.into(), reason: "not a directory (a checkpoint is a directory holding model.toml and model.safetensors)".into() });
     }
     let text = std::fs::read_to_string(&path).map_err(Error::io("reading", &path))?;
-    let spec: ModelSpec = toml::from_str(&text).map_err(|e| Error::Format {
-        path: path.clone(),
+    parse_spec(&text, &path)
+}
+
+/// Parses and validates a spec file's text; `path` names it in errors.
+pub fn parse_spec(text: &str, path: &Path) -> Result<ModelSpec> {
+    let spec: ModelSpec = toml::from_str(text).map_err(|e| Error::Format {
+        path: path.into(),
         reason: e.to_string(),
     })?;
     spec.validate()?;
@@ -86,9 +91,31 @@ pub fn load_spec(dir: &Path) -> Result<ModelSpec> {
 /// Rebuilds the model saved in `dir`.
 pub fn load_model(dir: &Path, device: &Device) -> Result<Model> {
     let spec = load_spec(dir)?;
-    let weights = dir.join(WEIGHTS_FILE);
-    let params = Params::from_tensors(&spec, load_tensors(&weights, device)?, &weights)?;
-    Model::from_params(&spec, params)
+    let path = dir.join(WEIGHTS_FILE);
+    if !path.is_file() {
+        return Err(Error::Checkpoint {
+            path,
+            reason: "file not found".into(),
+        });
+    }
+    let weights = std::fs::read(&path).map_err(Error::io("reading", &path))?;
+    model_from_weights(&spec, &weights, &path, device)
+}
+
+/// Builds the model `spec` describes from the bytes of its safetensors weights file, checking
+/// every tensor's name, type and shape against the spec; `path` names the file in errors.
+pub fn model_from_weights(
+    spec: &ModelSpec,
+    weights: &[u8],
+    path: &Path,
+    device: &Device,
+) -> Result<Model> {
+    let tensors =
+        candle_core::safetensors::load_buffer(weights, device).map_err(|e| Error::Checkpoint {
+            path: path.into(),
+            reason: format!("not a readable safetensors file: {e}"),
+        })?;
+    Model::from_params(spec, Params::from_tensors(spec, tensors, path)?)
 }
 
 /// Where a run keeps what `--resume` needs.

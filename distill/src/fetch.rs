@@ -27,6 +27,7 @@ pub const MNIST_MIRRORS: [&str; 2] = [
 ];
 
 /// Largest file accepted from a mirror; MNIST's biggest is 9.9 MB.
+#[cfg(feature = "fetch")]
 const MAX_DOWNLOAD_BYTES: u64 = 64 << 20;
 
 /// What happened to one file.

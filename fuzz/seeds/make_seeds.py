@@ -1,6 +1,6 @@
 """Writes the fuzzers' seed corpora: small IDX files (raw and gzipped) and small ONNX graphs
-covering the native engine's operator families. Run with a Python that has `onnx`
-(e.g. ~/.cache/edgekd-venv/bin/python fuzz/seeds/make_seeds.py) from the repository root."""
+covering the native engine's operator families, and images. Run with a Python that has `onnx`
+and Pillow (e.g. ~/.cache/edgekd-venv/bin/python fuzz/seeds/make_seeds.py) from the repository root."""
 import gzip
 import struct
 from pathlib import Path
@@ -65,4 +65,30 @@ save("f16_storage", [helper.make_node("Cast", ["wh"], ["w32"], to=TensorProto.FL
                      helper.make_node("MatMul", ["x", "w32"], ["h"]),
                      helper.make_node("Softmax", ["h"], ["out"], axis=-1)],
      {"wh": w.astype(np.float16)}, ["N", 6])
+
+# Images for the `image` target: a leading byte picks grayscale/RGB and the output size
+# (see fuzz_targets/image.rs), then the file. PNG in each colour type, JPEG baseline and
+# progressive. Needs Pillow.
+from io import BytesIO
+
+from PIL import Image
+
+(root / "image").mkdir(exist_ok=True)
+pixels = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
+rgb = Image.fromarray(pixels, "RGB")
+variants = {
+    "gray.png": (rgb.convert("L"), "PNG", {}),
+    "rgb.png": (rgb, "PNG", {}),
+    "rgba.png": (rgb.convert("RGBA"), "PNG", {}),
+    "palette.png": (rgb.convert("P"), "PNG", {}),
+    "gray16.png": (rgb.convert("I;16"), "PNG", {}),
+    "interlaced.png": (rgb, "PNG", {"interlace": 1}),
+    "rgb.jpg": (rgb, "JPEG", {"quality": 80}),
+    "gray.jpg": (rgb.convert("L"), "JPEG", {}),
+    "progressive.jpg": (rgb, "JPEG", {"progressive": True}),
+}
+for i, (name, (img, fmt, opts)) in enumerate(variants.items()):
+    out = BytesIO()
+    img.save(out, fmt, **opts)
+    (root / "image" / name).write_bytes(bytes([i * 29 % 256]) + out.getvalue())
 print("seeds written under", root)

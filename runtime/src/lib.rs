@@ -10,6 +10,8 @@ pub mod backend;
 pub mod classify;
 pub mod error;
 pub mod idx;
+#[cfg(feature = "image")]
+pub mod image;
 pub mod model;
 pub mod native;
 pub mod preprocess;

@@ -7,8 +7,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use edgekd_distill::Objective;
 
-use super::distill::{distill, KdOpts};
+use super::distill::distill;
 use super::{describe, train_one, RunSetup};
+use crate::args::KdOpts;
 use crate::args::TrainOpts;
 
 /// Train a teacher, distil a student from it, and compare them, on the shipped MNIST subset.

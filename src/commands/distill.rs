@@ -5,118 +5,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use edgekd_distill::checkpoint::{self, load_model};
-use edgekd_distill::{
-    DistillConfig, KdConfig, KdGain, Model, Objective, SoftLoss, Splits, TrainConfig,
-};
-use serde::Deserialize;
+use edgekd_distill::{KdGain, Model, Objective, Splits, TrainConfig};
 
 use super::{describe, teacher_test_results, train_one, RunSetup, Trained};
-use crate::args::{read_config, TrainOpts};
-
-/// Which distillation term.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SoftLossArg {
-    /// KL divergence to the teachers' softened distribution, times T^2 (Hinton et al.)
-    Kl,
-    /// Mean squared error between logits
-    Mse,
-    /// Cross-entropy to the teachers' argmax (hard distillation)
-    Hard,
-}
-
-/// Distillation options; each may also be set in --config under the same name.
-#[derive(Debug, Clone, Default, Args, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KdOpts {
-    /// Teacher checkpoint directory; repeat for several teachers (their distributions are averaged)
-    #[arg(long = "teacher", value_name = "DIR")]
-    #[serde(rename = "teachers")]
-    pub teachers: Vec<PathBuf>,
-    /// Relative weight of each teacher, in --teacher order [default: equal]
-    #[arg(long, value_delimiter = ',', value_name = "W1,W2,...")]
-    pub teacher_weights: Option<Vec<f64>>,
-    /// Student spec (e.g. mlp:64, mlp:800-800, cnn:lenet5-half), or `self` for the first teacher's architecture (self-distillation)
-    #[arg(long)]
-    pub student: Option<String>,
-    /// Train this assistant from the teachers first, then the student from the assistant (teacher-assistant chain)
-    #[arg(long, value_name = "SPEC")]
-    pub assistant: Option<String>,
-    /// Softmax temperature T of the soft targets [default: 2, measured best on MNIST; see README]
-    #[arg(long, short = 'T')]
-    pub temperature: Option<f64>,
-    /// Weight of the distillation term; 1 - alpha goes to the true labels [default: 0.9]
-    #[arg(long)]
-    pub alpha: Option<f64>,
-    /// Distillation term [default: kl]
-    #[arg(long, value_enum)]
-    pub soft_loss: Option<SoftLossArg>,
-    /// Weight of feature (hint) distillation: MSE between a learned projection of the student's last hidden layer and the first teacher's [default: 0, off]
-    #[arg(long)]
-    pub hint_weight: Option<f64>,
-    /// Epochs of hard-label fine-tuning after distillation [default: 0]
-    #[arg(long)]
-    pub finetune_epochs: Option<usize>,
-    /// Constant learning rate of the fine-tune [default: lr / 10]
-    #[arg(long)]
-    pub finetune_lr: Option<f64>,
-    /// Also train the same student alone (same seed, epochs and schedule) and report the KD gain
-    #[arg(long)]
-    #[serde(default)]
-    pub baseline: bool,
-    /// Repeat over this many consecutive seeds, starting at --seed, and report mean and spread [default: 1]
-    #[arg(long)]
-    pub seeds: Option<usize>,
-}
-
-impl KdOpts {
-    fn merge(mut self, file: &KdOpts) -> KdOpts {
-        if self.teachers.is_empty() {
-            self.teachers = file.teachers.clone();
-        }
-        self.baseline |= file.baseline;
-        macro_rules! take {
-            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = file.$f.clone(); } )* };
-        }
-        take!(
-            teacher_weights,
-            student,
-            assistant,
-            temperature,
-            alpha,
-            soft_loss,
-            hint_weight,
-            finetune_epochs,
-            finetune_lr,
-            seeds
-        );
-        self
-    }
-
-    /// The validated distillation configuration for a run whose peak learning rate is `lr`.
-    pub fn config(&self, lr: f64) -> Result<DistillConfig> {
-        let d = KdConfig::default();
-        let kd = KdConfig {
-            temperature: self.temperature.unwrap_or(d.temperature),
-            alpha: self.alpha.unwrap_or(d.alpha),
-            soft_loss: match self.soft_loss.unwrap_or(SoftLossArg::Kl) {
-                SoftLossArg::Kl => SoftLoss::Kl,
-                SoftLossArg::Mse => SoftLoss::Mse,
-                SoftLossArg::Hard => SoftLoss::Hard,
-            },
-            hint_weight: self.hint_weight.unwrap_or(0.0),
-        };
-        kd.validate()?;
-        Ok(DistillConfig {
-            kd,
-            teacher_weights: self.teacher_weights.clone().unwrap_or_default(),
-            finetune_epochs: self.finetune_epochs.unwrap_or(0),
-            finetune_lr: self.finetune_lr.unwrap_or(lr / 10.0),
-        })
-    }
-}
+use crate::args::{read_config, DistillFile, KdOpts, TrainOpts};
 
 /// Distil a student from one or more teachers.
 ///
@@ -144,16 +38,6 @@ pub struct DistillArgs {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(flatten)]
-    opts: TrainOpts,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DistillFile {
-    out: Option<PathBuf>,
-    #[serde(flatten)]
-    kd: KdOpts,
-    #[serde(flatten)]
     opts: TrainOpts,
 }
 

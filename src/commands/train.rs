@@ -5,10 +5,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use edgekd_distill::Objective;
-use serde::Deserialize;
 
 use super::{describe, train_one, RunSetup};
-use crate::args::{read_config, TrainOpts};
+use crate::args::{read_config, TrainFile, TrainOpts};
 
 /// Train a model on the labels alone: a teacher, or a student baseline.
 ///
@@ -30,15 +29,6 @@ pub struct TrainArgs {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(flatten)]
-    opts: TrainOpts,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TrainFile {
-    model: Option<String>,
-    out: Option<PathBuf>,
-    #[serde(flatten)]
     opts: TrainOpts,
 }
 
