@@ -13,13 +13,15 @@ pub struct Inputs {
     pub count: usize,
 }
 
-/// Reads up to `limit` samples from `path`, for a model taking `per_sample` values per sample.
+/// Reads up to `limit` samples from `path`, for a model taking `per_sample` values per sample;
+/// an IDX header declaring more than `max_elements` is refused before anything is allocated.
 pub fn read(
     path: &Path,
     pre: Option<&Preprocess>,
     per_sample: usize,
     limit: usize,
     invert: bool,
+    max_elements: u64,
 ) -> Result<Inputs> {
     if path.is_dir() {
         bail!(
@@ -65,7 +67,7 @@ pub fn read(
     }
     if is_idx && ext != "f32" {
         let pre = need_pre()?;
-        let array = idx::parse_maybe_gzipped(path, &bytes[..], idx::DEFAULT_MAX_ELEMENTS)
+        let array = idx::parse_maybe_gzipped(path, &bytes[..], max_elements)
             .with_context(|| format!("reading {}", path.display()))?;
         let per_image: usize = array.dims.iter().skip(1).product();
         if array.dims.len() < 2 || per_image != pre.len() {

@@ -784,6 +784,7 @@ fn backends_agree(path: &Path, variant: &str, ort: bool) {
             Options {
                 backend,
                 threads: 1,
+                ..Default::default()
             },
         )
     };
@@ -821,6 +822,7 @@ fn backends_agree(path: &Path, variant: &str, ort: bool) {
         Options {
             backend: Backend::Native,
             threads: 2,
+            ..Default::default()
         },
     )
     .unwrap();

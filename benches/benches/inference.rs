@@ -80,6 +80,7 @@ fn inference(c: &mut Criterion) {
                     Options {
                         backend,
                         threads: 1,
+                        ..Default::default()
                     },
                 )
                 .unwrap();

@@ -70,6 +70,7 @@ fn options(threads: u32) -> Options {
     Options {
         backend: Backend::Auto,
         threads: threads.max(1) as usize,
+        ..Default::default()
     }
 }
 

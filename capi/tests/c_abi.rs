@@ -85,6 +85,7 @@ fn mlp() -> Vec<u8> {
             ],
             input: vec![value("input", &[None, Some(16)])],
             output: vec![value("logits", &[None, Some(3)])],
+            ..Default::default()
         }),
         metadata_props: vec![],
     }
@@ -174,6 +175,7 @@ fn c_program_loads_runs_and_frees_through_the_header() {
     let options = Options {
         backend,
         threads: 1,
+        ..Default::default()
     };
     let want = Model::load_with(&model, options)
         .unwrap()

@@ -9,6 +9,7 @@ fuzz_target!(|data: &[u8]| {
     let options = Options {
         backend: Backend::Native,
         threads: 1,
+        ..Default::default()
     };
     let Ok(model) = Model::from_bytes_with(data, options) else {
         return;

@@ -49,6 +49,16 @@ pub enum Error {
         /// What does not fit.
         reason: String,
     },
+    /// The model asks for more than the load limits allow ([`crate::Limits`]).
+    #[error("{what}, over the limit of {limit} (raise {setting} to accept it)")]
+    TooLarge {
+        /// What was declared.
+        what: String,
+        /// The limit in force.
+        limit: u64,
+        /// The setting that holds it (`max-model-bytes`, `max-tensor-elements`).
+        setting: &'static str,
+    },
     /// The backend failed while preparing or running the model.
     #[error("{backend}: {message}")]
     Backend {

@@ -12,6 +12,7 @@ pub mod error;
 pub mod idx;
 #[cfg(feature = "image")]
 pub mod image;
+pub mod limits;
 pub mod model;
 pub mod native;
 pub mod preprocess;
@@ -20,6 +21,7 @@ pub mod stats;
 
 pub use classify::{softmax, top_k, Ranked};
 pub use error::{Error, Result};
+pub use limits::Limits;
 pub use model::{Backend, Dim, ElementType, Model, ModelInfo, Options, Output, TensorInfo};
 pub use preprocess::{class_names, Preprocess};
 pub use stats::{LatencySummary, OutlierWarning};

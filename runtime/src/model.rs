@@ -199,6 +199,8 @@ pub struct Options {
     pub backend: Backend,
     /// Threads one inference may use (tract always uses one; see the README).
     pub threads: usize,
+    /// What the file may declare before it is refused.
+    pub limits: crate::Limits,
 }
 
 impl Default for Options {
@@ -206,6 +208,7 @@ impl Default for Options {
         Options {
             backend: Backend::Auto,
             threads: 1,
+            limits: crate::Limits::default(),
         }
     }
 }
@@ -242,10 +245,15 @@ impl Model {
 
     /// Loads an ONNX file with the given options.
     pub fn load_with(path: &Path, options: Options) -> Result<Model> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        let io = |source| Error::Io {
             path: path.into(),
             source,
-        })?;
+        };
+        // Refused before it is read: the size limit is also a memory limit.
+        options
+            .limits
+            .check_file_size(std::fs::metadata(path).map_err(io)?.len())?;
+        let bytes = std::fs::read(path).map_err(io)?;
         Model::from_bytes_with(&bytes, options)
     }
 
@@ -256,7 +264,9 @@ impl Model {
 
     /// Loads an ONNX model from memory with the given options.
     pub fn from_bytes_with(bytes: &[u8], options: Options) -> Result<Model> {
+        options.limits.check_file_size(bytes.len() as u64)?;
         let proto = crate::proto::decode(bytes)?;
+        options.limits.check_model(&proto)?;
         let info = crate::backend::onnx_info::model_info(&proto, bytes.len())?;
         let threads = options.threads.max(1);
         let engine = match options.backend {

@@ -62,6 +62,9 @@ pub struct GraphProto {
     /// Outputs.
     #[prost(message, repeated, tag = "12")]
     pub output: Vec<ValueInfoProto>,
+    /// Types of intermediate values (read only to check their declared sizes).
+    #[prost(message, repeated, tag = "13")]
+    pub value_info: Vec<ValueInfoProto>,
 }
 
 /// `NodeProto`.
@@ -87,7 +90,8 @@ pub struct NodeProto {
     pub attribute: Vec<AttributeProto>,
 }
 
-/// `AttributeProto` (subgraph attributes are not read: no supported operator takes one).
+/// `AttributeProto`. Subgraphs are decoded only so that the size limits reach the tensors
+/// inside them (no native operator takes one; tract's control flow does).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct AttributeProto {
     /// Name.
@@ -114,6 +118,15 @@ pub struct AttributeProto {
     /// INTS.
     #[prost(int64, repeated, tag = "8")]
     pub ints: Vec<i64>,
+    /// GRAPH.
+    #[prost(message, optional, boxed, tag = "6")]
+    pub g: Option<Box<GraphProto>>,
+    /// TENSORS.
+    #[prost(message, repeated, tag = "10")]
+    pub tensors: Vec<TensorProto>,
+    /// GRAPHS.
+    #[prost(message, repeated, tag = "11")]
+    pub graphs: Vec<GraphProto>,
 }
 
 /// `TensorProto`.

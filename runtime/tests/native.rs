@@ -86,6 +86,7 @@ fn native(bytes: &[u8]) -> edgekd_runtime::Result<Model> {
         Options {
             backend: Backend::Native,
             threads: 1,
+            ..Default::default()
         },
     )
 }
@@ -137,6 +138,7 @@ fn model(
             initializer: inits,
             input: vec![input],
             output: vec![value(output, &[])],
+            ..Default::default()
         }),
         metadata_props: vec![],
     }
@@ -171,6 +173,7 @@ fn engines(bytes: &[u8]) -> Vec<Model> {
                 Options {
                     backend,
                     threads: 1,
+                    ..Default::default()
                 },
             )
             .unwrap_or_else(|e| panic!("{backend}: {e}"))
@@ -485,6 +488,7 @@ fn huge_declared_tensors_are_refused_without_allocating() {
             Options {
                 backend,
                 threads: 1,
+                ..Default::default()
             },
         )
         .unwrap_err();
@@ -534,6 +538,7 @@ fn mangled_models_never_panic() {
                     Options {
                         backend,
                         threads: 1,
+                        ..Default::default()
                     },
                 ) {
                     let _ = m.logits(&input, 1);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use edgekd_runtime::idx;
-use edgekd_runtime::{Backend, LatencySummary, Model, Options, Preprocess};
+use edgekd_runtime::{Backend, LatencySummary, Model, Preprocess};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -50,6 +50,8 @@ pub struct BenchArgs {
     /// Skip measuring each model's peak memory in a child process
     #[arg(long)]
     pub no_memory: bool,
+    #[command(flatten)]
+    pub limits: super::LimitArgs,
     /// Write every measurement as JSON
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -115,7 +117,7 @@ pub(crate) struct TestSet {
     per_image: usize,
 }
 
-fn test_set(dir: &Path, limit: Option<usize>) -> Result<TestSet> {
+fn test_set(dir: &Path, limit: Option<usize>, max_elements: u64) -> Result<TestSet> {
     let find = |stem: &str| {
         ["", ".gz"]
             .iter()
@@ -123,8 +125,26 @@ fn test_set(dir: &Path, limit: Option<usize>) -> Result<TestSet> {
             .find(|p| p.is_file())
             .with_context(|| format!("{}: no {stem}[.gz] (MNIST layout expected)", dir.display()))
     };
-    let images = idx::read_idx(&find("t10k-images-idx3-ubyte")?)?;
-    let labels = idx::read_idx(&find("t10k-labels-idx1-ubyte")?)?;
+    let (images_path, labels_path) = (
+        find("t10k-images-idx3-ubyte")?,
+        find("t10k-labels-idx1-ubyte")?,
+    );
+    let images = idx::read_idx_with_limit(&images_path, max_elements)?;
+    let labels = idx::read_idx_with_limit(&labels_path, max_elements)?;
+    if images.dims.len() < 2 {
+        bail!(
+            "{}: expected images of shape [N, rows, cols], found {:?}",
+            images_path.display(),
+            images.dims
+        );
+    }
+    if labels.dims.len() != 1 {
+        bail!(
+            "{}: expected labels of shape [N], found {:?}",
+            labels_path.display(),
+            labels.dims
+        );
+    }
     let n = images.dims[0]
         .min(labels.dims[0])
         .min(limit.unwrap_or(usize::MAX));
@@ -209,17 +229,13 @@ pub struct PeakRssArgs {
     pub batch: usize,
     #[arg(long)]
     pub threads: usize,
+    #[command(flatten)]
+    pub limits: super::LimitArgs,
 }
 
 /// Loads one model, runs it 20 times and prints the process's peak RSS in bytes.
 pub fn peak_rss(a: PeakRssArgs) -> Result<()> {
-    let model = Model::load_with(
-        &a.model,
-        Options {
-            backend: a.backend,
-            threads: a.threads,
-        },
-    )?;
+    let model = super::load_model(&a.model, a.backend, a.threads, &a.limits)?;
     let input = input_batch(&model, a.batch, None)?;
     for _ in 0..20 {
         model.logits(&input, a.batch)?;
@@ -228,7 +244,13 @@ pub fn peak_rss(a: PeakRssArgs) -> Result<()> {
     Ok(())
 }
 
-fn child_peak_rss(path: &Path, backend: Backend, batch: usize, threads: usize) -> Option<u64> {
+fn child_peak_rss(
+    path: &Path,
+    backend: Backend,
+    batch: usize,
+    threads: usize,
+    limits: super::LimitArgs,
+) -> Option<u64> {
     let exe = std::env::current_exe().ok()?;
     let out = std::process::Command::new(exe)
         .arg("__peak-rss")
@@ -240,6 +262,7 @@ fn child_peak_rss(path: &Path, backend: Backend, batch: usize, threads: usize) -
             "--threads",
             &threads.to_string(),
         ])
+        .args(limits.to_args())
         .output()
         .ok()?;
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
@@ -267,7 +290,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let test = a
         .data
         .as_deref()
-        .map(|d| test_set(d, a.limit))
+        .map(|d| test_set(d, a.limit, a.limits.limits().max_tensor_elements))
         .transpose()
         .context("reading --data")?;
     let mut results: Vec<Measurement> = Vec::new();
@@ -279,7 +302,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             for (path, role) in &files {
                 for &backend in &a.backend {
                     let started = Instant::now();
-                    let model = match Model::load_with(path, Options { backend, threads }) {
+                    let model = match super::load_model(path, backend, threads, &a.limits) {
                         Ok(m) => m,
                         Err(e) => {
                             eprintln!("skipping {} on {backend}: {e}", path.display());
@@ -332,7 +355,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     None
                 } else {
                     *rss.entry((l.path.clone(), l.backend.name().into(), batch, threads))
-                        .or_insert_with(|| child_peak_rss(&l.path, l.backend, batch, threads))
+                        .or_insert_with(|| {
+                            child_peak_rss(&l.path, l.backend, batch, threads, a.limits)
+                        })
                 };
                 let warnings = latency
                     .warnings(&l.times)

@@ -187,13 +187,54 @@ mod training {
     }
 }
 
+/// Size limits for files from strangers, shared by the commands that load models.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct LimitArgs {
+    /// Refuse model files larger than this [default: 2147483648, protobuf's own ceiling]
+    #[arg(long, value_name = "BYTES")]
+    pub max_model_bytes: Option<u64>,
+    /// Refuse a model that declares a tensor, or an IDX file whose header declares an array,
+    /// of more elements than this; checked before anything is allocated [default: 268435456]
+    #[arg(long, value_name = "N")]
+    pub max_tensor_elements: Option<u64>,
+}
+
+impl LimitArgs {
+    /// The runtime's limits, defaults filled in.
+    pub fn limits(&self) -> edgekd_runtime::Limits {
+        let d = edgekd_runtime::Limits::default();
+        edgekd_runtime::Limits {
+            max_model_bytes: self.max_model_bytes.unwrap_or(d.max_model_bytes),
+            max_tensor_elements: self.max_tensor_elements.unwrap_or(d.max_tensor_elements),
+        }
+    }
+
+    /// The same flags, for a child process.
+    pub fn to_args(self) -> Vec<String> {
+        let l = self.limits();
+        vec![
+            format!("--max-model-bytes={}", l.max_model_bytes),
+            format!("--max-tensor-elements={}", l.max_tensor_elements),
+        ]
+    }
+}
+
 /// Loads an ONNX model on the given engine, naming the file in any error.
 pub fn load_model(
     path: &std::path::Path,
     backend: edgekd_runtime::Backend,
     threads: usize,
+    limits: &LimitArgs,
 ) -> anyhow::Result<edgekd_runtime::Model> {
     use anyhow::Context;
-    edgekd_runtime::Model::load_with(path, edgekd_runtime::Options { backend, threads })
+    if path.is_dir() {
+        anyhow::bail!("{} is a directory; give an .onnx file", path.display());
+    }
+    let options = edgekd_runtime::Options {
+        backend,
+        threads,
+        limits: limits.limits(),
+    };
+    edgekd_runtime::Model::load_with(path, options)
         .with_context(|| format!("loading {}", path.display()))
 }

@@ -30,19 +30,28 @@ pub struct RunArgs {
     /// Threads per inference
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    #[command(flatten)]
+    pub limits: super::LimitArgs,
     /// Print JSON instead of text (top classes and every logit, per sample)
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
-    let model = super::load_model(&a.model, a.backend, a.threads)?;
+    let model = super::load_model(&a.model, a.backend, a.threads, &a.limits)?;
     let info = model.info();
     let per_sample = info.inputs[0]
         .sample_len()
         .context("the model's input has free dimensions besides the batch")?;
     let pre = Preprocess::for_model(info);
-    let inputs = crate::input::read(&a.input, pre.as_ref(), per_sample, a.limit.max(1), a.invert)?;
+    let inputs = crate::input::read(
+        &a.input,
+        pre.as_ref(),
+        per_sample,
+        a.limit.max(1),
+        a.invert,
+        a.limits.limits().max_tensor_elements,
+    )?;
     let started = std::time::Instant::now();
     let logits = model
         .logits(&inputs.values, inputs.count)

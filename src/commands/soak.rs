@@ -31,6 +31,8 @@ pub struct SoakArgs {
     /// Largest accepted growth of resident memory between the first and the last run, in MB
     #[arg(long, default_value_t = 1.0)]
     pub max_growth: f64,
+    #[command(flatten)]
+    pub limits: super::LimitArgs,
     /// Print the figures as JSON
     #[arg(long)]
     pub json: bool,
@@ -43,7 +45,7 @@ pub fn run(a: SoakArgs) -> Result<()> {
     if a.runs == 0 || a.batch == 0 {
         bail!("--runs and --batch must be at least 1");
     }
-    let model = super::load_model(&a.model, a.backend, a.threads)?;
+    let model = super::load_model(&a.model, a.backend, a.threads, &a.limits)?;
     let input = input_batch(&model, a.batch, None)?;
     let reference = model.logits(&input, a.batch)?;
     for _ in 0..WARMUP {
