@@ -349,5 +349,17 @@ pub fn read_config<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 
 /// Parses experiment-file text into `T` (what [`read_config`] does after reading the file).
 pub fn parse_config<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
-    Ok(toml::from_str(text)?)
+    toml::from_str(text).map_err(|e| {
+        // toml's Display draws the offending line under the message; one line says it here.
+        let at = e
+            .span()
+            .and_then(|s| text.get(..s.start))
+            .map(|before| {
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {column}: ")
+            })
+            .unwrap_or_default();
+        anyhow::anyhow!("{at}{}", e.message().trim().replace('\n', " "))
+    })
 }

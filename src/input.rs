@@ -91,7 +91,11 @@ pub fn read(
         });
     }
     if ext == "f32" || ext == "raw" || ext == "bin" {
-        if bytes.len() % 4 != 0 || per_sample == 0 || (bytes.len() / 4) % per_sample != 0 {
+        if bytes.is_empty()
+            || bytes.len() % 4 != 0
+            || per_sample == 0
+            || (bytes.len() / 4) % per_sample != 0
+        {
             bail!(
                 "{}: {} bytes is not a whole number of samples of {per_sample} f32 values",
                 path.display(),
@@ -103,6 +107,19 @@ pub fn read(
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
         let count = (values.len() / per_sample).min(limit);
+        // A NaN would come out as a confident-looking class; name it instead.
+        if let Some(i) = values[..count * per_sample]
+            .iter()
+            .position(|v| !v.is_finite())
+        {
+            bail!(
+                "{}: value {} of sample {} is {} (inputs must be finite)",
+                path.display(),
+                i % per_sample,
+                i / per_sample,
+                values[i]
+            );
+        }
         return Ok(Inputs {
             values: values[..count * per_sample].to_vec(),
             count,

@@ -90,7 +90,14 @@ fn main() {
         Command::PeakRss(a) => commands::bench::peak_rss(a),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        // One line, whatever a library's message holds: scripts grep it, people read it.
+        let message = format!("{e:#}");
+        let one_line: Vec<&str> = message
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        eprintln!("error: {}", one_line.join(" "));
         std::process::exit(1);
     }
 }

@@ -36,6 +36,19 @@ pub fn write_with(path: &Path, fill: impl FnOnce(&Path) -> std::io::Result<()>) 
     })
 }
 
+/// Creates the output directory `dir` and its parents, saying plainly when a file is in the
+/// way (the OS says "File exists" or "Not a directory", which reads as a success or a riddle).
+pub fn create_dir(dir: &Path) -> Result<()> {
+    if let Some(file) = dir.ancestors().find(|a| a.is_file()) {
+        return Err(Error::Io {
+            action: "creating directory",
+            path: dir.into(),
+            source: std::io::Error::other(format!("{} is a file, not a directory", file.display())),
+        });
+    }
+    std::fs::create_dir_all(dir).map_err(Error::io("creating directory", dir))
+}
+
 fn temp_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()

@@ -59,7 +59,7 @@ pub fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 
 /// Saves a model's spec and weights into `dir` (created if needed).
 pub fn save_model(dir: &Path, model: &Model) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(Error::io("creating directory", dir))?;
+    crate::atomic::create_dir(dir)?;
     let spec = toml::to_string(model.spec()).map_err(|e| Error::Format {
         path: dir.join(SPEC_FILE),
         reason: e.to_string(),
@@ -72,7 +72,17 @@ pub fn save_model(dir: &Path, model: &Model) -> Result<()> {
 pub fn load_spec(dir: &Path) -> Result<ModelSpec> {
     let path = dir.join(SPEC_FILE);
     if !dir.is_dir() {
-        return Err(Error::Checkpoint { path: dir.into(), reason: "not a directory (a checkpoint is a directory holding model.toml and model.safetensors)".into() });
+        let what = if dir.exists() {
+            "not a directory"
+        } else {
+            "no such directory"
+        };
+        return Err(Error::Checkpoint {
+            path: dir.into(),
+            reason: format!(
+                "{what} (a checkpoint is a directory holding model.toml and model.safetensors)"
+            ),
+        });
     }
     let text = std::fs::read_to_string(&path).map_err(Error::io("reading", &path))?;
     parse_spec(&text, &path)

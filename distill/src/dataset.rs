@@ -212,7 +212,12 @@ impl Splits {
         if !dir.is_dir() {
             return Err(Error::Dataset {
                 dir: dir.into(),
-                reason: "not a directory".into(),
+                reason: if dir.exists() {
+                    "not a directory (a dataset is a directory of MNIST-layout IDX files)"
+                } else {
+                    "no such directory"
+                }
+                .into(),
             });
         }
         let p: Vec<PathBuf> = MNIST_FILES
@@ -241,7 +246,7 @@ impl Splits {
 
     /// Writes both splits as gzipped IDX files into `dir`.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(Error::io("creating directory", dir))?;
+        crate::atomic::create_dir(dir)?;
         let f = |i: usize| dir.join(format!("{}.gz", MNIST_FILES[i]));
         self.train.write_idx_gz(&f(0), &f(1))?;
         self.test.write_idx_gz(&f(2), &f(3))

@@ -74,14 +74,29 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// Training produced a NaN or infinite value.
-    #[error("non-finite {what} at epoch {epoch}, batch {batch}: lower the learning rate or the temperature, or enable gradient clipping")]
+    #[error("non-finite {what} at epoch {epoch}, batch {batch} (training samples {}): lower the learning rate or the temperature, or enable gradient clipping", show_samples(samples))]
     NonFinite {
-        /// What went non-finite (loss, gradient norm).
+        /// What went non-finite (loss, gradient norm, student logits).
         what: &'static str,
         /// 1-based epoch.
         epoch: usize,
         /// 0-based batch index in that epoch.
         batch: usize,
+        /// Dataset indices of the batch's samples (for logits: the offending ones).
+        samples: Vec<usize>,
+    },
+    /// A model that is only read (a teacher, an evaluated checkpoint) gives a NaN or infinite
+    /// output: its weights are broken, and nothing is trained on it.
+    #[error("{model} gives a non-finite logit ({value}) for sample {sample} of the {data} set: its weights are broken or overflow; nothing was trained on it")]
+    NonFiniteOutput {
+        /// Which model (spec name, or a teacher's description).
+        model: String,
+        /// Dataset index of the first sample at fault.
+        sample: usize,
+        /// Which data (`training`, `test`).
+        data: &'static str,
+        /// The offending value.
+        value: f32,
     },
     /// A TOML or JSON document could not be parsed or written.
     #[error("{}: {reason}", path.display())]
@@ -94,6 +109,16 @@ pub enum Error {
     /// An error from candle's tensor library.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+}
+
+/// `3, 17, 42` or `3, 17, 42, ... (128 in all)`.
+fn show_samples(samples: &[usize]) -> String {
+    let shown: Vec<String> = samples.iter().take(8).map(|s| s.to_string()).collect();
+    if samples.len() > 8 {
+        format!("{}, ... ({} in all)", shown.join(", "), samples.len())
+    } else {
+        shown.join(", ")
+    }
 }
 
 /// The distill crate's result type.

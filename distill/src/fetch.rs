@@ -79,6 +79,17 @@ pub fn verify_file(path: &Path, expected: &str) -> Result<()> {
 
 /// Verifies the four gzipped MNIST files in `dir`.
 pub fn verify_mnist(dir: &Path) -> Result<()> {
+    if !dir.is_dir() {
+        return Err(Error::Dataset {
+            dir: dir.into(),
+            reason: if dir.exists() {
+                "not a directory"
+            } else {
+                "no such directory"
+            }
+            .into(),
+        });
+    }
     for (stem, sum) in MNIST_FILES.iter().zip(MNIST_SHA256) {
         let path = dir.join(format!("{stem}.gz"));
         if !path.is_file() {
@@ -99,7 +110,7 @@ pub fn fetch_mnist(
     mirrors: &[String],
     mut on_file: impl FnMut(&str, &FileStatus),
 ) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(Error::io("creating directory", dir))?;
+    crate::atomic::create_dir(dir)?;
     for (stem, sum) in MNIST_FILES.iter().zip(MNIST_SHA256) {
         let name = format!("{stem}.gz");
         let dest = dir.join(&name);

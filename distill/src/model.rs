@@ -69,6 +69,19 @@ impl Params {
                 )));
             }
             let t = t.to_dtype(DType::F32)?;
+            // A NaN or infinite weight poisons every output; say where instead of training on it.
+            if let Some((i, v)) = t
+                .flatten_all()?
+                .to_vec1::<f32>()?
+                .iter()
+                .enumerate()
+                .find(|(_, v)| !v.is_finite())
+            {
+                return Err(bad(format!(
+                    "tensor `{}` holds {v} at element {i}; the checkpoint is broken",
+                    p.name
+                )));
+            }
             vars.push((p, Var::from_tensor(&t)?));
         }
         if let Some(extra) = tensors.keys().next() {

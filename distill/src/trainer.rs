@@ -419,12 +419,14 @@ impl Run<'_> {
             && start_epoch < cfg.epochs
         {
             observer.phase("computing teacher logits once for the whole run");
-            Some(
-                teachers
-                    .iter()
-                    .map(|t| logits_of(t, self.train, t.spec().normalization, &device))
-                    .collect::<Result<_>>()?,
-            )
+            let logits = teachers
+                .iter()
+                .map(|t| logits_of(t, self.train, t.spec().normalization, &device))
+                .collect::<Result<Vec<_>>>()?;
+            for (t, l) in teachers.iter().zip(&logits) {
+                check_teacher_logits(t, l, |row| row)?;
+            }
+            Some(logits)
         } else {
             None
         };
@@ -460,6 +462,15 @@ impl Run<'_> {
                     .then_some((&cfg.augment, &mut aug_rng));
                 let batch = make_batch(self.train, chunk, norm, augment, &device)?;
                 let out = self.student.forward(&batch.images, true)?;
+                let bad = non_finite_rows(&out.logits)?;
+                if !bad.is_empty() {
+                    return Err(Error::NonFinite {
+                        what: "student logits",
+                        epoch: epoch + 1,
+                        batch: b,
+                        samples: bad.iter().map(|&(r, _)| batch.indices[r]).collect(),
+                    });
+                }
                 let label_term = label_loss(
                     &out.logits,
                     &batch.labels,
@@ -493,6 +504,7 @@ impl Run<'_> {
                         what: "loss",
                         epoch: epoch + 1,
                         batch: b,
+                        samples: batch.indices.clone(),
                     });
                 }
                 let stats = opt.step(&total.backward()?, lr)?;
@@ -501,6 +513,7 @@ impl Run<'_> {
                         what: "gradient",
                         epoch: epoch + 1,
                         batch: b,
+                        samples: batch.indices.clone(),
                     });
                 }
                 let preds = out.logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
@@ -565,7 +578,7 @@ impl Run<'_> {
         progress: &Progress,
         device: &Device,
     ) -> Result<()> {
-        std::fs::create_dir_all(sdir).map_err(Error::io("creating directory", sdir))?;
+        crate::atomic::create_dir(sdir)?;
         let mut state = opt.state(device)?;
         if let Some((w, b)) = hint {
             state.insert("hint.weight".into(), w.as_tensor().clone());
@@ -607,6 +620,34 @@ fn remove_stale_state(sdir: &Path, keep: usize) {
     }
 }
 
+/// Rows of `[n, classes]` logits holding a NaN or infinity, each with its first bad value.
+fn non_finite_rows(logits: &Tensor) -> Result<Vec<(usize, f32)>> {
+    Ok(logits
+        .to_vec2::<f32>()?
+        .iter()
+        .enumerate()
+        .filter_map(|(r, row)| row.iter().find(|v| !v.is_finite()).map(|&v| (r, v)))
+        .collect())
+}
+
+/// Refuses teacher logits with a NaN or infinity, naming the training sample (`sample_of`
+/// maps a row to its dataset index): a broken teacher must not be distilled silently.
+fn check_teacher_logits(
+    teacher: &Model,
+    logits: &Tensor,
+    sample_of: impl Fn(usize) -> usize,
+) -> Result<()> {
+    match non_finite_rows(logits)?.first() {
+        Some(&(row, value)) => Err(Error::NonFiniteOutput {
+            model: format!("teacher {}", teacher.spec().name),
+            sample: sample_of(row),
+            data: "training",
+            value,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Teacher logits for a batch (from the cache when there is one) and the first teacher's features.
 fn teacher_outputs(
     teachers: &[Model],
@@ -633,6 +674,7 @@ fn teacher_outputs(
     let mut feats = None;
     for (i, t) in teachers.iter().enumerate() {
         let out = t.forward(&batch.images, false)?;
+        check_teacher_logits(t, &out.logits, |row| batch.indices[row])?;
         if i == 0 && features {
             feats = Some(out.features.detach());
         }

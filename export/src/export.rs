@@ -370,11 +370,7 @@ pub fn export(
     } else {
         Vec::new()
     };
-    std::fs::create_dir_all(out_dir).map_err(|source| Error::Io {
-        action: "creating directory",
-        path: out_dir.into(),
-        source,
-    })?;
+    edgekd_distill::atomic::create_dir(out_dir)?;
     let mut files = Vec::new();
     let mut seen = Vec::new();
     for variant in &options.variants {

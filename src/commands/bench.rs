@@ -15,6 +15,7 @@ use serde::Serialize;
 
 /// Measure latency, throughput, memory and accuracy of a teacher and its students.
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct BenchArgs {
     /// The teacher's ONNX file: every speed-up is relative to it
     #[arg(long)]
@@ -283,6 +284,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let mut files: Vec<(PathBuf, &'static str)> = vec![(a.teacher.clone(), "teacher")];
     files.extend(a.student.iter().map(|s| (s.clone(), "student")));
     for (f, _) in &files {
+        if f.is_dir() {
+            bail!("{} is a directory; give an .onnx file", f.display());
+        }
         if !f.is_file() {
             bail!("{}: no such file", f.display());
         }
@@ -304,10 +308,18 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     let started = Instant::now();
                     let model = match super::load_model(path, backend, threads, &a.limits) {
                         Ok(m) => m,
-                        Err(e) => {
-                            eprintln!("skipping {} on {backend}: {e}", path.display());
+                        // An engine that cannot run this file's operators is skipped (the
+                        // others still measure it); a file no engine can read is an error.
+                        Err(e)
+                            if matches!(
+                                e.downcast_ref::<edgekd_runtime::Error>(),
+                                Some(edgekd_runtime::Error::UnsupportedOp { .. })
+                            ) =>
+                        {
+                            eprintln!("skipping {} on {backend}: {e:#}", path.display());
                             continue;
                         }
+                        Err(e) => return Err(e),
                     };
                     let load_seconds = started.elapsed().as_secs_f64();
                     let input = input_batch(&model, batch, test.as_ref())?;

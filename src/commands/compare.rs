@@ -12,6 +12,7 @@ use super::bench::time_text;
 
 /// Put `bench --json` reports from several machines side by side.
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct CompareArgs {
     /// `edgekd bench --json` files; the first is the reference (usually the host)
     #[arg(required = true, num_args = 2..)]

@@ -37,6 +37,7 @@ pub enum DataCommand {
 }
 
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct FetchArgs {
     /// Which dataset
     #[arg(value_enum)]
@@ -50,6 +51,7 @@ pub struct FetchArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct DirArgs {
     /// Directory of MNIST-layout IDX files (gzipped or raw)
     #[arg(long)]
@@ -57,6 +59,7 @@ pub struct DirArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct SubsetArgs {
     /// Source directory of MNIST-layout IDX files
     #[arg(long)]

@@ -18,6 +18,7 @@ use crate::args::TrainOpts;
 /// hidden units, trained both alone and distilled (T = 2, alpha = 0.5) with the same seeds, so
 /// the line at the end says what distillation bought. Takes about two minutes on two cores.
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct DemoArgs {
     /// Where to write the teacher and student checkpoints
     #[arg(long, default_value = "runs/demo")]

@@ -26,6 +26,7 @@ use crate::args::{read_config, DistillFile, KdOpts, TrainOpts};
 /// is on.
 #[derive(Debug, Args)]
 #[command(
+    allow_negative_numbers = true,
     after_help = "Example: edgekd distill --teacher runs/teacher --student mlp:64 -T 4 --alpha 0.9 --data ../shared/data/mnist --epochs 30 --baseline --seeds 3 --out runs/student"
 )]
 pub struct DistillArgs {

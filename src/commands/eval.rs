@@ -14,6 +14,7 @@ use crate::args::shipped_subset;
 /// Measure a checkpoint's test accuracy (and its top-1 agreement with a teacher).
 #[derive(Debug, Args)]
 #[command(
+    allow_negative_numbers = true,
     after_help = "Example: edgekd eval runs/student --data ../shared/data/mnist --teacher runs/teacher"
 )]
 pub struct EvalArgs {

@@ -62,14 +62,17 @@ pub enum CalibrationArg {
 /// fails. With --onnxruntime, each file is also checked with onnx.checker (full check) and
 /// run in ONNX Runtime, side by side with tract.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:
+#[command(
+    allow_negative_numbers = true,
+    after_help = "Examples:
   edgekd export runs/student --out runs/student/onnx
   edgekd export runs/student --format int8 --int8-format qoperator,qdq \\
       --calibration minmax,percentile,entropy,dynamic --calib 1000 --data ../shared/data/mnist
   edgekd export runs/student --onnxruntime .venv/bin/python   # also check in ONNX Runtime
 
 Files are named <stem>.<variant>.onnx: f32, f16, f16-storage, int8-qop-minmax,
-int8-qdq-entropy, int8-dynamic, ...; <stem>.export.json holds the full report.")]
+int8-qdq-entropy, int8-dynamic, ...; <stem>.export.json holds the full report."
+)]
 pub struct ExportArgs {
     /// Student checkpoint directory (model.toml + model.safetensors)
     checkpoint: PathBuf,

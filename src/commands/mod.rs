@@ -227,6 +227,9 @@ pub fn load_model(
     limits: &LimitArgs,
 ) -> anyhow::Result<edgekd_runtime::Model> {
     use anyhow::Context;
+    if threads == 0 {
+        anyhow::bail!("--threads must be at least 1");
+    }
     if path.is_dir() {
         anyhow::bail!("{} is a directory; give an .onnx file", path.display());
     }

@@ -8,6 +8,7 @@ use edgekd_runtime::{class_names, top_k, Backend, Preprocess};
 
 /// Classify an image, an IDX file of images, or raw f32 values.
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct RunArgs {
     /// ONNX model (any classifier; edgekd's exports carry their preprocessing in metadata)
     pub model: PathBuf,
@@ -38,6 +39,9 @@ pub struct RunArgs {
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
+    if a.top_k == 0 || a.limit == 0 {
+        anyhow::bail!("--top-k and --limit must be at least 1");
+    }
     let model = super::load_model(&a.model, a.backend, a.threads, &a.limits)?;
     let info = model.info();
     let per_sample = info.inputs[0]

@@ -13,6 +13,7 @@ use super::bench::{input_batch, proc_status_bytes};
 
 /// Run one model many times and report resident memory at the start and the end.
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct SoakArgs {
     /// ONNX model
     pub model: PathBuf,
@@ -44,6 +45,9 @@ const WARMUP: u64 = 1000;
 pub fn run(a: SoakArgs) -> Result<()> {
     if a.runs == 0 || a.batch == 0 {
         bail!("--runs and --batch must be at least 1");
+    }
+    if !(a.max_growth.is_finite() && a.max_growth >= 0.0) {
+        bail!("--max-growth must be a number of MB, 0 or more");
     }
     let model = super::load_model(&a.model, a.backend, a.threads, &a.limits)?;
     let input = input_batch(&model, a.batch, None)?;

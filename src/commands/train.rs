@@ -16,6 +16,7 @@ use crate::args::{read_config, TrainFile, TrainOpts};
 /// into --out, checkpointing atomically after every epoch.
 #[derive(Debug, Args)]
 #[command(
+    allow_negative_numbers = true,
     after_help = "Example: edgekd train --model mlp:1200-1200 --dropout 0.5 --input-dropout 0.2 --jitter 2 --data ../shared/data/mnist --epochs 30 --out runs/teacher"
 )]
 pub struct TrainArgs {
