@@ -347,19 +347,45 @@ pub fn read_config<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     parse_config(&text).with_context(|| format!("parsing config {}", path.display()))
 }
 
-/// Parses experiment-file text into `T` (what [`read_config`] does after reading the file).
+/// Parses experiment-file text into `T` (what [`read_config`] does after reading the file),
+/// with errors on one line that name the line and the key.
 pub fn parse_config<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
-    toml::from_str(text).map_err(|e| {
-        // toml's Display draws the offending line under the message; one line says it here.
-        let at = e
-            .span()
-            .and_then(|s| text.get(..s.start))
-            .map(|before| {
-                let line = before.matches('\n').count() + 1;
-                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                format!("line {line}, column {column}: ")
-            })
-            .unwrap_or_default();
-        anyhow::anyhow!("{at}{}", e.message().trim().replace('\n', " "))
-    })
+    let err = match toml::from_str(text) {
+        Ok(v) => return Ok(v),
+        Err(e) => e,
+    };
+    // Values under `#[serde(flatten)]` lose their position: find the bad key by trying each
+    // top-level key alone (every option is optional, so only the culprit fails).
+    if let Ok(table) = toml::from_str::<toml::Table>(text) {
+        for (key, value) in table {
+            let one = toml::Table::from_iter([(key.clone(), value)]);
+            if let Err(e) = toml::Value::Table(one).try_into::<T>() {
+                let line = text
+                    .lines()
+                    .position(|l| {
+                        l.trim_start()
+                            .strip_prefix(key.as_str())
+                            .is_some_and(|r| r.trim_start().starts_with('='))
+                    })
+                    .map(|i| format!("line {}, ", i + 1))
+                    .unwrap_or_default();
+                bail!("{line}`{key}`: {}", one_line(e.message()));
+            }
+        }
+    }
+    // A syntax error: toml's Display draws the offending line under the message.
+    let at = err
+        .span()
+        .and_then(|s| text.get(..s.start))
+        .map(|before| {
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: ")
+        })
+        .unwrap_or_default();
+    bail!("{at}{}", one_line(err.message()))
+}
+
+fn one_line(message: &str) -> String {
+    message.trim().replace('\n', " ")
 }

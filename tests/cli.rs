@@ -5,7 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use common::{edgekd, quick_export, quick_train_on, stdout, subset};
+use common::{edgekd, fails, quick_export, quick_train_on, stdout, subset};
 
 /// The full MNIST beside the checkout, when this machine has it.
 fn shared_mnist() -> Option<PathBuf> {
@@ -18,27 +18,6 @@ fn shared_mnist() -> Option<PathBuf> {
         eprintln!("SKIPPED: ../shared/data/mnist is not beside this checkout");
         None
     }
-}
-
-/// Runs a command that must fail, and returns its stderr, checking it is one clear line.
-fn fails(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        !out.status.success(),
-        "should have failed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "{err}"
-    );
-    // Progress lines may come first; the error comes last, starting with `error: `.
-    let at = err
-        .find("error: ")
-        .unwrap_or_else(|| panic!("no `error: ` line: {err}"));
-    assert!(err[..at].is_empty() || err[..at].ends_with('\n'), "{err}");
-    err[at..].to_string()
 }
 
 fn json(path: &Path) -> serde_json::Value {

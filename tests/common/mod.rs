@@ -80,3 +80,33 @@ pub fn quick_export_args(
     a.push(out.into());
     a
 }
+
+/// Runs a command that must fail and returns its error line, checking that it is one clear
+/// line: `error: ` once, after any progress lines, with no panic or backtrace, and nothing
+/// after it but clap's usage hints when clap itself refused the flags (exit status 2).
+pub fn fails(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        !out.status.success(),
+        "should have failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE") && !err.contains("backtrace"),
+        "{err}"
+    );
+    let at = err
+        .find("error: ")
+        .unwrap_or_else(|| panic!("no `error: ` line: {err}"));
+    assert!(err[..at].is_empty() || err[..at].ends_with('\n'), "{err}");
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    let line = err[at..].lines().next().unwrap().to_string();
+    let rest = err[at + line.len()..].trim();
+    let from_clap = out.status.code() == Some(2);
+    assert!(
+        rest.is_empty() || from_clap,
+        "more than one line after the error: {err}"
+    );
+    line
+}
