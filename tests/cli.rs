@@ -317,7 +317,7 @@ fn bad_inputs_give_one_clear_line() {
             .arg(&out),
     );
     assert!(
-        err.contains("/nonexistent") && err.contains("not a directory"),
+        err.contains("/nonexistent") && err.contains("no such directory"),
         "{err}"
     );
     let err = fails(edgekd().args(["eval"]).arg(dir.path()));

@@ -160,7 +160,7 @@ mod tests {
         assert!(load_model(&dir.path().join("nope"), &Device::Cpu)
             .unwrap_err()
             .to_string()
-            .contains("not a directory"));
+            .contains("no such directory"));
         let m = Model::new(&ModelSpec::parse("mlp:4").unwrap(), 1, &Device::Cpu).unwrap();
         save_model(dir.path(), &m).unwrap();
         std::fs::write(dir.path().join(WEIGHTS_FILE), b"garbage").unwrap();
