@@ -66,6 +66,21 @@ save("f16_storage", [helper.make_node("Cast", ["wh"], ["w32"], to=TensorProto.FL
                      helper.make_node("Softmax", ["h"], ["out"], axis=-1)],
      {"wh": w.astype(np.float16)}, ["N", 6])
 
+# Declared far beyond their data, for the load limits: 10^12 elements, and a product that
+# overflows 64 bits (the engines must refuse both before allocating).
+for name, dims in [("limit-trillion", [1_000_000, 1_000_000]), ("limit-overflow", [1 << 40, 1 << 40])]:
+    w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=dims, raw_data=bytes(16))
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["out"])],
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    (root / "model" / f"{name}.onnx").write_bytes(model.SerializeToString())
+
 # Images for the `image` target: a leading byte picks grayscale/RGB and the output size
 # (see fuzz_targets/image.rs), then the file. PNG in each colour type, JPEG baseline and
 # progressive. Needs Pillow.

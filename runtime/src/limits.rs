@@ -115,7 +115,7 @@ impl Limits {
                 None => {
                     return Err(Error::TooLarge {
                         what: format!(
-                            "{what} declares shape {}, whose element count overflows 64 bits",
+                            "{what} declares shape {} (more elements than 64 bits can count)",
                             shown()
                         ),
                         limit: self.max_tensor_elements,
