@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 
 use common::{edgekd, fails, quick_export, quick_train_on, stdout};
 use edgekd_runtime::proto::{
-    data_type, dimension, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    TensorProto, TensorShapeProto, TensorTypeProto, TypeProto, ValueInfoProto,
+    data_type, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto,
 };
 use prost::Message;
 
@@ -75,48 +74,25 @@ impl Fixtures {
 
 /// A valid ONNX file of about 150 bytes whose one initializer declares 10^12 floats.
 fn trillion_element_model() -> Vec<u8> {
-    let value = |name: &str, dims: &[i64]| ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            tensor_type: Some(TensorTypeProto {
-                elem_type: data_type::FLOAT,
-                shape: Some(TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|&d| Dimension {
-                            value: Some(dimension::Value::DimValue(d)),
-                        })
-                        .collect(),
-                }),
-            }),
-        }),
-    };
-    ModelProto {
-        ir_version: 7,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        graph: Some(GraphProto {
-            node: vec![NodeProto {
-                op_type: "MatMul".into(),
-                input: vec!["x".into(), "w".into()],
-                output: vec!["y".into()],
-                ..Default::default()
-            }],
-            initializer: vec![TensorProto {
-                name: "w".into(),
-                dims: vec![1_000_000, 1_000_000],
-                data_type: data_type::FLOAT,
-                raw_data: vec![0; 16],
-                ..Default::default()
-            }],
-            input: vec![value("x", &[1, 1_000_000])],
-            output: vec![value("y", &[1, 1_000_000])],
+    let value = |name: &str, n: i64| ValueInfoProto::float_tensor(name, &[Some(1), Some(n)]);
+    ModelProto::opset13(GraphProto {
+        node: vec![NodeProto {
+            op_type: "MatMul".into(),
+            input: vec!["x".into(), "w".into()],
+            output: vec!["y".into()],
             ..Default::default()
-        }),
-        metadata_props: vec![],
-    }
+        }],
+        initializer: vec![TensorProto {
+            name: "w".into(),
+            dims: vec![1_000_000, 1_000_000],
+            data_type: data_type::FLOAT,
+            raw_data: vec![0; 16],
+            ..Default::default()
+        }],
+        input: vec![value("x", 1_000_000)],
+        output: vec![value("y", 1_000_000)],
+        ..Default::default()
+    })
     .encode_to_vec()
 }
 

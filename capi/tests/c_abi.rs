@@ -6,31 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use edgekd_runtime::proto::{
-    data_type, dimension, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    TensorProto, TensorShapeProto, TensorTypeProto, TypeProto, ValueInfoProto,
+    data_type, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto,
 };
 use edgekd_runtime::{Backend, Model, Options};
 use prost::Message;
 
 fn value(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|d| Dimension {
-            value: Some(match d {
-                Some(n) => dimension::Value::DimValue(*n),
-                None => dimension::Value::DimParam("N".into()),
-            }),
-        })
-        .collect();
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            tensor_type: Some(TensorTypeProto {
-                elem_type: data_type::FLOAT,
-                shape: Some(TensorShapeProto { dim }),
-            }),
-        }),
-    }
+    ValueInfoProto::float_tensor(name, dims)
 }
 
 fn weights(name: &str, dims: &[i64], seed: u32) -> TensorProto {
@@ -62,33 +44,25 @@ fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
 
 /// A 16 -> 8 -> 3 MLP over a 4x4 "image".
 fn mlp() -> Vec<u8> {
-    ModelProto {
-        ir_version: 7,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        graph: Some(GraphProto {
-            node: vec![
-                node("MatMul", &["input", "w1"], "h"),
-                node("Add", &["h", "b1"], "hb"),
-                node("Relu", &["hb"], "a"),
-                node("MatMul", &["a", "w2"], "o"),
-                node("Add", &["o", "b2"], "logits"),
-            ],
-            name: "mlp".into(),
-            initializer: vec![
-                weights("w1", &[16, 8], 1),
-                weights("b1", &[8], 2),
-                weights("w2", &[8, 3], 3),
-                weights("b2", &[3], 4),
-            ],
-            input: vec![value("input", &[None, Some(16)])],
-            output: vec![value("logits", &[None, Some(3)])],
-            ..Default::default()
-        }),
-        metadata_props: vec![],
-    }
+    ModelProto::opset13(GraphProto {
+        node: vec![
+            node("MatMul", &["input", "w1"], "h"),
+            node("Add", &["h", "b1"], "hb"),
+            node("Relu", &["hb"], "a"),
+            node("MatMul", &["a", "w2"], "o"),
+            node("Add", &["o", "b2"], "logits"),
+        ],
+        name: "mlp".into(),
+        initializer: vec![
+            weights("w1", &[16, 8], 1),
+            weights("b1", &[8], 2),
+            weights("w2", &[8, 3], 3),
+            weights("b2", &[3], 4),
+        ],
+        input: vec![value("input", &[None, Some(16)])],
+        output: vec![value("logits", &[None, Some(3)])],
+        ..Default::default()
+    })
     .encode_to_vec()
 }
 

@@ -206,20 +206,26 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
     Err(Error::Dataset { dir: dir.into(), reason: format!("no {stem}[.gz] here (expected the MNIST IDX layout; `edgekd data fetch mnist --dir {}` downloads it)", dir.display()) })
 }
 
+/// Refuses a dataset path that is missing or not a directory, saying which.
+pub(crate) fn require_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    Err(Error::Dataset {
+        dir: dir.into(),
+        reason: if dir.exists() {
+            "not a directory (a dataset is a directory of MNIST-layout IDX files)"
+        } else {
+            "no such directory"
+        }
+        .into(),
+    })
+}
+
 impl Splits {
     /// Loads `train-*` and `t10k-*` IDX files (gzipped or raw) from `dir`.
     pub fn load(dir: &Path) -> Result<Splits> {
-        if !dir.is_dir() {
-            return Err(Error::Dataset {
-                dir: dir.into(),
-                reason: if dir.exists() {
-                    "not a directory (a dataset is a directory of MNIST-layout IDX files)"
-                } else {
-                    "no such directory"
-                }
-                .into(),
-            });
-        }
+        require_dir(dir)?;
         let p: Vec<PathBuf> = MNIST_FILES
             .iter()
             .map(|s| find(dir, s))

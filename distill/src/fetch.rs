@@ -79,17 +79,7 @@ pub fn verify_file(path: &Path, expected: &str) -> Result<()> {
 
 /// Verifies the four gzipped MNIST files in `dir`.
 pub fn verify_mnist(dir: &Path) -> Result<()> {
-    if !dir.is_dir() {
-        return Err(Error::Dataset {
-            dir: dir.into(),
-            reason: if dir.exists() {
-                "not a directory"
-            } else {
-                "no such directory"
-            }
-            .into(),
-        });
-    }
+    crate::dataset::require_dir(dir)?;
     for (stem, sum) in MNIST_FILES.iter().zip(MNIST_SHA256) {
         let path = dir.join(format!("{stem}.gz"));
         if !path.is_file() {

@@ -243,3 +243,43 @@ pub fn decode(bytes: &[u8]) -> crate::Result<ModelProto> {
         reason: format!("protobuf decoding failed: {e}"),
     })
 }
+
+impl ValueInfoProto {
+    /// A float tensor value; `None` dimensions are the symbol `N` (a free batch size).
+    pub fn float_tensor(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
+        let dim = dims
+            .iter()
+            .map(|d| Dimension {
+                value: Some(match d {
+                    Some(n) => dimension::Value::DimValue(*n),
+                    None => dimension::Value::DimParam("N".into()),
+                }),
+            })
+            .collect();
+        ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                tensor_type: Some(TensorTypeProto {
+                    elem_type: data_type::FLOAT,
+                    shape: Some(TensorShapeProto { dim }),
+                }),
+            }),
+        }
+    }
+}
+
+impl ModelProto {
+    /// `graph` as a model of IR version 7 importing the default opset 13, what the native
+    /// engine and edgekd's exports use; for tools and tests that write models.
+    pub fn opset13(graph: GraphProto) -> ModelProto {
+        ModelProto {
+            ir_version: 7,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(graph),
+            metadata_props: vec![],
+        }
+    }
+}

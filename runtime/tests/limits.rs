@@ -2,29 +2,14 @@
 //! allocated, with an error that names the tensor and the setting to raise.
 
 use edgekd_runtime::proto::{
-    data_type, dimension, AttributeProto, Dimension, GraphProto, ModelProto, NodeProto,
-    OperatorSetIdProto, TensorProto, TensorShapeProto, TensorTypeProto, TypeProto, ValueInfoProto,
+    data_type, AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto,
 };
 use edgekd_runtime::{Backend, Error, Limits, Model, Options};
 use prost::Message;
 
 fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            tensor_type: Some(TensorTypeProto {
-                elem_type: data_type::FLOAT,
-                shape: Some(TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|&d| Dimension {
-                            value: Some(dimension::Value::DimValue(d)),
-                        })
-                        .collect(),
-                }),
-            }),
-        }),
-    }
+    let dims: Vec<Option<i64>> = dims.iter().map(|&d| Some(d)).collect();
+    ValueInfoProto::float_tensor(name, &dims)
 }
 
 /// `x [1, 4] -> MatMul(w) -> y`, with `w` declared as `w_dims` over 16 floats of data.
@@ -50,16 +35,7 @@ fn matmul(w_dims: &[i64], edit: impl FnOnce(&mut GraphProto)) -> Vec<u8> {
         ..Default::default()
     };
     edit(&mut graph);
-    ModelProto {
-        ir_version: 7,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        graph: Some(graph),
-        metadata_props: vec![],
-    }
-    .encode_to_vec()
+    ModelProto::opset13(graph).encode_to_vec()
 }
 
 fn backends() -> Vec<Backend> {

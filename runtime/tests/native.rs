@@ -2,33 +2,15 @@
 //! every engine against hostile bytes.
 
 use edgekd_runtime::proto::{
-    data_type, dimension, AttributeProto, Dimension, GraphProto, ModelProto, NodeProto,
-    OperatorSetIdProto, TensorProto, TensorShapeProto, TensorTypeProto, TypeProto, ValueInfoProto,
+    data_type, AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto,
 };
 use edgekd_runtime::{Backend, Model, Options};
 use prost::Message;
 
+/// A float value; a negative dimension is the free batch size.
 fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            tensor_type: Some(TensorTypeProto {
-                elem_type: data_type::FLOAT,
-                shape: Some(TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|&d| Dimension {
-                            value: Some(if d < 0 {
-                                dimension::Value::DimParam("N".into())
-                            } else {
-                                dimension::Value::DimValue(d)
-                            }),
-                        })
-                        .collect(),
-                }),
-            }),
-        }),
-    }
+    let dims: Vec<Option<i64>> = dims.iter().map(|&d| (d >= 0).then_some(d)).collect();
+    ValueInfoProto::float_tensor(name, &dims)
 }
 
 fn tensor(name: &str, dims: &[i64], data_type: i32, raw: Vec<u8>) -> TensorProto {
@@ -126,22 +108,14 @@ fn model(
     input: ValueInfoProto,
     output: &str,
 ) -> Vec<u8> {
-    ModelProto {
-        ir_version: 7,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        graph: Some(GraphProto {
-            node: nodes,
-            name: "test".into(),
-            initializer: inits,
-            input: vec![input],
-            output: vec![value(output, &[])],
-            ..Default::default()
-        }),
-        metadata_props: vec![],
-    }
+    ModelProto::opset13(GraphProto {
+        node: nodes,
+        name: "test".into(),
+        initializer: inits,
+        input: vec![input],
+        output: vec![value(output, &[])],
+        ..Default::default()
+    })
     .encode_to_vec()
 }
 
