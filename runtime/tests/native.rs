@@ -620,6 +620,38 @@ fn fuzz_convolution_over_an_empty_image_is_an_error_not_a_panic() {
     }
 }
 
+/// Found by fuzzing the `model` target: a `ConvInteger` whose weights were a scalar (an
+/// int8 initializer of shape []) read the shape's first dimension before anything checked
+/// the weights were 4-D: an index panic. Both integer convolution paths now check first.
+#[test]
+fn fuzz_conv_integer_with_scalar_weights_is_an_error_not_a_panic() {
+    let conv_integer = model(
+        vec![node("ConvInteger", &["x", "w"], "out", vec![])],
+        vec![i8s("w", &[], &[3])],
+        value("x", &[-1, 1, 6, 6]),
+        "out",
+    );
+    let qdq_conv = model(
+        vec![
+            node("QuantizeLinear", &["x", "s", "z"], "xq", vec![]),
+            node("DequantizeLinear", &["xq", "s", "z"], "xd", vec![]),
+            node("DequantizeLinear", &["w", "s", "z"], "wd", vec![]),
+            node("Conv", &["xd", "wd"], "out", vec![]),
+        ],
+        vec![
+            f32s("s", &[], &[0.1]),
+            i8s("z", &[], &[0]),
+            i8s("w", &[], &[3]),
+        ],
+        value("x", &[-1, 1, 6, 6]),
+        "out",
+    );
+    for bytes in [conv_integer, qdq_conv] {
+        let err = native(&bytes).unwrap_err();
+        assert!(err.to_string().contains("2-D convolution"), "{err}");
+    }
+}
+
 /// Found by fuzzing the native engine: 16,777,215 columns of convolution padding turned a
 /// 6x53 image into 200 million outputs (a timeout). Padding beyond the kernel's reach is
 /// refused when the model loads, for convolutions and pooling alike.

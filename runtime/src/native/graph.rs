@@ -383,8 +383,11 @@ impl<'g> Lowering<'g> {
                     None if input(3).is_empty() => vec![],
                     None => return Err(unsupported(node, "weight zero point must be constant")),
                 };
+                // Before anything reads w.shape[0]: this checks the weights are 4-D (found by
+                // fuzzing: scalar ConvInteger weights indexed an empty shape).
+                let geometry = self.conv_geometry(node, &w.shape)?;
                 let (epilogue, out) = self.absorb(output, w.shape[0], 3, 4, Epilogue::Int32);
-                let op = self.conv(node, &w, &zp, epilogue)?;
+                let op = self.conv(node, &w, &zp, geometry, epilogue)?;
                 self.integer(node, Box::new(op), &[input(0), input(2)], out)
             }
             "MatMul" => {
@@ -492,8 +495,9 @@ impl<'g> Lowering<'g> {
                     bias,
                     relu: false,
                 };
+                let geometry = self.conv_geometry(node, &w.shape)?;
                 let (epilogue, out) = self.absorb(output, w.shape[0], 3, 4, epilogue);
-                let op = self.conv(node, &w, &wz, epilogue)?;
+                let op = self.conv(node, &w, &wz, geometry, epilogue)?;
                 self.integer(node, Box::new(op), &[x, xz.unwrap_or("")], out)
             }
             "QuantizeLinear" => self.push(
@@ -598,9 +602,9 @@ impl<'g> Lowering<'g> {
         node: &NodeProto,
         w: &Tensor,
         zp: &[i64],
+        geometry: ConvGeometry,
         epilogue: Epilogue,
     ) -> Result<IntegerConv> {
-        let geometry = self.conv_geometry(node, &w.shape)?;
         let weights =
             PackedWeights::from_rows(w, zp, self.isa).map_err(|e| unsupported(node, &e))?;
         Ok(IntegerConv {
