@@ -54,6 +54,11 @@ impl Fixtures {
             idx.extend(u32::MAX.to_be_bytes());
         }
         std::fs::write(p("huge.idx"), idx).unwrap();
+        // A test set whose images are a flat vector (rank 1), not [N, rows, cols].
+        std::fs::create_dir(p("flat-test-set")).unwrap();
+        let flat = [0, 0, 8, 1, 0, 0, 0, 4, 1, 2, 3, 4];
+        std::fs::write(p("flat-test-set/t10k-images-idx3-ubyte"), flat).unwrap();
+        std::fs::write(p("flat-test-set/t10k-labels-idx1-ubyte"), flat).unwrap();
         Fixtures { dir }
     }
 
@@ -176,6 +181,7 @@ const CASES: &[(&[&str], &str)] = &[
     (&["bench", "--teacher", "@model.onnx", "--student", "@model.onnx", "--batch", "0"], "positive"),
     (&["bench", "--teacher", "@model.onnx", "--student", "@model.onnx", "--time", "-1"], "--time must be positive"),
     (&["bench", "--teacher", "@model.onnx", "--student", "@model.onnx", "--data", "@garbage"], "t10k-images"),
+    (&["bench", "--teacher", "@model.onnx", "--student", "@model.onnx", "--data", "@flat-test-set"], "expected images of shape [N, rows, cols], found [4]"),
     // soak
     (&["soak", "@missing.onnx"], "No such file"),
     (&["soak", "@a-directory"], "is a directory"),
