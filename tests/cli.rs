@@ -1022,3 +1022,64 @@ fn run_and_bench_report_on_exported_students() {
     let e = fails(&mut bench(&missing));
     assert!(e.contains("no such file"), "{e}");
 }
+
+#[test]
+fn image_folders_train_like_idx_files() {
+    // The shipped subset written out as torchvision's ImageFolder: train/ and test/, one
+    // folder of PNG files per class.
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("digits");
+    for (split, stem, per_class) in [("train", "train", 60), ("test", "t10k", 20)] {
+        let images = edgekd_idx(&subset().join(format!("{stem}-images-idx3-ubyte.gz")));
+        let labels = edgekd_idx(&subset().join(format!("{stem}-labels-idx1-ubyte.gz")));
+        let mut written = [0usize; 10];
+        for (i, &label) in labels[8..].iter().enumerate() {
+            let class = label as usize;
+            if written[class] == per_class {
+                continue;
+            }
+            let d = folder.join(split).join(format!("{class}"));
+            std::fs::create_dir_all(&d).unwrap();
+            let pixels = images[16 + i * 784..16 + (i + 1) * 784].to_vec();
+            image::GrayImage::from_raw(28, 28, pixels)
+                .unwrap()
+                .save(d.join(format!("{i}.png")))
+                .unwrap();
+            written[class] += 1;
+        }
+    }
+    let info = stdout(edgekd().args(["data", "info", "--dir"]).arg(&folder));
+    assert!(
+        info.contains("classes (label order): 0, 1, 2, 3, 4, 5, 6, 7, 8, 9")
+            && info.contains("train: 600 images of 28x28, per class [60, 60")
+            && info.contains("test: 200 images"),
+        "{info}"
+    );
+    let out = dir.path().join("m");
+    let line = stdout(
+        edgekd()
+            .args([
+                "train",
+                "--model",
+                "mlp:32",
+                "--epochs",
+                "4",
+                "--batch-size",
+                "32",
+            ])
+            .args(["-q", "--data"])
+            .arg(&folder)
+            .arg("--out")
+            .arg(&out),
+    );
+    let errors: usize = line
+        .split(" errors of 200")
+        .next()
+        .and_then(|s| s.rsplit('(').next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no error count in {line}"));
+    assert!(
+        errors < 60,
+        "600 images should teach an MLP most digits: {line}"
+    );
+}

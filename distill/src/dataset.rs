@@ -203,7 +203,7 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    Err(Error::Dataset { dir: dir.into(), reason: format!("no {stem}[.gz] here (expected the MNIST IDX layout; `edgekd data fetch mnist --dir {}` downloads it)", dir.display()) })
+    Err(Error::Dataset { dir: dir.into(), reason: format!("no {stem}[.gz] here (expected the MNIST IDX layout, which `edgekd data fetch mnist --dir {}` downloads, or an image folder: one subfolder of PNG/JPEG files per class)", dir.display()) })
 }
 
 /// Refuses a dataset path that is missing or not a directory, saying which.
@@ -214,7 +214,7 @@ pub(crate) fn require_dir(dir: &Path) -> Result<()> {
     Err(Error::Dataset {
         dir: dir.into(),
         reason: if dir.exists() {
-            "not a directory (a dataset is a directory of MNIST-layout IDX files)"
+            "not a directory (a dataset is a directory of MNIST-layout IDX files or an image folder)"
         } else {
             "no such directory"
         }
@@ -223,9 +223,14 @@ pub(crate) fn require_dir(dir: &Path) -> Result<()> {
 }
 
 impl Splits {
-    /// Loads `train-*` and `t10k-*` IDX files (gzipped or raw) from `dir`.
+    /// Loads `train-*` and `t10k-*` IDX files (gzipped or raw) from `dir`, or, when `dir`
+    /// holds no IDX file and is laid out as an image folder (`class/image.png`, optionally
+    /// under `train/` and `test/`), its images as 28x28 grayscale ([`crate::image_folder`]).
     pub fn load(dir: &Path) -> Result<Splits> {
         require_dir(dir)?;
+        if find(dir, MNIST_FILES[0]).is_err() && crate::image_folder::is_image_folder(dir) {
+            return crate::image_folder::load_splits(dir, 28, 28);
+        }
         let p: Vec<PathBuf> = MNIST_FILES
             .iter()
             .map(|s| find(dir, s))

@@ -14,6 +14,7 @@ pub mod dataset;
 pub mod error;
 pub mod fetch;
 pub mod idx;
+pub mod image_folder;
 pub mod loss;
 pub mod model;
 pub mod optim;
