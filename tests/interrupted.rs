@@ -169,6 +169,23 @@ fn sigkill_during_export_leaves_only_complete_onnx_files() {
         }
     }
     assert!(landed >= 4, "only {landed} kills landed during the export");
+    // A complete export over the killed ones sweeps up what the killed writers left.
+    for k in 1..=8 {
+        let out = dir.path().join(format!("cut{k}"));
+        stdout(&mut quick_export(
+            &ck,
+            &out,
+            "f32,f16,int8",
+            "qoperator,qdq",
+        ));
+        let leftovers: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "cut{k}: {leftovers:?}");
+        assert_eq!(onnx_files(&out), complete);
+    }
 }
 
 /// Every `.onnx` file under `dir` (recursively), by path relative to `dir`, with its bytes.

@@ -17,6 +17,7 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Lets `fill` write the temporary file, then renames it over `path`.
 pub fn write_with(path: &Path, fill: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<()> {
+    remove_orphans(path);
     let tmp = temp_path(path);
     if let Err(e) = fill(&tmp) {
         let _ = std::fs::remove_file(&tmp);
@@ -49,6 +50,38 @@ pub fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(Error::io("creating directory", dir))
 }
 
+/// Deletes temporary files for `path` left by writers that were killed: `.NAME.PID.tmp`
+/// whose process no longer exists (Linux's /proc says; elsewhere nothing is deleted).
+fn remove_orphans(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let pid = file
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
 fn temp_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()
@@ -71,5 +104,22 @@ mod tests {
         assert!(err.is_err());
         assert_eq!(std::fs::read(&p).unwrap(), b"old");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn temporaries_of_killed_writers_are_swept_up_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.onnx");
+        // PID 4194304 is past Linux's pid_max, so no process has it; PID 1 always exists.
+        let dead = dir.path().join(".m.onnx.4194304.tmp");
+        let live = dir.path().join(".m.onnx.1.tmp");
+        let other = dir.path().join(".n.onnx.4194304.tmp");
+        for f in [&dead, &live, &other] {
+            std::fs::write(f, b"half").unwrap();
+        }
+        super::write(&p, b"whole").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"whole");
+        assert!(!dead.exists(), "a dead writer's temporary stays");
+        assert!(live.exists() && other.exists());
     }
 }
