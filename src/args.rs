@@ -206,6 +206,11 @@ pub struct TrainOpts {
     #[arg(long, short)]
     #[serde(skip)]
     pub quiet: bool,
+    /// Print where each training step's time went: data, teacher forward, student forward,
+    /// loss, backward, optimizer, metrics (ms per step and share)
+    #[arg(long)]
+    #[serde(skip)]
+    pub profile: bool,
 }
 
 macro_rules! prefer_flags {

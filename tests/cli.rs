@@ -1083,3 +1083,54 @@ fn image_folders_train_like_idx_files() {
         "600 images should teach an MLP most digits: {line}"
     );
 }
+
+#[test]
+fn distill_profile_reports_where_each_step_went() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = dir.path().join("t");
+    stdout(&mut quick_train("mlp:32", &teacher, 1));
+    // With jitter the teacher runs on every batch, so every phase has work.
+    let text = stdout(
+        edgekd()
+            .args(["distill", "--student", "mlp:8", "--train-limit", "256"])
+            .args(["--epochs", "2", "--batch-size", "32", "--jitter", "1"])
+            .args(["-q", "--profile", "--teacher"])
+            .arg(&teacher)
+            .arg("--out")
+            .arg(dir.path().join("s")),
+    );
+    assert!(text.contains("profile over 16 steps"), "{text}");
+    let mut shares = 0.0;
+    for phase in [
+        "data",
+        "teacher forward",
+        "student forward",
+        "loss",
+        "backward",
+        "optimizer",
+        "metrics",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(phase))
+            .unwrap_or_else(|| panic!("no {phase} line: {text}"));
+        let ms: f64 = line.trim_start()[phase.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        // The light phases may round to 0.000 ms on a fast machine; these never do.
+        let heavy = ["teacher forward", "student forward", "backward"].contains(&phase);
+        assert!(ms >= 0.0 && (ms > 0.0 || !heavy), "{line}");
+        shares += line
+            .trim_end()
+            .trim_end_matches('%')
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap();
+    }
+    assert!((shares - 100.0).abs() < 0.5, "{text}");
+}

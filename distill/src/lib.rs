@@ -18,6 +18,7 @@ pub mod image_folder;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod profile;
 pub mod report;
 pub mod spec;
 pub mod trainer;

@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::profile::{Phase, StepProfile};
+
 use candle_core::{Device, Tensor, Var, D};
 use candle_nn::{Linear, Module};
 use rand::Rng;
@@ -251,6 +253,8 @@ pub struct RunOutcome {
     pub last_eval: Option<Evaluation>,
     /// Whether the run stopped early on request (`stop_after`).
     pub paused: bool,
+    /// Time per phase of the steps this call trained.
+    pub profile: StepProfile,
 }
 
 /// Saved after every epoch so `--resume` can continue.
@@ -413,6 +417,8 @@ impl Run<'_> {
 
         // Without augmentation the teachers see the same inputs every epoch: run them once.
         let needs_features = hint.is_some();
+        let mut profile = StepProfile::default();
+        let cache_started = Instant::now();
         let cached: Option<Vec<Tensor>> = if !teachers.is_empty()
             && !cfg.augment.is_active()
             && !needs_features
@@ -426,6 +432,7 @@ impl Run<'_> {
             for (t, l) in teachers.iter().zip(&logits) {
                 check_teacher_logits(t, l, |row| row)?;
             }
+            profile.teacher_cache_seconds = cache_started.elapsed().as_secs_f64();
             Some(logits)
         } else {
             None
@@ -440,6 +447,7 @@ impl Run<'_> {
                     history,
                     last_eval,
                     paused: true,
+                    profile,
                 });
             }
             let finetune = epoch >= cfg.epochs;
@@ -460,7 +468,20 @@ impl Run<'_> {
                     .augment
                     .is_active()
                     .then_some((&cfg.augment, &mut aug_rng));
+                let lap = Instant::now();
                 let batch = make_batch(self.train, chunk, norm, augment, &device)?;
+                let lap = profile.lap(Phase::Data, lap);
+                let teacher = match (&kd, finetune) {
+                    (Some(_), false) => Some(teacher_outputs(
+                        teachers,
+                        cached.as_deref(),
+                        &batch,
+                        needs_features,
+                        &device,
+                    )?),
+                    _ => None,
+                };
+                let lap = profile.lap(Phase::Teacher, lap);
                 let out = self.student.forward(&batch.images, true)?;
                 let bad = non_finite_rows(&out.logits)?;
                 if !bad.is_empty() {
@@ -471,20 +492,14 @@ impl Run<'_> {
                         samples: bad.iter().map(|&(r, _)| batch.indices[r]).collect(),
                     });
                 }
+                let lap = profile.lap(Phase::StudentForward, lap);
                 let label_term = label_loss(
                     &out.logits,
                     &batch.labels,
                     batch.mix.as_ref().map(|m| (&m.partner_labels, m.lambda)),
                 )?;
-                let total = match (&kd, finetune) {
-                    (Some(kd), false) => {
-                        let (t_logits, t_features) = teacher_outputs(
-                            teachers,
-                            cached.as_deref(),
-                            &batch,
-                            needs_features,
-                            &device,
-                        )?;
+                let total = match (&kd, teacher) {
+                    (Some(kd), Some((t_logits, t_features))) => {
                         let targets = SoftTargets::combine(&t_logits, &weights, kd.temperature)?;
                         let hint_term = match (&hint, t_features) {
                             (Some((w, b)), Some(tf)) => Some(loss::mse(
@@ -507,7 +522,11 @@ impl Run<'_> {
                         samples: batch.indices.clone(),
                     });
                 }
-                let stats = opt.step(&total.backward()?, lr)?;
+                let lap = profile.lap(Phase::Loss, lap);
+                let grads = total.backward()?;
+                let lap = profile.lap(Phase::Backward, lap);
+                let stats = opt.step(&grads, lr)?;
+                let lap = profile.lap(Phase::Optimizer, lap);
                 if !stats.grad_norm.is_finite() {
                     return Err(Error::NonFinite {
                         what: "gradient",
@@ -534,6 +553,8 @@ impl Run<'_> {
                     lr,
                     samples: chunk.len(),
                 });
+                profile.lap(Phase::Metrics, lap);
+                profile.steps += 1;
             }
             let seconds = started.elapsed().as_secs_f64();
             let eval = evaluate(self.student, self.test, &device)?;
@@ -567,6 +588,7 @@ impl Run<'_> {
             history,
             last_eval,
             paused: false,
+            profile,
         })
     }
 

@@ -76,6 +76,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         resume: false,
         stop_after: None,
         quiet: args.quiet,
+        profile: false,
         teacher_predictions: None,
         teacher_names: vec![],
     };

@@ -129,6 +129,7 @@ pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Resu
         resume: opts.resume,
         stop_after: opts.stop_after,
         quiet: opts.quiet,
+        profile: opts.profile,
         teacher_predictions: teacher_predictions.as_deref(),
         teacher_names: teacher_names.clone(),
     };

@@ -75,6 +75,8 @@ mod training {
         pub resume: bool,
         pub stop_after: Option<usize>,
         pub quiet: bool,
+        /// Print the per-phase step profile after training.
+        pub profile: bool,
         /// Teacher top-1 on the test set, to report agreement against.
         pub teacher_predictions: Option<&'a [u32]>,
         pub teacher_names: Vec<String>,
@@ -132,6 +134,9 @@ mod training {
         }
         .execute(&mut bars)
         .with_context(|| format!("training {} into {}", spec.name, dir.display()))?;
+        if setup.profile && outcome.profile.steps > 0 {
+            print!("[{}] {}", setup.label, outcome.profile.table());
+        }
         if outcome.paused {
             eprintln!(
                 "[{}] stopped after epoch {} as asked; continue with --resume",

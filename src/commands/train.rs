@@ -67,6 +67,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         resume: opts.resume,
         stop_after: opts.stop_after,
         quiet: opts.quiet,
+        profile: opts.profile,
         teacher_predictions: None,
         teacher_names: vec![],
     };
