@@ -90,32 +90,33 @@ pub fn decode(
     let mut reader = ::image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| ImageError::Decode(e.to_string()))?;
-    let (width, height) = reader
-        .into_dimensions()
-        .map_err(|e| ImageError::Decode(e.to_string()))?;
-    if width == 0 || height == 0 || width > limits.max_side || height > limits.max_side {
-        return Err(ImageError::TooLarge {
-            width,
-            height,
-            max_side: limits.max_side,
-            reason: "refused before decoding".into(),
-        });
-    }
-    reader = ::image::ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| ImageError::Decode(e.to_string()))?;
+    // The side limit is checked below, from the header, so the error can give the size; the
+    // allocation limit also bounds the decoder's own buffers.
     let mut l = ::image::Limits::default();
-    l.max_image_width = Some(limits.max_side);
-    l.max_image_height = Some(limits.max_side);
     l.max_alloc = Some(limits.max_alloc);
     reader.limits(l);
-    let img = reader.decode().map_err(|e| match e {
-        ::image::ImageError::Limits(l) => ImageError::TooLarge {
-            width,
-            height,
-            max_side: limits.max_side,
-            reason: l.to_string(),
-        },
+    let decoder = reader
+        .into_decoder()
+        .map_err(|e| ImageError::Decode(e.to_string()))?;
+    let (width, height) = ::image::ImageDecoder::dimensions(&decoder);
+    let too_large = |reason: String| ImageError::TooLarge {
+        width,
+        height,
+        max_side: limits.max_side,
+        reason,
+    };
+    if width == 0 || height == 0 || width > limits.max_side || height > limits.max_side {
+        return Err(too_large("refused before decoding".into()));
+    }
+    let bytes_needed = ::image::ImageDecoder::total_bytes(&decoder);
+    if bytes_needed > limits.max_alloc {
+        return Err(too_large(format!(
+            "{bytes_needed} bytes decoded, over the {} allowed; refused before decoding",
+            limits.max_alloc
+        )));
+    }
+    let img = ::image::DynamicImage::from_decoder(decoder).map_err(|e| match e {
+        ::image::ImageError::Limits(l) => too_large(l.to_string()),
         e => ImageError::Decode(e.to_string()),
     })?;
     let img = if (img.width(), img.height()) == (w, h) {
