@@ -34,6 +34,13 @@ pub enum ScheduleArg {
     Constant,
 }
 
+/// Fills each listed `Option` field of `$flags` that is `None` from `$file`.
+macro_rules! prefer_flags {
+    ($flags:ident, $file:ident, $($field:ident),*) => {
+        $( if $flags.$field.is_none() { $flags.$field = $file.$field.clone(); } )*
+    };
+}
+
 /// Which distillation term.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -97,10 +104,9 @@ impl KdOpts {
             self.teachers = file.teachers.clone();
         }
         self.baseline |= file.baseline;
-        macro_rules! take {
-            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = file.$f.clone(); } )* };
-        }
-        take!(
+        prefer_flags!(
+            self,
+            file,
             teacher_weights,
             student,
             assistant,
@@ -213,12 +219,6 @@ pub struct TrainOpts {
     pub profile: bool,
 }
 
-macro_rules! prefer_flags {
-    ($flags:ident, $file:ident, $($field:ident),*) => {
-        $( if $flags.$field.is_none() { $flags.$field = $file.$field.clone(); } )*
-    };
-}
-
 impl TrainOpts {
     /// Fills every option not given on the command line from the experiment file.
     pub fn merge(mut self, file: &TrainOpts) -> TrainOpts {
@@ -324,9 +324,9 @@ pub fn shipped_subset() -> PathBuf {
         .join("mnist-subset")
 }
 
+/// What `train --config FILE` reads.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-/// What `train --config FILE` reads.
 pub struct TrainFile {
     pub model: Option<String>,
     pub out: Option<PathBuf>,
@@ -334,9 +334,9 @@ pub struct TrainFile {
     pub opts: TrainOpts,
 }
 
+/// What `distill --config FILE` reads.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-/// What `distill --config FILE` reads.
 pub struct DistillFile {
     pub out: Option<PathBuf>,
     #[serde(flatten)]
