@@ -33,7 +33,17 @@ pub fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tens
             reason: "file not found".into(),
         });
     }
-    candle_core::safetensors::load(path, device).map_err(|e| Error::Checkpoint {
+    let bytes = std::fs::read(path).map_err(Error::io("reading", path))?;
+    tensors_from_bytes(&bytes, path, device)
+}
+
+/// Parses safetensors bytes; `path` names them in errors.
+fn tensors_from_bytes(
+    bytes: &[u8],
+    path: &Path,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
+    candle_core::safetensors::load_buffer(bytes, device).map_err(|e| Error::Checkpoint {
         path: path.into(),
         reason: format!("not a readable safetensors file: {e}"),
     })
@@ -102,14 +112,8 @@ pub fn parse_spec(text: &str, path: &Path) -> Result<ModelSpec> {
 pub fn load_model(dir: &Path, device: &Device) -> Result<Model> {
     let spec = load_spec(dir)?;
     let path = dir.join(WEIGHTS_FILE);
-    if !path.is_file() {
-        return Err(Error::Checkpoint {
-            path,
-            reason: "file not found".into(),
-        });
-    }
-    let weights = std::fs::read(&path).map_err(Error::io("reading", &path))?;
-    model_from_weights(&spec, &weights, &path, device)
+    let params = Params::from_tensors(&spec, load_tensors(&path, device)?, &path)?;
+    Model::from_params(&spec, params)
 }
 
 /// Builds the model `spec` describes from the bytes of its safetensors weights file, checking
@@ -120,11 +124,7 @@ pub fn model_from_weights(
     path: &Path,
     device: &Device,
 ) -> Result<Model> {
-    let tensors =
-        candle_core::safetensors::load_buffer(weights, device).map_err(|e| Error::Checkpoint {
-            path: path.into(),
-            reason: format!("not a readable safetensors file: {e}"),
-        })?;
+    let tensors = tensors_from_bytes(weights, path, device)?;
     Model::from_params(spec, Params::from_tensors(spec, tensors, path)?)
 }
 
