@@ -85,16 +85,14 @@ pub enum Error {
         /// Dataset indices of the batch's samples (for logits: the offending ones).
         samples: Vec<usize>,
     },
-    /// A model that is only read (a teacher, an evaluated checkpoint) gives a NaN or infinite
-    /// output: its weights are broken, and nothing is trained on it.
-    #[error("{model} gives a non-finite logit ({value}) for sample {sample} of the {data} set: its weights are broken or overflow; nothing was trained on it")]
+    /// A teacher gives a NaN or infinite output: its weights are broken, and nothing is
+    /// trained on it.
+    #[error("{model} gives a non-finite logit ({value}) for sample {sample} of the training set: its weights are broken or overflow; nothing was trained on it")]
     NonFiniteOutput {
-        /// Which model (spec name, or a teacher's description).
+        /// Which model (`teacher` and its spec name).
         model: String,
-        /// Dataset index of the first sample at fault.
+        /// Training-set index of the first sample at fault.
         sample: usize,
-        /// Which data (`training`, `test`).
-        data: &'static str,
         /// The offending value.
         value: f32,
     },

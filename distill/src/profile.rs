@@ -3,8 +3,6 @@
 
 use std::time::Instant;
 
-use serde::Serialize;
-
 /// The phases of one training step, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -51,12 +49,12 @@ impl Phase {
 }
 
 /// Time spent per phase over the steps of a run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StepProfile {
     /// Steps measured.
     pub steps: usize,
     /// Seconds per phase, in [`Phase::ALL`] order.
-    pub seconds: [f64; 7],
+    pub seconds: [f64; Phase::ALL.len()],
     /// Seconds spent once, before the first step, computing the teachers' logits for the
     /// whole training set (0 when they are computed per batch).
     pub teacher_cache_seconds: f64,

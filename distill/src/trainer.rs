@@ -663,7 +663,6 @@ fn check_teacher_logits(
         Some(&(row, value)) => Err(Error::NonFiniteOutput {
             model: format!("teacher {}", teacher.spec().name),
             sample: sample_of(row),
-            data: "training",
             value,
         }),
         None => Ok(()),

@@ -52,7 +52,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         &a.input,
         pre.as_ref(),
         per_sample,
-        a.limit.max(1),
+        a.limit,
         a.invert,
         a.limits.limits().max_tensor_elements,
     )?;
