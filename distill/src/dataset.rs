@@ -228,7 +228,7 @@ impl Splits {
     /// under `train/` and `test/`), its images as 28x28 grayscale ([`crate::image_folder`]).
     pub fn load(dir: &Path) -> Result<Splits> {
         require_dir(dir)?;
-        if find(dir, MNIST_FILES[0]).is_err() && crate::image_folder::is_image_folder(dir) {
+        if Splits::is_image_folder(dir) {
             return crate::image_folder::load_splits(dir, 28, 28);
         }
         let p: Vec<PathBuf> = MNIST_FILES
@@ -253,6 +253,12 @@ impl Splits {
             });
         }
         Ok(Splits { train, test })
+    }
+
+    /// Whether [`Splits::load`] reads `dir` as an image folder: it holds no IDX files and is
+    /// laid out as one.
+    pub fn is_image_folder(dir: &Path) -> bool {
+        find(dir, MNIST_FILES[0]).is_err() && crate::image_folder::is_image_folder(dir)
     }
 
     /// Writes both splits as gzipped IDX files into `dir`.

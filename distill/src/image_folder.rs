@@ -138,14 +138,24 @@ impl ImageFolder {
     }
 }
 
+/// The folder the training images (and the class list) come from: `dir/train` when `dir/test`
+/// exists, else `dir` itself.
+pub fn train_root(dir: &Path) -> PathBuf {
+    if dir.join("test").is_dir() {
+        dir.join("train")
+    } else {
+        dir.into()
+    }
+}
+
 /// Loads an image-folder dataset directory as train/test splits of `rows × cols` grayscale
 /// images: `dir/train` and `dir/test` when `dir/test` exists (their class lists must agree),
 /// else `dir` itself with [`HELD_OUT`] of each class, chosen by seed 0, as the test set.
 pub fn load_splits(dir: &Path, rows: usize, cols: usize) -> Result<Splits> {
-    let (train_dir, test_dir) = (dir.join("train"), dir.join("test"));
+    let test_dir = dir.join("test");
     if test_dir.is_dir() {
         let (train, test) = (
-            ImageFolder::scan(&train_dir)?,
+            ImageFolder::scan(&train_root(dir))?,
             ImageFolder::scan(&test_dir)?,
         );
         if train.classes != test.classes {

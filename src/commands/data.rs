@@ -110,14 +110,9 @@ pub fn run(cmd: DataCommand) -> Result<()> {
         }
         DataCommand::Info(a) => {
             let s = Splits::load(&a.dir).with_context(|| format!("loading {}", a.dir.display()))?;
-            if edgekd_distill::image_folder::is_image_folder(&a.dir) {
-                let root = [a.dir.join("train"), a.dir.clone()]
-                    .into_iter()
-                    .find(|d| {
-                        d.is_dir() && edgekd_distill::image_folder::ImageFolder::scan(d).is_ok()
-                    })
-                    .unwrap_or_else(|| a.dir.clone());
-                let folder = edgekd_distill::image_folder::ImageFolder::scan(&root)?;
+            if Splits::is_image_folder(&a.dir) {
+                use edgekd_distill::image_folder::{train_root, ImageFolder};
+                let folder = ImageFolder::scan(&train_root(&a.dir))?;
                 println!(
                     "image folder, classes (label order): {}",
                     folder.classes.join(", ")
