@@ -8,11 +8,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use candle_core::{DType, Device, Module, ModuleT, Tensor, Var};
-use candle_nn::{Conv2d, Conv2dConfig, Linear};
+use candle_nn::{Conv2d, Conv2dConfig};
 use rand::rngs::StdRng;
 use rand::Rng;
 
 use crate::batch::{rng, Stream};
+use crate::dense::Dense;
 use crate::error::{Error, Result};
 use crate::spec::{LayerPlan, ModelSpec, ParamInfo};
 
@@ -118,7 +119,11 @@ impl Params {
 enum Layer {
     Conv(Conv2d),
     Flatten,
-    Linear { linear: Linear, hidden: bool },
+    /// A hidden layer carries its ReLU (fused into the layer) and then dropout.
+    Dense {
+        dense: Dense,
+        hidden: bool,
+    },
 }
 
 /// What a forward pass yields: the logits and the last hidden layer (for hint distillation).
@@ -171,10 +176,11 @@ impl Model {
                     },
                 )),
                 LayerPlan::Flatten => Layer::Flatten,
-                LayerPlan::Linear { name, hidden, .. } => Layer::Linear {
-                    linear: Linear::new(
+                LayerPlan::Linear { name, hidden, .. } => Layer::Dense {
+                    dense: Dense::new(
                         params.get(&format!("{name}.weight")),
-                        Some(params.get(&format!("{name}.bias"))),
+                        params.get(&format!("{name}.bias")),
+                        hidden,
                     ),
                     hidden,
                 },
@@ -222,18 +228,18 @@ impl Model {
                     features = flat.clone();
                     self.dropout(&flat, self.spec.dropout, train)?
                 }
-                Layer::Linear {
-                    linear,
+                Layer::Dense {
+                    dense,
                     hidden: true,
                 } => {
-                    let h = linear.forward(&x)?.relu()?;
+                    let h = dense.forward(&x)?;
                     features = h.clone();
                     self.dropout(&h, self.spec.dropout, train)?
                 }
-                Layer::Linear {
-                    linear,
+                Layer::Dense {
+                    dense,
                     hidden: false,
-                } => linear.forward(&x)?,
+                } => dense.forward(&x)?,
             };
         }
         Ok(Output {

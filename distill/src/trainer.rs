@@ -3,20 +3,20 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::profile::{Phase, StepProfile};
-
 use candle_core::{Device, Tensor, Var, D};
-use candle_nn::{Linear, Module};
+use candle_nn::Module;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{epoch_order, make_batch, rng, Augment, Batch, Stream};
 use crate::checkpoint::{self, state_dir};
 use crate::dataset::{Dataset, Normalization};
+use crate::dense::Dense;
 use crate::error::{Error, Result};
 use crate::loss::{self, distillation_loss, label_loss, KdConfig, SoftTargets};
 use crate::model::Model;
 use crate::optim::{Optimizer, OptimizerConfig, Schedule};
+use crate::profile::{Phase, StepProfile};
 
 /// Settings shared by every run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -292,6 +292,7 @@ impl Run<'_> {
     pub fn execute(self, observer: &mut dyn Observer) -> Result<RunOutcome> {
         let cfg = self.config;
         cfg.validate()?;
+        crate::memory::keep_freed_buffers();
         let device = self.student.params().vars[0].1.device().clone();
         let norm = self.student.spec().normalization;
         let (teachers, dcfg) = match &self.objective {
@@ -503,7 +504,7 @@ impl Run<'_> {
                         let targets = SoftTargets::combine(&t_logits, &weights, kd.temperature)?;
                         let hint_term = match (&hint, t_features) {
                             (Some((w, b)), Some(tf)) => Some(loss::mse(
-                                &Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone()))
+                                &Dense::new(w.as_tensor().clone(), b.as_tensor().clone(), false)
                                     .forward(&out.features)?,
                                 &tf,
                             )?),
