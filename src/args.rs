@@ -59,7 +59,7 @@ pub enum SoftLossArg {
 pub struct KdOpts {
     /// Teacher checkpoint directory; repeat for several teachers (their distributions are averaged)
     #[arg(long = "teacher", value_name = "DIR")]
-    #[serde(rename = "teachers")]
+    #[serde(rename = "teachers", default)]
     pub teachers: Vec<PathBuf>,
     /// Relative weight of each teacher, in --teacher order [default: equal]
     #[arg(long, value_delimiter = ',', value_name = "W1,W2,...")]
@@ -339,6 +339,11 @@ pub struct TrainFile {
 #[serde(deny_unknown_fields)]
 pub struct DistillFile {
     pub out: Option<PathBuf>,
+    /// Chart of test errors per epoch (PNG).
+    pub plot: Option<PathBuf>,
+    /// A teacher to train first (a `train --config` file as a table); options it leaves out
+    /// come from the top level, and command-line flags override both.
+    pub teacher: Option<TrainFile>,
     #[serde(flatten)]
     pub kd: KdOpts,
     #[serde(flatten)]

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::Args;
-use edgekd_distill::checkpoint::{self, load_model};
-use edgekd_distill::{KdGain, Model, Objective, Splits, TrainConfig};
+use edgekd_distill::checkpoint::{self, load_model, REPORT_FILE};
+use edgekd_distill::{KdGain, Model, Objective, Report, Splits, TrainConfig};
 
+use super::train::train_model;
 use super::{describe, teacher_test_results, train_one, RunSetup, Trained};
 use crate::args::{read_config, DistillFile, KdOpts, TrainOpts};
 
@@ -24,6 +25,11 @@ use crate::args::{read_config, DistillFile, KdOpts, TrainOpts};
 /// --out receives the distilled student of the first seed; other runs go to --out/runs/, and the
 /// gain to --out/kd-gain.json. Teacher outputs are computed once per run when no augmentation
 /// is on.
+///
+/// An experiment file may also hold a `[teacher]` table (model, out and training options, as
+/// in a `train --config` file): that teacher is trained first, or reused under --resume once
+/// finished, and distilled from. Options the table leaves out come from the top level;
+/// command-line flags override both.
 #[derive(Debug, Args)]
 #[command(
     allow_negative_numbers = true,
@@ -38,6 +44,9 @@ pub struct DistillArgs {
     /// Experiment file (TOML) holding any of these options; flags override it
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Draw test errors per epoch of the teachers, distilled and (--baseline) lone students (PNG)
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
     #[command(flatten)]
     opts: TrainOpts,
 }
@@ -46,6 +55,8 @@ pub struct DistillArgs {
 pub struct Distilled {
     /// Distilled students, one per seed (the first is in --out).
     pub students: Vec<Trained>,
+    /// The same student trained alone, one per seed, when --baseline was given.
+    pub alone: Vec<Trained>,
     /// The KD gain, when --baseline was given.
     pub gain: Option<KdGain>,
 }
@@ -55,12 +66,26 @@ pub fn run(args: DistillArgs) -> Result<()> {
         Some(p) => read_config(p)?,
         None => DistillFile::default(),
     };
-    let kd = args.kd.merge(&file.kd);
-    let opts = args.opts.merge(&file.opts);
+    let mut kd = args.kd.merge(&file.kd);
+    let opts = args.opts.clone().merge(&file.opts);
     let out = args
         .out
         .or(file.out)
         .ok_or_else(|| anyhow::anyhow!("no output directory given: pass --out DIR"))?;
+    let plot = args.plot.or(file.plot);
+    if let Some(t) = &file.teacher {
+        let (Some(model), Some(dir)) = (&t.model, &t.out) else {
+            bail!("the [teacher] table needs both `model` and `out`");
+        };
+        let teacher_opts = args.opts.clone().merge(&t.opts.clone().merge(&file.opts));
+        let Some(teacher) = train_model(model, dir, &teacher_opts)? else {
+            return Ok(());
+        };
+        println!("{}", describe(&teacher));
+        if !kd.teachers.contains(dir) {
+            kd.teachers.insert(0, dir.clone());
+        }
+    }
     let data = opts.load_data()?;
     let result = distill(&kd, &opts, &data, &out)?;
     for s in &result.students {
@@ -69,7 +94,45 @@ pub fn run(args: DistillArgs) -> Result<()> {
     if let Some(g) = &result.gain {
         println!("{}", g.line());
     }
+    if let Some(path) = plot {
+        plot_errors(&path, &kd.teachers, &result)?;
+        eprintln!("test errors per epoch drawn in {}", path.display());
+    }
     Ok(())
+}
+
+/// Test errors per epoch of every run this command made or read (a teacher's come from the
+/// report.json `edgekd train` left beside it, when there is one).
+fn plot_errors(path: &Path, teachers: &[PathBuf], result: &Distilled) -> Result<()> {
+    let curve = |r: &Report| r.history.iter().map(|e| (e.epoch, e.test_errors)).collect();
+    let mut curves = Vec::new();
+    for dir in teachers {
+        let report = dir.join(REPORT_FILE);
+        if report.is_file() {
+            let r: Report = checkpoint::load_json(&report)?;
+            curves.push((format!("teacher {}", r.model), curve(&r)));
+        }
+    }
+    for (kind, runs) in [("distilled", &result.students), ("alone", &result.alone)] {
+        for t in runs.iter() {
+            let seed = t.report.train.seed;
+            curves.push((
+                format!("{} {kind} (seed {seed})", t.report.model),
+                curve(&t.report),
+            ));
+        }
+    }
+    draw_errors(path, &curves)
+}
+
+#[cfg(feature = "plot")]
+fn draw_errors(path: &Path, curves: &[crate::plot::ErrorCurve]) -> Result<()> {
+    crate::plot::errors_per_epoch(path, "Test errors per epoch", curves)
+}
+
+#[cfg(not(feature = "plot"))]
+fn draw_errors(_: &Path, _: &[(String, Vec<(usize, usize)>)]) -> Result<()> {
+    bail!("this edgekd was built without the `plot` feature")
 }
 
 /// Loads teacher checkpoints, naming the one that fails.
@@ -152,6 +215,7 @@ pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Resu
             else {
                 return Ok(Distilled {
                     students: vec![],
+                    alone: vec![],
                     gain: None,
                 });
             };
@@ -163,6 +227,7 @@ pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Resu
     };
 
     let mut students = Vec::new();
+    let mut alone = Vec::new();
     let mut gain = KdGain {
         student: spec.name.clone(),
         test_total: data.test.len(),
@@ -195,12 +260,13 @@ pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Resu
         else {
             return Ok(Distilled {
                 students,
+                alone,
                 gain: None,
             });
         };
         if kd.baseline {
             let s = setup(format!("alone {} seed {}", spec.name, cfg.seed), &cfg);
-            let Some(alone) = train_one(
+            let Some(alone_run) = train_one(
                 &spec,
                 Objective::Labels,
                 &s,
@@ -209,16 +275,18 @@ pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Resu
             else {
                 return Ok(Distilled {
                     students,
+                    alone,
                     gain: None,
                 });
             };
             gain.seeds.push(cfg.seed);
-            gain.alone_errors.push(alone.report.test_errors);
+            gain.alone_errors.push(alone_run.report.test_errors);
             gain.distilled_errors.push(student.report.test_errors);
             gain.alone_agreement
-                .push(alone.report.teacher_agreement.unwrap_or(0.0));
+                .push(alone_run.report.teacher_agreement.unwrap_or(0.0));
             gain.distilled_agreement
                 .push(student.report.teacher_agreement.unwrap_or(0.0));
+            alone.push(alone_run);
         }
         students.push(student);
     }
@@ -226,5 +294,9 @@ pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Resu
     if let Some(g) = &gain {
         checkpoint::save_json(&out.join("kd-gain.json"), g)?;
     }
-    Ok(Distilled { students, gain })
+    Ok(Distilled {
+        students,
+        alone,
+        gain,
+    })
 }

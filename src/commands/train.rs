@@ -1,12 +1,12 @@
 //! `edgekd train`: a model on labels alone.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Args;
 use edgekd_distill::Objective;
 
-use super::{describe, train_one, RunSetup};
+use super::{describe, train_one, RunSetup, Trained};
 use crate::args::{read_config, TrainFile, TrainOpts};
 
 /// Train a model on the labels alone: a teacher, or a student baseline.
@@ -48,7 +48,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
         .out
         .or(file.out)
         .ok_or_else(|| anyhow::anyhow!("no output directory given: pass --out DIR"))?;
-    let spec = opts.spec(&model)?;
+    if let Some(t) = train_model(&model, &out, &opts)? {
+        println!("{}", describe(&t));
+    }
+    Ok(())
+}
+
+/// Trains `model` on labels into `out` (None when paused by --stop-after); also the teacher
+/// stage of `distill --config` files with a `[teacher]` table.
+pub fn train_model(model: &str, out: &Path, opts: &TrainOpts) -> Result<Option<Trained>> {
+    let spec = opts.spec(model)?;
     let config = opts.train_config()?;
     let data = opts.load_data()?;
     let data_name = opts.data_dir().display().to_string();
@@ -61,7 +70,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     );
     let setup = RunSetup {
         label: spec.name.clone(),
-        config: config.clone(),
+        config,
         data: &data,
         data_name: &data_name,
         resume: opts.resume,
@@ -71,8 +80,5 @@ pub fn run(args: TrainArgs) -> Result<()> {
         teacher_predictions: None,
         teacher_names: vec![],
     };
-    if let Some(t) = train_one(&spec, Objective::Labels, &setup, &out)? {
-        println!("{}", describe(&t));
-    }
-    Ok(())
+    train_one(&spec, Objective::Labels, &setup, out)
 }
