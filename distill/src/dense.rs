@@ -9,10 +9,9 @@
 //! GEMM). The products here go to the same `gemm` crate candle's own matmul uses, so the two
 //! agree to rounding; the gain is in everything around them.
 
-use candle_core::{
-    backend::BackendStorage, CpuStorage, CustomOp3, Layout, Module, Result as CandleResult, Shape,
-    Storage, Tensor,
-};
+use candle_core::{CpuStorage, CustomOp3, Layout, Module, Result as CandleResult, Shape, Tensor};
+
+use crate::gemm::{matmul, op_error, values, with_values};
 
 /// `y = x · Wᵀ + b`, then ReLU when `relu` is set: a hidden or output layer of an MLP.
 #[derive(Debug, Clone)]
@@ -44,87 +43,6 @@ struct DenseOp {
     relu: bool,
 }
 
-fn op_error(msg: String) -> candle_core::Error {
-    candle_core::Error::Msg(format!("dense layer: {msg}"))
-}
-
-/// The f32 values of a contiguous CPU storage, as laid out by `layout`.
-fn values<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> CandleResult<&'a [f32]> {
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| op_error(format!("{what} is not contiguous")))?;
-    match storage {
-        CpuStorage::F32(v) => Ok(&v[start..end]),
-        other => Err(op_error(format!(
-            "{what} is {:?}, only f32 is supported",
-            other.dtype()
-        ))),
-    }
-}
-
-/// Runs `f` over a tensor's f32 values (made contiguous first if they are not).
-fn with_values<R>(
-    t: &Tensor,
-    what: &str,
-    f: impl FnOnce(&[f32]) -> CandleResult<R>,
-) -> CandleResult<R> {
-    let t = t.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        Storage::Cpu(cpu) => f(values(cpu, layout, what)?),
-        _ => Err(op_error(format!("{what} is not on the CPU"))),
-    }
-}
-
-fn parallelism() -> gemm::Parallelism {
-    match candle_core::utils::get_num_threads() {
-        0 | 1 => gemm::Parallelism::None,
-        n => gemm::Parallelism::Rayon(n),
-    }
-}
-
-/// `dst[m, n] (+)= a · b` for row-major `dst`, where `a[i, l]` sits at `a[i * a_rs + l * a_cs]`
-/// and `b[l, j]` at `b[l * b_rs + j * b_cs]`. With `accumulate`, adds to what `dst` holds.
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    (m, n, k): (usize, usize, usize),
-    dst: &mut [f32],
-    accumulate: bool,
-    a: &[f32],
-    (a_rs, a_cs): (usize, usize),
-    b: &[f32],
-    (b_rs, b_cs): (usize, usize),
-) {
-    assert!(dst.len() >= m * n, "destination too small");
-    assert!(m == 0 || k == 0 || (m - 1) * a_rs + (k - 1) * a_cs < a.len());
-    assert!(k == 0 || n == 0 || (k - 1) * b_rs + (n - 1) * b_cs < b.len());
-    // SAFETY: the asserts above keep every index the GEMM touches inside the three slices, and
-    // `dst` is borrowed mutably, so it aliases neither input.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism(),
-        )
-    }
-}
-
 impl CustomOp3 for DenseOp {
     fn name(&self) -> &'static str {
         if self.relu {
@@ -146,7 +64,7 @@ impl CustomOp3 for DenseOp {
         let (&[n, k], &[out, k2], &[out2]) = (x_layout.dims(), w_layout.dims(), b_layout.dims())
         else {
             return Err(op_error(format!(
-                "expects x [n, in], weight [out, in], bias [out]; got {:?}, {:?}, {:?}",
+                "dense layer expects x [n, in], weight [out, in], bias [out]; got {:?}, {:?}, {:?}",
                 x_layout.dims(),
                 w_layout.dims(),
                 b_layout.dims()
@@ -154,13 +72,13 @@ impl CustomOp3 for DenseOp {
         };
         if k != k2 || out != out2 {
             return Err(op_error(format!(
-                "x [{n}, {k}] does not fit weight [{out}, {k2}] and bias [{out2}]"
+                "dense layer: x [{n}, {k}] does not fit weight [{out}, {k2}] and bias [{out2}]"
             )));
         }
         let (x, w, b) = (
-            values(xs, x_layout, "input")?,
-            values(ws, w_layout, "weight")?,
-            values(bs, b_layout, "bias")?,
+            values(xs, x_layout, "dense layer input")?,
+            values(ws, w_layout, "dense layer weight")?,
+            values(bs, b_layout, "dense layer bias")?,
         );
         let mut y = Vec::with_capacity(n * out);
         for _ in 0..n {
@@ -185,11 +103,11 @@ impl CustomOp3 for DenseOp {
         let (n, k) = x.dims2()?;
         let out = w.dim(0)?;
         // The gradient at the pre-activation: ReLU passes it where the output is positive.
-        let g = with_values(grad, "output gradient", |g| {
+        let g = with_values(grad, "dense layer output gradient", |g| {
             if !self.relu {
                 return Ok(g.to_vec());
             }
-            with_values(res, "output", |y| {
+            with_values(res, "dense layer output", |y| {
                 Ok(g.iter()
                     .zip(y)
                     .map(|(&g, &y)| if y > 0.0 { g } else { 0.0 })
@@ -202,14 +120,14 @@ impl CustomOp3 for DenseOp {
         }
         // dW[out, k] = gᵀ · x: element (i, l) of gᵀ is g[l, i], at l * out + i.
         let mut dw = vec![0f32; out * k];
-        with_values(x, "input", |xv| {
+        with_values(x, "dense layer input", |xv| {
             matmul((out, k, n), &mut dw, false, &g, (1, out), xv, (k, 1));
             Ok(())
         })?;
         // The input of the first layer is data, not a variable: no gradient to spend time on.
         let dx = if x.track_op() {
             let mut dx = vec![0f32; n * k];
-            with_values(w, "weight", |wv| {
+            with_values(w, "dense layer weight", |wv| {
                 matmul((n, k, out), &mut dx, false, &g, (out, 1), wv, (k, 1));
                 Ok(())
             })?;

@@ -10,10 +10,12 @@
 pub mod atomic;
 pub mod batch;
 pub mod checkpoint;
+pub mod conv;
 pub mod dataset;
 pub mod dense;
 pub mod error;
 pub mod fetch;
+mod gemm;
 pub mod idx;
 pub mod image_folder;
 pub mod loss;

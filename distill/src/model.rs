@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use candle_core::{DType, Device, Module, ModuleT, Tensor, Var};
-use candle_nn::{Conv2d, Conv2dConfig};
 use rand::rngs::StdRng;
 use rand::Rng;
 
 use crate::batch::{rng, Stream};
+use crate::conv::Conv2dRelu;
 use crate::dense::Dense;
 use crate::error::{Error, Result};
 use crate::spec::{LayerPlan, ModelSpec, ParamInfo};
@@ -117,7 +117,8 @@ impl Params {
 }
 
 enum Layer {
-    Conv(Conv2d),
+    /// Convolution with its ReLU fused, then 2x2 max pooling.
+    Conv(Conv2dRelu),
     Flatten,
     /// A hidden layer carries its ReLU (fused into the layer) and then dropout.
     Dense {
@@ -164,16 +165,10 @@ impl Model {
             .plan()
             .into_iter()
             .map(|l| match l {
-                LayerPlan::Conv { name, conv, .. } => Layer::Conv(Conv2d::new(
+                LayerPlan::Conv { name, conv, .. } => Layer::Conv(Conv2dRelu::new(
                     params.get(&format!("{name}.weight")),
-                    Some(params.get(&format!("{name}.bias"))),
-                    Conv2dConfig {
-                        padding: conv.padding,
-                        stride: 1,
-                        dilation: 1,
-                        groups: 1,
-                        cudnn_fwd_algo: None,
-                    },
+                    params.get(&format!("{name}.bias")),
+                    conv.padding,
                 )),
                 LayerPlan::Flatten => Layer::Flatten,
                 LayerPlan::Linear { name, hidden, .. } => Layer::Dense {
@@ -222,7 +217,7 @@ impl Model {
         let mut features = x.clone();
         for layer in &self.layers {
             x = match layer {
-                Layer::Conv(c) => c.forward(&x)?.relu()?.max_pool2d(2)?,
+                Layer::Conv(c) => c.forward(&x)?.max_pool2d(2)?,
                 Layer::Flatten => {
                     let flat = x.flatten_from(1)?;
                     features = flat.clone();
