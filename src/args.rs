@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use edgekd_distill::batch::Augment;
+use edgekd_distill::teacher::{OnnxOptions, TeacherOutputs};
 use edgekd_distill::{
     DistillConfig, KdConfig, ModelSpec, OptimizerConfig, OptimizerKind, Schedule, SoftLoss, Splits,
     TrainConfig,
@@ -53,14 +54,44 @@ pub enum SoftLossArg {
     Hard,
 }
 
+/// What an ONNX teacher's output holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TeacherOutputsArg {
+    /// Probabilities if the output comes from a Softmax node or is named like `probabilities`
+    Auto,
+    /// Unnormalised scores (or log-probabilities)
+    Logits,
+    /// A probability distribution per row (its logarithm is used as logits)
+    Probs,
+}
+
 /// Distillation options; each may also be set in --config under the same name.
 #[derive(Debug, Clone, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KdOpts {
-    /// Teacher checkpoint directory; repeat for several teachers (their distributions are averaged)
-    #[arg(long = "teacher", value_name = "DIR")]
+    /// Teacher: a checkpoint directory written by edgekd, or an ONNX classifier file from any exporter; repeat for several teachers (their distributions are averaged)
+    #[arg(long = "teacher", value_name = "DIR|FILE.onnx")]
     #[serde(rename = "teachers", default)]
     pub teachers: Vec<PathBuf>,
+    /// What ONNX teachers output: logits, probs (their logarithm becomes the logits), or auto (probs when the output comes from a Softmax or is named like `probabilities`) [default: auto]
+    #[arg(long, value_enum)]
+    pub teacher_outputs: Option<TeacherOutputsArg>,
+    /// Output of the ONNX teachers to distil from, by name [default: the one shaped [N, classes]]
+    #[arg(long, value_name = "NAME")]
+    pub teacher_output: Option<String>,
+    /// Engine for ONNX teachers: auto, native, tract, ort [default: auto]
+    #[arg(long, value_name = "ENGINE")]
+    pub teacher_backend: Option<String>,
+    /// Pixel scale ONNX teachers expect: input = (pixel · scale - mean) / std [default: from the model's edgekd metadata, else 1/255]
+    #[arg(long, value_name = "SCALE")]
+    pub teacher_scale: Option<f32>,
+    /// Mean ONNX teachers subtract after scaling [default: from metadata, else 0]
+    #[arg(long, value_name = "MEAN")]
+    pub teacher_mean: Option<f32>,
+    /// Std ONNX teachers divide by [default: from metadata, else 1]
+    #[arg(long, value_name = "STD")]
+    pub teacher_std: Option<f32>,
     /// Relative weight of each teacher, in --teacher order [default: equal]
     #[arg(long, value_delimiter = ',', value_name = "W1,W2,...")]
     pub teacher_weights: Option<Vec<f64>>,
@@ -108,6 +139,12 @@ impl KdOpts {
             self,
             file,
             teacher_weights,
+            teacher_outputs,
+            teacher_output,
+            teacher_backend,
+            teacher_scale,
+            teacher_mean,
+            teacher_std,
             student,
             assistant,
             temperature,
@@ -119,6 +156,28 @@ impl KdOpts {
             seeds
         );
         self
+    }
+
+    /// How ONNX teachers are loaded.
+    pub fn onnx_options(&self) -> Result<OnnxOptions> {
+        let backend = match &self.teacher_backend {
+            Some(b) => b
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--teacher-backend: {e}"))?,
+            None => Default::default(),
+        };
+        Ok(OnnxOptions {
+            backend,
+            outputs: match self.teacher_outputs.unwrap_or(TeacherOutputsArg::Auto) {
+                TeacherOutputsArg::Auto => TeacherOutputs::Auto,
+                TeacherOutputsArg::Logits => TeacherOutputs::Logits,
+                TeacherOutputsArg::Probs => TeacherOutputs::Probs,
+            },
+            output: self.teacher_output.clone(),
+            scale: self.teacher_scale,
+            mean: self.teacher_mean,
+            std: self.teacher_std,
+        })
     }
 
     /// The validated distillation configuration for a run whose peak learning rate is `lr`.

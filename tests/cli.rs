@@ -1134,3 +1134,57 @@ fn distill_profile_reports_where_each_step_went() {
     }
     assert!((shares - 100.0).abs() < 0.5, "{text}");
 }
+
+/// A teacher edgekd did not write: scikit-learn's MLPClassifier exported by skl2onnx
+/// (tests/fixtures/teachers/make_teachers.py), whose output is probabilities. Given twice,
+/// as two teachers, to exercise combining ONNX teachers.
+#[test]
+fn distill_from_onnx_teachers_exported_by_scikit_learn() {
+    let dir = tempfile::tempdir().unwrap();
+    let onnx =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/teachers/sklearn-mlp.onnx");
+    let out = edgekd()
+        .args([
+            "distill",
+            "--student",
+            "mlp:32",
+            "--epochs",
+            "2",
+            "-q",
+            "-T",
+            "4",
+        ])
+        .arg("--teacher")
+        .arg(&onnx)
+        .arg("--teacher")
+        .arg(&onnx)
+        .arg("--out")
+        .arg(dir.path().join("s"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("ONNX, output taken as probabilities"),
+        "{stderr}"
+    );
+    // 108 is what scikit-learn's own predict() gets on the same 2,000 test images.
+    assert!(
+        stderr.contains("94.60% test accuracy (108 errors of 2000)"),
+        "{stderr}"
+    );
+    let agreement: f64 = stdout
+        .split("% agreement with the teacher")
+        .next()
+        .and_then(|s| s.rsplit(", ").next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no agreement figure: {stdout}"));
+    assert!(agreement > 85.0, "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("s/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["teachers"].as_array().unwrap().len(), 2);
+}

@@ -70,6 +70,14 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// An ONNX teacher cannot be loaded or used.
+    #[error("teacher {}: {reason}", path.display())]
+    Teacher {
+        /// The ONNX file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A configuration value is out of range or inconsistent with another.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -25,6 +25,7 @@ pub mod optim;
 pub mod profile;
 pub mod report;
 pub mod spec;
+pub mod teacher;
 pub mod trainer;
 
 pub use dataset::{Dataset, Normalization, Splits};

@@ -17,6 +17,7 @@ use crate::loss::{self, distillation_loss, label_loss, KdConfig, SoftTargets};
 use crate::model::Model;
 use crate::optim::{Optimizer, OptimizerConfig, Schedule};
 use crate::profile::{Phase, StepProfile};
+use crate::teacher::Teacher;
 
 /// Settings shared by every run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,8 +109,8 @@ pub enum Objective<'a> {
     Labels,
     /// Teachers' outputs blended with the labels.
     Distill {
-        /// Teacher models (evaluation mode).
-        teachers: &'a [Model],
+        /// Teachers: checkpoints (run in evaluation mode) or ONNX classifiers.
+        teachers: &'a [Teacher],
         /// Blend and schedule.
         config: DistillConfig,
     },
@@ -228,6 +229,26 @@ pub fn logits_of(
     Ok(Tensor::cat(&parts, 0)?)
 }
 
+/// A teacher's logits on all of `data`, in order, without augmentation, fed batches
+/// normalised with `norm` (the student's).
+pub fn teacher_logits_of(
+    teacher: &Teacher,
+    data: &Dataset,
+    norm: Normalization,
+    device: &Device,
+) -> Result<Tensor> {
+    let idx: Vec<usize> = (0..data.len()).collect();
+    let parts = idx
+        .chunks(EVAL_BATCH)
+        .map(|c| {
+            Ok(teacher
+                .forward(&make_batch(data, c, norm, None, device)?.images, norm)?
+                .logits)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
 /// Accuracy of `model` on `data`.
 pub fn evaluate(model: &Model, data: &Dataset, device: &Device) -> Result<Evaluation> {
     let logits = logits_of(model, data, model.spec().normalization, device)?;
@@ -305,17 +326,7 @@ impl Run<'_> {
                     ));
                 }
                 for t in teachers.iter() {
-                    // Teachers see the student's batches, so they must expect the same inputs.
-                    if t.spec().classes != self.student.spec().classes
-                        || t.spec().input != self.student.spec().input
-                        || t.spec().normalization != norm
-                    {
-                        return Err(Error::Config(format!(
-                            "teacher {} and student {} differ in input shape, normalization or classes",
-                            t.spec().name,
-                            self.student.spec().name
-                        )));
-                    }
+                    t.check_fits(self.student.spec())?;
                 }
                 (*teachers, Some(config.clone()))
             }
@@ -340,9 +351,15 @@ impl Run<'_> {
         // Hint distillation: a learned projection from student features to the first teacher's.
         let hint = match kd {
             Some(k) if k.hint_weight > 0.0 => {
+                let first = teachers[0].model().ok_or_else(|| {
+                    Error::Config(format!(
+                        "hint distillation needs the first teacher's hidden layer; {} is an ONNX file, whose internals edgekd does not read",
+                        teachers[0].name()
+                    ))
+                })?;
                 let (i, o) = (
                     self.student.spec().feature_dim(),
-                    teachers[0].spec().feature_dim(),
+                    first.spec().feature_dim(),
                 );
                 let mut r = rng(cfg.seed, Stream::Init, 1);
                 let b = 1.0 / (i as f32).sqrt();
@@ -366,10 +383,7 @@ impl Run<'_> {
             cfg,
             &dcfg,
             self.student.spec(),
-            teachers
-                .iter()
-                .map(|t| t.spec().name.clone())
-                .collect::<Vec<_>>(),
+            teachers.iter().map(Teacher::name).collect::<Vec<_>>(),
         ))
         .expect("configs serialise");
         let sdir = state_dir(self.out_dir);
@@ -428,7 +442,7 @@ impl Run<'_> {
             observer.phase("computing teacher logits once for the whole run");
             let logits = teachers
                 .iter()
-                .map(|t| logits_of(t, self.train, t.spec().normalization, &device))
+                .map(|t| teacher_logits_of(t, self.train, norm, &device))
                 .collect::<Result<Vec<_>>>()?;
             for (t, l) in teachers.iter().zip(&logits) {
                 check_teacher_logits(t, l, |row| row)?;
@@ -477,6 +491,7 @@ impl Run<'_> {
                         teachers,
                         cached.as_deref(),
                         &batch,
+                        norm,
                         needs_features,
                         &device,
                     )?),
@@ -656,13 +671,13 @@ fn non_finite_rows(logits: &Tensor) -> Result<Vec<(usize, f32)>> {
 /// Refuses teacher logits with a NaN or infinity, naming the training sample (`sample_of`
 /// maps a row to its dataset index): a broken teacher must not be distilled silently.
 fn check_teacher_logits(
-    teacher: &Model,
+    teacher: &Teacher,
     logits: &Tensor,
     sample_of: impl Fn(usize) -> usize,
 ) -> Result<()> {
     match non_finite_rows(logits)?.first() {
         Some(&(row, value)) => Err(Error::NonFiniteOutput {
-            model: format!("teacher {}", teacher.spec().name),
+            model: format!("teacher {}", teacher.name()),
             sample: sample_of(row),
             value,
         }),
@@ -672,9 +687,10 @@ fn check_teacher_logits(
 
 /// Teacher logits for a batch (from the cache when there is one) and the first teacher's features.
 fn teacher_outputs(
-    teachers: &[Model],
+    teachers: &[Teacher],
     cached: Option<&[Tensor]>,
     batch: &Batch,
+    norm: Normalization,
     features: bool,
     device: &Device,
 ) -> Result<(Vec<Tensor>, Option<Tensor>)> {
@@ -695,12 +711,12 @@ fn teacher_outputs(
     let mut logits = Vec::with_capacity(teachers.len());
     let mut feats = None;
     for (i, t) in teachers.iter().enumerate() {
-        let out = t.forward(&batch.images, false)?;
+        let out = t.forward(&batch.images, norm)?;
         check_teacher_logits(t, &out.logits, |row| batch.indices[row])?;
         if i == 0 && features {
-            feats = Some(out.features.detach());
+            feats = Some(out.features);
         }
-        logits.push(out.logits.detach());
+        logits.push(out.logits);
     }
     Ok((logits, feats))
 }
@@ -830,7 +846,7 @@ mod tests {
         Run {
             student: &student,
             objective: Objective::Distill {
-                teachers: std::slice::from_ref(&teacher),
+                teachers: &[Teacher::Checkpoint(teacher)],
                 config,
             },
             config: &cfg,

@@ -7,7 +7,8 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::Args;
 use edgekd_distill::checkpoint::{self, load_model, REPORT_FILE};
-use edgekd_distill::{KdGain, Model, Objective, Report, Splits, TrainConfig};
+use edgekd_distill::teacher::{OnnxOptions, OnnxTeacher, Teacher};
+use edgekd_distill::{KdGain, Objective, Report, Splits, TrainConfig};
 
 use super::train::train_model;
 use super::{describe, teacher_test_results, train_one, RunSetup, Trained};
@@ -135,22 +136,39 @@ fn draw_errors(_: &Path, _: &[(String, Vec<(usize, usize)>)]) -> Result<()> {
     bail!("this edgekd was built without the `plot` feature")
 }
 
-/// Loads teacher checkpoints, naming the one that fails.
-pub fn load_teachers(dirs: &[PathBuf]) -> Result<Vec<Model>> {
-    if dirs.is_empty() {
-        bail!("no teacher given: pass --teacher DIR (a checkpoint written by `edgekd train`)");
+/// Loads teachers (checkpoint directories, or ONNX files), naming the one that fails.
+pub fn load_teachers(paths: &[PathBuf], onnx: &OnnxOptions) -> Result<Vec<Teacher>> {
+    if paths.is_empty() {
+        bail!("no teacher given: pass --teacher DIR (a checkpoint written by `edgekd train`) or --teacher FILE.onnx");
     }
-    dirs.iter()
-        .map(|d| {
-            load_model(d, &Device::Cpu)
-                .with_context(|| format!("loading teacher checkpoint {}", d.display()))
+    paths
+        .iter()
+        .map(|p| {
+            if p.is_file() {
+                let t = OnnxTeacher::load(p, onnx)?;
+                eprintln!(
+                    "teacher {}: ONNX, output taken as {}",
+                    p.display(),
+                    if t.gives_probabilities() {
+                        "probabilities (their logarithm is used as logits)"
+                    } else {
+                        "logits"
+                    }
+                );
+                Ok(Teacher::Onnx(t))
+            } else {
+                Ok(Teacher::Checkpoint(
+                    load_model(p, &Device::Cpu)
+                        .with_context(|| format!("loading teacher checkpoint {}", p.display()))?,
+                ))
+            }
         })
         .collect()
 }
 
 /// The whole distill command on loaded data: returns the students and, with --baseline, the gain.
 pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Result<Distilled> {
-    let teachers = load_teachers(&kd.teachers)?;
+    let teachers = load_teachers(&kd.teachers, &kd.onnx_options()?)?;
     let teacher_names: Vec<String> = kd
         .teachers
         .iter()
@@ -160,7 +178,10 @@ pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Resu
         anyhow::anyhow!("no student given: pass --student SPEC (e.g. mlp:64) or --student self")
     })?;
     let spec = if student_arg == "self" {
-        let mut s = teachers[0].spec().clone();
+        let Some(first) = teachers[0].model() else {
+            bail!("--student self copies the first teacher's architecture, which an ONNX teacher does not give; name a student spec");
+        };
+        let mut s = first.spec().clone();
         s.dropout = opts.dropout.unwrap_or(s.dropout);
         s.input_dropout = opts.input_dropout.unwrap_or(s.input_dropout);
         s
@@ -174,13 +195,17 @@ pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Resu
         bail!("--seeds must be at least 1");
     }
     let data_name = opts.data_dir().display().to_string();
-    let (teacher_errors, ensemble) = teacher_test_results(&teachers, data, &Device::Cpu)?;
+    let (teacher_errors, ensemble) =
+        teacher_test_results(&teachers, data, spec.normalization, &Device::Cpu)?;
     let teacher_predictions = Some(ensemble);
     let total = data.test.len();
-    for ((t, name), errors) in teachers.iter().zip(&teacher_names).zip(teacher_errors) {
+    for ((t, path), errors) in teachers.iter().zip(&teacher_names).zip(teacher_errors) {
+        let name = match t {
+            Teacher::Checkpoint(m) => format!("{} ({path})", m.spec().name),
+            Teacher::Onnx(_) => path.clone(),
+        };
         eprintln!(
-            "teacher {} ({name}): {:.2}% test accuracy ({errors} errors of {total})",
-            t.spec().name,
+            "teacher {name}: {:.2}% test accuracy ({errors} errors of {total})",
             100.0 * (total - errors) as f64 / total as f64,
         );
     }
@@ -199,7 +224,7 @@ pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Resu
 
     // Teacher-assistant chain: the assistant learns from the teachers, the student from it.
     let assistant_model;
-    let student_teachers: &[Model] = match &kd.assistant {
+    let student_teachers: &[Teacher] = match &kd.assistant {
         Some(a) => {
             let aspec = opts.spec(a)?;
             let s = setup(format!("assistant {}", aspec.name), &base);
@@ -220,7 +245,7 @@ pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Resu
                 });
             };
             eprintln!("{}", describe(&t));
-            assistant_model = vec![t.model];
+            assistant_model = vec![Teacher::Checkpoint(t.model)];
             &assistant_model
         }
         None => &teachers,

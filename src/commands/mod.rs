@@ -29,8 +29,11 @@ mod training {
     use candle_core::{Device, Tensor, D};
     use edgekd_distill::checkpoint::{self, REPORT_FILE};
     use edgekd_distill::loss::SoftTargets;
-    use edgekd_distill::trainer::{evaluate, logits_of, top1_agreement};
-    use edgekd_distill::{Model, ModelSpec, Objective, Report, Run, Splits, TrainConfig};
+    use edgekd_distill::teacher::Teacher;
+    use edgekd_distill::trainer::{evaluate, teacher_logits_of, top1_agreement};
+    use edgekd_distill::{
+        Model, ModelSpec, Normalization, Objective, Report, Run, Splits, TrainConfig,
+    };
 
     use crate::progress::Bars;
 
@@ -44,13 +47,18 @@ mod training {
     /// Each teacher's test errors, and their combined top-1 on the test set (mean of their
     /// distributions), from one forward pass per teacher.
     pub fn teacher_test_results(
-        teachers: &[Model],
+        teachers: &[Teacher],
         data: &Splits,
+        norm: Normalization,
         device: &Device,
     ) -> Result<(Vec<usize>, Vec<u32>)> {
         let logits: Vec<Tensor> = teachers
             .iter()
-            .map(|t| logits_of(t, &data.test, t.spec().normalization, device))
+            .map(|t| {
+                // A checkpoint is tested as it was trained; an ONNX teacher converts any input.
+                let norm = t.model().map_or(norm, |m| m.spec().normalization);
+                teacher_logits_of(t, &data.test, norm, device)
+            })
             .collect::<edgekd_distill::Result<_>>()?;
         let mut errors = Vec::with_capacity(logits.len());
         for l in &logits {

@@ -1,0 +1,582 @@
+//! Teachers: checkpoints edgekd trained (candle models), and ONNX classifiers from any
+//! exporter (PyTorch, TensorFlow, scikit-learn), run through the runtime crate.
+//!
+//! An ONNX teacher sees the student's batches re-expressed in its own input convention
+//! (pixel scale, mean, std and layout, from flags or from the model's metadata), and what it
+//! returns becomes logits: a classifier that ends in a softmax hands back probabilities, whose
+//! logarithms are logits of the same distribution (softmaxing them again would flatten it).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Tensor;
+use edgekd_runtime::{Backend, Dim, Preprocess};
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::Normalization;
+use crate::error::{Error, Result};
+use crate::model::{Model, Output};
+use crate::spec::{InputShape, ModelSpec};
+
+/// What an ONNX teacher's output holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TeacherOutputs {
+    /// Decide from the graph: probabilities when the output comes straight from a Softmax
+    /// node or its name says so (`probabilities`, `probs`, as scikit-learn's exporter names
+    /// it), logits otherwise.
+    #[default]
+    Auto,
+    /// Unnormalised scores (or log-probabilities).
+    Logits,
+    /// A probability distribution per row.
+    Probs,
+}
+
+/// Probabilities below this are floored before the logarithm, so an exact zero becomes a
+/// very unlikely class (ln 1e-12 ≈ -27.6) rather than minus infinity.
+const PROBABILITY_FLOOR: f32 = 1e-12;
+
+/// How an ONNX teacher is loaded; the defaults read everything from the model.
+#[derive(Debug, Clone, Default)]
+pub struct OnnxOptions {
+    /// Engine to run it on.
+    pub backend: Backend,
+    /// Logits or probabilities (auto: detected).
+    pub outputs: TeacherOutputs,
+    /// Which output to use, by name (default: the one shaped `[N, classes]`).
+    pub output: Option<String>,
+    /// Pixel scale, mean and std the teacher was trained with (`x = (pixel · scale - mean) /
+    /// std`); None takes the model's `edgekd.input.normalization` metadata, else 1/255, 0, 1.
+    pub scale: Option<f32>,
+    /// See `scale`.
+    pub mean: Option<f32>,
+    /// See `scale`.
+    pub std: Option<f32>,
+}
+
+/// An ONNX classifier used as a teacher.
+pub struct OnnxTeacher {
+    path: PathBuf,
+    model: edgekd_runtime::Model,
+    output: usize,
+    output_name: String,
+    probabilities: bool,
+    preprocess: Preprocess,
+    classes: usize,
+}
+
+impl std::fmt::Debug for OnnxTeacher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnnxTeacher")
+            .field("path", &self.path)
+            .field("output", &self.output_name)
+            .field("probabilities", &self.probabilities)
+            .finish()
+    }
+}
+
+impl OnnxTeacher {
+    /// Loads `path` and works out its input convention, output and class count.
+    pub fn load(path: &Path, options: &OnnxOptions) -> Result<OnnxTeacher> {
+        let bad = |reason: String| Error::Teacher {
+            path: path.into(),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+        let model = edgekd_runtime::Model::from_bytes_with(
+            &bytes,
+            edgekd_runtime::Options {
+                backend: options.backend,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        let info = model.info();
+        let mut preprocess = Preprocess::for_model(info).ok_or_else(|| {
+            bad(format!(
+                "its input {} is not an image batch ([N, C, H, W], [N, H, W, 1] or [N, H·W])",
+                info.inputs.first().map_or("(none)".into(), |i| format!(
+                    "`{}` {}",
+                    i.name,
+                    i.shape_text()
+                ))
+            ))
+        })?;
+        // A TensorFlow-style [N, H, W, 1] input reads as C = H: grayscale NHWC is the same
+        // memory as NCHW, so take it as one channel.
+        if let Some(input) = info.inputs.first() {
+            if let [_, Dim::Fixed(h), Dim::Fixed(w), Dim::Fixed(1)] = input.shape[..] {
+                if !info.metadata.contains_key("edgekd.input.image") {
+                    (preprocess.channels, preprocess.rows, preprocess.cols) = (1, h, w);
+                }
+            }
+        }
+        preprocess.scale = options.scale.unwrap_or(preprocess.scale);
+        preprocess.mean = options.mean.unwrap_or(preprocess.mean);
+        preprocess.std = options.std.unwrap_or(preprocess.std);
+        if !(preprocess.std.is_finite() && preprocess.std != 0.0 && preprocess.scale.is_finite()) {
+            return Err(bad(format!(
+                "input scale {} and std {} must be finite, std non-zero",
+                preprocess.scale, preprocess.std
+            )));
+        }
+        let class_dim = |o: &edgekd_runtime::TensorInfo| match o.shape[..] {
+            [_, Dim::Fixed(c)] if c >= 2 => Some(c),
+            _ => None,
+        };
+        let listing = || {
+            info.outputs
+                .iter()
+                .map(|o| format!("`{}` {}", o.name, o.shape_text()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (output, classes) = match &options.output {
+            Some(name) => {
+                let i = info
+                    .outputs
+                    .iter()
+                    .position(|o| &o.name == name)
+                    .ok_or_else(|| bad(format!("no output named `{name}`; it has {}", listing())))?;
+                let c = class_dim(&info.outputs[i]).ok_or_else(|| {
+                    bad(format!(
+                        "output `{name}` is {}, not [N, classes]",
+                        info.outputs[i].shape_text()
+                    ))
+                })?;
+                (i, c)
+            }
+            None => info
+                .outputs
+                .iter()
+                .enumerate()
+                .find_map(|(i, o)| class_dim(o).map(|c| (i, c)))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "no output is shaped [N, classes]; it has {} (name one with --teacher-output)",
+                        listing()
+                    ))
+                })?,
+        };
+        let output_name = info.outputs[output].name.clone();
+        let probabilities = match options.outputs {
+            TeacherOutputs::Logits => false,
+            TeacherOutputs::Probs => true,
+            TeacherOutputs::Auto => {
+                let name = output_name.to_ascii_lowercase();
+                name.contains("prob") || produced_by_softmax(&bytes, &output_name)
+            }
+        };
+        Ok(OnnxTeacher {
+            path: path.into(),
+            model,
+            output,
+            output_name,
+            probabilities,
+            preprocess,
+            classes,
+        })
+    }
+
+    /// Whether its output is taken as probabilities.
+    pub fn gives_probabilities(&self) -> bool {
+        self.probabilities
+    }
+
+    /// Logits for `images` (`[n, features]`, normalised with `norm` as the student sees them).
+    fn logits(&self, images: &Tensor, norm: Normalization) -> Result<Tensor> {
+        let n = images.dim(0)?;
+        let x = images.flatten_all()?.to_vec1::<f32>()?;
+        let p = self.preprocess;
+        // Back to [0, 1] pixels, then into the teacher's own convention.
+        let (a, b) = (
+            norm.std * 255.0 * p.scale / p.std,
+            (norm.mean * 255.0 * p.scale - p.mean) / p.std,
+        );
+        let input: Vec<f32> = x.iter().map(|&v| v * a + b).collect();
+        let out = self
+            .model
+            .run(&input, n)
+            .map_err(|e| self.error(format!("running it: {e}")))?
+            .swap_remove(self.output);
+        if out.data.len() != n * self.classes {
+            return Err(self.error(format!(
+                "output `{}` gave shape {:?} for a batch of {n}, expected [{n}, {}]",
+                self.output_name, out.shape, self.classes
+            )));
+        }
+        let logits = if self.probabilities {
+            for r in 0..n {
+                let row = &out.data[r * self.classes..(r + 1) * self.classes];
+                let sum: f32 = row.iter().sum();
+                if (sum - 1.0).abs() > 1e-3 || row.iter().any(|&v| !(0.0..=1.0 + 1e-6).contains(&v))
+                {
+                    return Err(self.error(format!(
+                        "output `{}` was taken as probabilities, but a row sums to {sum} (values {row:?}); pass --teacher-outputs logits",
+                        self.output_name
+                    )));
+                }
+            }
+            out.data
+                .iter()
+                .map(|&q| q.max(PROBABILITY_FLOOR).ln())
+                .collect()
+        } else {
+            out.data
+        };
+        Ok(Tensor::from_vec(
+            logits,
+            (n, self.classes),
+            images.device(),
+        )?)
+    }
+
+    fn error(&self, reason: String) -> Error {
+        Error::Teacher {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+}
+
+/// Whether the graph's output `name` is written by a Softmax node (through any Identity
+/// nodes, as scikit-learn's exporter places one after it).
+fn produced_by_softmax(bytes: &[u8], name: &str) -> bool {
+    use prost::Message;
+    let Some(graph) = edgekd_runtime::proto::ModelProto::decode(bytes)
+        .ok()
+        .and_then(|m| m.graph)
+    else {
+        return false;
+    };
+    let mut value = name.to_string();
+    // Bounded by the node count, so a malformed cycle of Identity nodes cannot spin forever.
+    for _ in 0..=graph.node.len() {
+        let Some(node) = graph.node.iter().find(|n| n.output.contains(&value)) else {
+            return false;
+        };
+        match (node.op_type.as_str(), node.input.first()) {
+            ("Softmax", _) => return true,
+            ("Identity", Some(input)) => value = input.clone(),
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// A teacher of either kind.
+#[derive(Debug)]
+pub enum Teacher {
+    /// A checkpoint written by `edgekd train` or `distill`.
+    Checkpoint(Model),
+    /// An ONNX classifier.
+    Onnx(OnnxTeacher),
+}
+
+impl Teacher {
+    /// How reports and errors name it.
+    pub fn name(&self) -> String {
+        match self {
+            Teacher::Checkpoint(m) => m.spec().name.clone(),
+            Teacher::Onnx(t) => t.path.display().to_string(),
+        }
+    }
+
+    /// The candle model, for a checkpoint teacher.
+    pub fn model(&self) -> Option<&Model> {
+        match self {
+            Teacher::Checkpoint(m) => Some(m),
+            Teacher::Onnx(_) => None,
+        }
+    }
+
+    /// Number of classes it scores.
+    pub fn classes(&self) -> usize {
+        match self {
+            Teacher::Checkpoint(m) => m.spec().classes,
+            Teacher::Onnx(t) => t.classes,
+        }
+    }
+
+    /// Says what does not fit when this teacher cannot teach `student` (it sees the
+    /// student's batches, so it must take the same images and score the same classes).
+    pub fn check_fits(&self, student: &ModelSpec) -> Result<()> {
+        let mismatch = |what: String| {
+            Err(Error::Config(format!(
+                "teacher {} cannot teach student {}: {what}",
+                self.name(),
+                student.name
+            )))
+        };
+        if self.classes() != student.classes {
+            return mismatch(format!(
+                "it scores {} classes, the data has {}",
+                self.classes(),
+                student.classes
+            ));
+        }
+        let input = match self {
+            Teacher::Checkpoint(m) => {
+                if m.spec().normalization != student.normalization {
+                    return mismatch("they normalise inputs differently".into());
+                }
+                m.spec().input
+            }
+            Teacher::Onnx(t) => InputShape {
+                channels: t.preprocess.channels,
+                rows: t.preprocess.rows,
+                cols: t.preprocess.cols,
+            },
+        };
+        if input != student.input {
+            return mismatch(format!(
+                "it takes {}x{}x{} images (channels x rows x cols), the data is {}x{}x{}",
+                input.channels,
+                input.rows,
+                input.cols,
+                student.input.channels,
+                student.input.rows,
+                student.input.cols
+            ));
+        }
+        Ok(())
+    }
+
+    /// Logits (detached) and, for a checkpoint teacher, the last hidden layer, for a batch of
+    /// `images` normalised with `norm`.
+    pub fn forward(&self, images: &Tensor, norm: Normalization) -> Result<Output> {
+        match self {
+            Teacher::Checkpoint(m) => {
+                let out = m.forward(images, false)?;
+                Ok(Output {
+                    logits: out.logits.detach(),
+                    features: out.features.detach(),
+                })
+            }
+            Teacher::Onnx(t) => {
+                let logits = t.logits(images, norm)?;
+                Ok(Output {
+                    features: logits.clone(),
+                    logits,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use edgekd_runtime::proto::{
+        AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto,
+    };
+    use prost::Message;
+
+    fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
+        NodeProto {
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            name: output.into(),
+            ..Default::default()
+        }
+    }
+
+    fn floats(name: &str, dims: &[i64], values: Vec<f32>) -> TensorProto {
+        TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: edgekd_runtime::proto::data_type::FLOAT,
+            float_data: values,
+            ..Default::default()
+        }
+    }
+
+    /// A linear classifier `Flatten(x) · W + b`, optionally ending in a Softmax, written as a
+    /// foreign exporter would: no edgekd metadata.
+    fn classifier(
+        dir: &Path,
+        input: &[Option<i64>],
+        w: Vec<f32>,
+        b: Vec<f32>,
+        softmax: bool,
+    ) -> PathBuf {
+        let classes = b.len() as i64;
+        let features = w.len() as i64 / classes;
+        let mut flatten = node("Flatten", &["x"], "flat");
+        flatten.attribute.push(AttributeProto {
+            name: "axis".into(),
+            r#type: 2, // INT
+            i: 1,
+            ..Default::default()
+        });
+        let mut nodes = vec![
+            flatten,
+            node("MatMul", &["flat", "w"], "mm"),
+            node("Add", &["mm", "b"], "scores"),
+        ];
+        let out = if softmax {
+            nodes.push(node("Softmax", &["scores"], "y"));
+            "y"
+        } else {
+            "scores"
+        };
+        let graph = GraphProto {
+            name: "foreign".into(),
+            node: nodes,
+            initializer: vec![
+                floats("w", &[features, classes], w),
+                floats("b", &[classes], b),
+            ],
+            input: vec![ValueInfoProto::float_tensor("x", input)],
+            output: vec![ValueInfoProto::float_tensor(out, &[None, Some(classes)])],
+            ..Default::default()
+        };
+        let path = dir.join(format!("m{}.onnx", std::fs::read_dir(dir).unwrap().count()));
+        std::fs::write(&path, ModelProto::opset13(graph).encode_to_vec()).unwrap();
+        path
+    }
+
+    fn one_image(first_pixel: u8, norm: Normalization) -> Tensor {
+        let mut x = vec![norm.apply(0); 784];
+        x[0] = norm.apply(first_pixel);
+        Tensor::from_vec(x, (1, 784), &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn probabilities_become_log_probabilities_not_a_second_softmax() {
+        let dir = tempfile::tempdir().unwrap();
+        // Zero weights: the scores are the bias, whose softmax is [0.7, 0.2, 0.1].
+        let b: Vec<f32> = [0.7f32, 0.2, 0.1].iter().map(|p| p.ln()).collect();
+        let path = classifier(dir.path(), &[None, Some(784)], vec![0.0; 784 * 3], b, true);
+        let norm = Normalization::MNIST;
+        let auto = OnnxTeacher::load(&path, &OnnxOptions::default()).unwrap();
+        assert!(auto.gives_probabilities(), "a Softmax output is detected");
+        let logits = auto.logits(&one_image(0, norm), norm).unwrap();
+        let got = logits.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for (g, want) in got.iter().zip([-0.356_675, -1.609_438, -2.302_585]) {
+            assert!((g - want).abs() < 1e-5, "{got:?}");
+        }
+        // Declared logits, the same output would be softmaxed again: [0.7, 0.2, 0.1] as scores.
+        let declared = OnnxOptions {
+            outputs: TeacherOutputs::Logits,
+            ..Default::default()
+        };
+        let twice = OnnxTeacher::load(&path, &declared).unwrap();
+        assert!(!twice.gives_probabilities());
+        let got = twice.logits(&one_image(0, norm), norm).unwrap();
+        let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(
+            (got[0] - 0.7).abs() < 1e-5 && (got[2] - 0.1).abs() < 1e-5,
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn scores_declared_as_probabilities_are_refused_with_the_row_sum() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = classifier(
+            dir.path(),
+            &[None, Some(784)],
+            vec![0.0; 784 * 3],
+            vec![1.0, 2.0, 3.0],
+            false,
+        );
+        let auto = OnnxTeacher::load(&path, &OnnxOptions::default()).unwrap();
+        assert!(!auto.gives_probabilities());
+        let probs = OnnxOptions {
+            outputs: TeacherOutputs::Probs,
+            ..Default::default()
+        };
+        let norm = Normalization::MNIST;
+        let err = OnnxTeacher::load(&path, &probs)
+            .unwrap()
+            .logits(&one_image(0, norm), norm)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a row sums to 6") && err.contains("--teacher-outputs logits"),
+            "{err}"
+        );
+    }
+
+    /// The teacher sees pixels in its own convention whatever the student's normalisation:
+    /// W picks input 0 into class 0, so class 0's score is what the teacher got for pixel 0.
+    #[test]
+    fn inputs_reach_the_teacher_in_its_own_convention_and_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = vec![0.0; 784 * 10];
+        w[0] = 1.0;
+        let student = Normalization::MNIST;
+        for shape in [
+            vec![None, Some(784)],
+            vec![None, Some(1), Some(28), Some(28)],
+            vec![None, Some(28), Some(28), Some(1)],
+        ] {
+            let path = classifier(dir.path(), &shape, w.clone(), vec![0.0; 10], false);
+            let teacher = Teacher::Onnx(OnnxTeacher::load(&path, &OnnxOptions::default()).unwrap());
+            teacher
+                .check_fits(&ModelSpec::parse("mlp:8").unwrap())
+                .unwrap_or_else(|e| panic!("{shape:?}: {e}"));
+            let out = teacher.forward(&one_image(255, student), student).unwrap();
+            let v = out.logits.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0];
+            assert!(
+                (v - 1.0).abs() < 1e-5,
+                "{shape:?}: default scale 1/255 gives {v}"
+            );
+            // Declared mean/std: (1.0 - 0.5) / 0.25 = 2.
+            let declared = OnnxOptions {
+                mean: Some(0.5),
+                std: Some(0.25),
+                ..Default::default()
+            };
+            let t = OnnxTeacher::load(&path, &declared).unwrap();
+            let v = t.logits(&one_image(255, student), student).unwrap();
+            let v = v.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0];
+            assert!((v - 2.0).abs() < 1e-4, "{shape:?}: {v}");
+        }
+    }
+
+    #[test]
+    fn teachers_that_do_not_fit_the_data_say_what_differs() {
+        let dir = tempfile::tempdir().unwrap();
+        let student = ModelSpec::parse("mlp:8").unwrap();
+        let small = classifier(
+            dir.path(),
+            &[None, Some(100)],
+            vec![0.0; 1000],
+            vec![0.0; 10],
+            false,
+        );
+        let err = Teacher::Onnx(OnnxTeacher::load(&small, &OnnxOptions::default()).unwrap())
+            .check_fits(&student)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("takes 1x10x10 images") && err.contains("the data is 1x28x28"),
+            "{err}"
+        );
+        let five = classifier(
+            dir.path(),
+            &[None, Some(784)],
+            vec![0.0; 784 * 5],
+            vec![0.0; 5],
+            false,
+        );
+        let err = Teacher::Onnx(OnnxTeacher::load(&five, &OnnxOptions::default()).unwrap())
+            .check_fits(&student)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("scores 5 classes, the data has 10"), "{err}");
+        let named = OnnxOptions {
+            output: Some("nope".into()),
+            ..Default::default()
+        };
+        let err = OnnxTeacher::load(&five, &named).unwrap_err().to_string();
+        assert!(
+            err.contains("no output named `nope`; it has `scores` [N, 5]"),
+            "{err}"
+        );
+    }
+}
