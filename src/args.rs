@@ -66,14 +66,11 @@ pub enum TeacherOutputsArg {
     Probs,
 }
 
-/// Distillation options; each may also be set in --config under the same name.
+/// How teachers run and where their logits are cached: shared by `distill` and
+/// `teacher-logits`.
 #[derive(Debug, Clone, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct KdOpts {
-    /// Teacher: a checkpoint directory written by edgekd, or an ONNX classifier file from any exporter; repeat for several teachers (their distributions are averaged)
-    #[arg(long = "teacher", value_name = "DIR|FILE.onnx")]
-    #[serde(rename = "teachers", default)]
-    pub teachers: Vec<PathBuf>,
+pub struct TeacherOpts {
     /// What ONNX teachers output: logits, probs (their logarithm becomes the logits), or auto (probs when the output comes from a Softmax or is named like `probabilities`) [default: auto]
     #[arg(long, value_enum)]
     pub teacher_outputs: Option<TeacherOutputsArg>,
@@ -92,6 +89,77 @@ pub struct KdOpts {
     /// Std ONNX teachers divide by [default: from metadata, else 1]
     #[arg(long, value_name = "STD")]
     pub teacher_std: Option<f32>,
+    /// Directory of the on-disk teacher-logit cache (safetensors files keyed by hashes of teacher and data; see `edgekd teacher-logits --help`) [default: $EDGEKD_CACHE_DIR, else $XDG_CACHE_HOME/edgekd or ~/.cache/edgekd, then teacher-logits/]
+    #[arg(long, value_name = "DIR")]
+    pub logit_cache: Option<PathBuf>,
+    /// Keep teacher logits in memory only: neither read nor write the cache
+    #[arg(long)]
+    #[serde(default)]
+    pub no_logit_cache: bool,
+}
+
+impl TeacherOpts {
+    /// Fills every option not given on the command line from the experiment file.
+    pub fn merge(mut self, file: &TeacherOpts) -> TeacherOpts {
+        self.no_logit_cache |= file.no_logit_cache;
+        prefer_flags!(
+            self,
+            file,
+            logit_cache,
+            teacher_outputs,
+            teacher_output,
+            teacher_backend,
+            teacher_scale,
+            teacher_mean,
+            teacher_std
+        );
+        self
+    }
+
+    /// The teacher-logit cache directory, unless caching is off.
+    pub fn logit_cache_dir(&self) -> Option<PathBuf> {
+        if self.no_logit_cache {
+            return None;
+        }
+        self.logit_cache
+            .clone()
+            .or_else(edgekd_distill::logit_cache::default_dir)
+    }
+
+    /// How ONNX teachers are loaded.
+    pub fn onnx_options(&self) -> Result<OnnxOptions> {
+        let backend = match &self.teacher_backend {
+            Some(b) => b
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--teacher-backend: {e}"))?,
+            None => Default::default(),
+        };
+        Ok(OnnxOptions {
+            backend,
+            outputs: match self.teacher_outputs.unwrap_or(TeacherOutputsArg::Auto) {
+                TeacherOutputsArg::Auto => TeacherOutputs::Auto,
+                TeacherOutputsArg::Logits => TeacherOutputs::Logits,
+                TeacherOutputsArg::Probs => TeacherOutputs::Probs,
+            },
+            output: self.teacher_output.clone(),
+            scale: self.teacher_scale,
+            mean: self.teacher_mean,
+            std: self.teacher_std,
+        })
+    }
+}
+
+/// Distillation options; each may also be set in --config under the same name.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KdOpts {
+    /// Teacher: a checkpoint directory written by edgekd, or an ONNX classifier file from any exporter; repeat for several teachers (their distributions are averaged)
+    #[arg(long = "teacher", value_name = "DIR|FILE.onnx")]
+    #[serde(rename = "teachers", default)]
+    pub teachers: Vec<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub run: TeacherOpts,
     /// Relative weight of each teacher, in --teacher order [default: equal]
     #[arg(long, value_delimiter = ',', value_name = "W1,W2,...")]
     pub teacher_weights: Option<Vec<f64>>,
@@ -135,16 +203,11 @@ impl KdOpts {
             self.teachers = file.teachers.clone();
         }
         self.baseline |= file.baseline;
+        self.run = self.run.merge(&file.run);
         prefer_flags!(
             self,
             file,
             teacher_weights,
-            teacher_outputs,
-            teacher_output,
-            teacher_backend,
-            teacher_scale,
-            teacher_mean,
-            teacher_std,
             student,
             assistant,
             temperature,
@@ -156,28 +219,6 @@ impl KdOpts {
             seeds
         );
         self
-    }
-
-    /// How ONNX teachers are loaded.
-    pub fn onnx_options(&self) -> Result<OnnxOptions> {
-        let backend = match &self.teacher_backend {
-            Some(b) => b
-                .parse()
-                .map_err(|e| anyhow::anyhow!("--teacher-backend: {e}"))?,
-            None => Default::default(),
-        };
-        Ok(OnnxOptions {
-            backend,
-            outputs: match self.teacher_outputs.unwrap_or(TeacherOutputsArg::Auto) {
-                TeacherOutputsArg::Auto => TeacherOutputs::Auto,
-                TeacherOutputsArg::Logits => TeacherOutputs::Logits,
-                TeacherOutputsArg::Probs => TeacherOutputs::Probs,
-            },
-            output: self.teacher_output.clone(),
-            scale: self.teacher_scale,
-            mean: self.teacher_mean,
-            std: self.teacher_std,
-        })
     }
 
     /// The validated distillation configuration for a run whose peak learning rate is `lr`.

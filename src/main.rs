@@ -46,6 +46,9 @@ enum Command {
     /// Distil a student from one or more teachers (optionally through an assistant).
     #[cfg(feature = "train")]
     Distill(commands::distill::DistillArgs),
+    /// Compute teachers' logits over a dataset once and cache them on disk for `distill`.
+    #[cfg(feature = "train")]
+    TeacherLogits(commands::teacher_logits::TeacherLogitsArgs),
     /// Measure a checkpoint's accuracy, and its agreement with a teacher.
     #[cfg(feature = "train")]
     Eval(commands::eval::EvalArgs),
@@ -77,6 +80,8 @@ fn main() {
         Command::Train(a) => commands::train::run(a),
         #[cfg(feature = "train")]
         Command::Distill(a) => commands::distill::run(a),
+        #[cfg(feature = "train")]
+        Command::TeacherLogits(a) => commands::teacher_logits::run(a),
         #[cfg(feature = "train")]
         Command::Eval(a) => commands::eval::run(a),
         #[cfg(feature = "train")]

@@ -1188,3 +1188,51 @@ fn distill_from_onnx_teachers_exported_by_scikit_learn() {
             .unwrap();
     assert_eq!(report["teachers"].as_array().unwrap().len(), 2);
 }
+
+/// `teacher-logits` writes the cache; `distill` maps it instead of running the teacher, and
+/// trains exactly the student it trains without the cache.
+#[test]
+fn cached_teacher_logits_are_reused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let onnx =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/teachers/sklearn-mlp.onnx");
+    let cache = dir.path().join("cache");
+    let made = stdout(
+        edgekd()
+            .args(["teacher-logits", "--train-limit", "2000", "--teacher"])
+            .arg(&onnx)
+            .arg("--logit-cache")
+            .arg(&cache),
+    );
+    assert!(made.contains("2000 x 10 logits in"), "{made}");
+    let files: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+    assert_eq!(files.len(), 1, "one file per teacher and dataset");
+    let distill = |out: &str, limit: &str, cache_flags: &[&std::ffi::OsStr]| {
+        let o = edgekd()
+            .args(["distill", "--student", "mlp:16", "--epochs", "1"])
+            .args(["--train-limit", limit, "--teacher"])
+            .arg(&onnx)
+            .args(cache_flags)
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let reused = distill("a", "2000", &["--logit-cache".as_ref(), cache.as_os_str()]);
+    assert!(
+        reused.contains("reusing teacher logits cached in"),
+        "{reused}"
+    );
+    let fresh = distill("b", "2000", &["--no-logit-cache".as_ref()]);
+    assert!(fresh.contains("computing teacher logits once"), "{fresh}");
+    assert_eq!(
+        std::fs::read(dir.path().join("a/model.safetensors")).unwrap(),
+        std::fs::read(dir.path().join("b/model.safetensors")).unwrap()
+    );
+    // Another slice of the data is another key: computed and cached beside the first.
+    let other = distill("c", "1000", &["--logit-cache".as_ref(), cache.as_os_str()]);
+    assert!(other.contains("computing teacher logits once"), "{other}");
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
+}

@@ -18,6 +18,7 @@ pub mod fetch;
 mod gemm;
 pub mod idx;
 pub mod image_folder;
+pub mod logit_cache;
 pub mod loss;
 pub mod memory;
 pub mod model;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Tensor;
 use edgekd_runtime::{Backend, Dim, Preprocess};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::dataset::Normalization;
 use crate::error::{Error, Result};
@@ -57,6 +58,8 @@ pub struct OnnxOptions {
 /// An ONNX classifier used as a teacher.
 pub struct OnnxTeacher {
     path: PathBuf,
+    /// SHA-256 of the file's bytes.
+    file_sha256: String,
     model: edgekd_runtime::Model,
     output: usize,
     output_name: String,
@@ -169,6 +172,7 @@ impl OnnxTeacher {
         };
         Ok(OnnxTeacher {
             path: path.into(),
+            file_sha256: crate::logit_cache::hex(&Sha256::digest(&bytes)),
             model,
             output,
             output_name,
@@ -280,6 +284,42 @@ impl Teacher {
             Teacher::Checkpoint(m) => m.spec().name.clone(),
             Teacher::Onnx(t) => t.path.display().to_string(),
         }
+    }
+
+    /// SHA-256 of everything its logits depend on besides the input: a checkpoint's spec and
+    /// weights; an ONNX file's bytes, the output used, how it is read and the input convention.
+    /// Keys the on-disk logit cache.
+    pub fn sha256(&self) -> Result<String> {
+        let mut h = Sha256::new();
+        match self {
+            Teacher::Checkpoint(m) => {
+                h.update(b"checkpoint");
+                h.update(serde_json::to_string(m.spec()).expect("specs serialise"));
+                for (p, v) in &m.params().vars {
+                    h.update(p.name.as_bytes());
+                    for x in v.as_tensor().flatten_all()?.to_vec1::<f32>()? {
+                        h.update(x.to_le_bytes());
+                    }
+                }
+            }
+            Teacher::Onnx(t) => {
+                let p = t.preprocess;
+                h.update(b"onnx");
+                h.update(&t.file_sha256);
+                h.update(format!(
+                    "{}|{}|{}x{}x{}|{}|{}|{}",
+                    t.output_name,
+                    t.probabilities,
+                    p.channels,
+                    p.rows,
+                    p.cols,
+                    p.scale,
+                    p.mean,
+                    p.std
+                ));
+            }
+        }
+        Ok(crate::logit_cache::hex(&h.finalize()))
     }
 
     /// The candle model, for a checkpoint teacher.

@@ -13,6 +13,7 @@ use crate::checkpoint::{self, state_dir};
 use crate::dataset::{Dataset, Normalization};
 use crate::dense::Dense;
 use crate::error::{Error, Result};
+use crate::logit_cache::{self, CacheKey, LogitStore, MappedLogits};
 use crate::loss::{self, distillation_loss, label_loss, KdConfig, SoftTargets};
 use crate::model::Model;
 use crate::optim::{Optimizer, OptimizerConfig, Schedule};
@@ -306,6 +307,8 @@ pub struct Run<'a> {
     pub resume: bool,
     /// Stop after this many epochs in total.
     pub stop_after: Option<usize>,
+    /// Directory of the on-disk teacher-logit cache (None: keep them in memory only).
+    pub logit_cache: Option<&'a Path>,
 }
 
 impl Run<'_> {
@@ -434,21 +437,54 @@ impl Run<'_> {
         let needs_features = hint.is_some();
         let mut profile = StepProfile::default();
         let cache_started = Instant::now();
-        let cached: Option<Vec<Tensor>> = if !teachers.is_empty()
+        let cached: Option<Vec<LogitStore>> = if !teachers.is_empty()
             && !cfg.augment.is_active()
             && !needs_features
             && start_epoch < cfg.epochs
         {
-            observer.phase("computing teacher logits once for the whole run");
-            let logits = teachers
-                .iter()
-                .map(|t| teacher_logits_of(t, self.train, norm, &device))
-                .collect::<Result<Vec<_>>>()?;
-            for (t, l) in teachers.iter().zip(&logits) {
-                check_teacher_logits(t, l, |row| row)?;
+            let data_sha256 = self
+                .logit_cache
+                .map(|_| logit_cache::data_sha256(self.train));
+            let mut stores = Vec::with_capacity(teachers.len());
+            for t in teachers {
+                let key = match (self.logit_cache, &data_sha256) {
+                    (Some(dir), Some(data)) => Some((
+                        dir,
+                        CacheKey {
+                            teacher: t.name(),
+                            teacher_sha256: t.sha256()?,
+                            data_sha256: data.clone(),
+                            normalization: norm,
+                        },
+                    )),
+                    _ => None,
+                };
+                if let Some((dir, key)) = &key {
+                    if let Some(m) = MappedLogits::open(dir, key, self.train.len())? {
+                        observer.phase(&format!(
+                            "reusing teacher logits cached in {}",
+                            m.path().display()
+                        ));
+                        stores.push(LogitStore::Mapped(m));
+                        continue;
+                    }
+                }
+                observer.phase("computing teacher logits once for the whole run");
+                let logits = teacher_logits_of(t, self.train, norm, &device)?;
+                check_teacher_logits(t, &logits, |row| row)?;
+                stores.push(match &key {
+                    Some((dir, key)) => {
+                        logit_cache::write(dir, key, &logits)?;
+                        LogitStore::Mapped(
+                            MappedLogits::open(dir, key, self.train.len())?
+                                .expect("the cache file was just written"),
+                        )
+                    }
+                    None => LogitStore::Memory(logits),
+                });
             }
             profile.teacher_cache_seconds = cache_started.elapsed().as_secs_f64();
-            Some(logits)
+            Some(stores)
         } else {
             None
         };
@@ -688,23 +724,18 @@ fn check_teacher_logits(
 /// Teacher logits for a batch (from the cache when there is one) and the first teacher's features.
 fn teacher_outputs(
     teachers: &[Teacher],
-    cached: Option<&[Tensor]>,
+    cached: Option<&[LogitStore]>,
     batch: &Batch,
     norm: Normalization,
     features: bool,
     device: &Device,
 ) -> Result<(Vec<Tensor>, Option<Tensor>)> {
     if let Some(cache) = cached {
-        let idx = Tensor::from_vec(
-            batch.indices.iter().map(|&i| i as u32).collect::<Vec<_>>(),
-            batch.indices.len(),
-            device,
-        )?;
         return Ok((
             cache
                 .iter()
-                .map(|c| c.index_select(&idx, 0))
-                .collect::<candle_core::Result<_>>()?,
+                .map(|c| c.rows(&batch.indices, device))
+                .collect::<Result<_>>()?,
             None,
         ));
     }
@@ -765,6 +796,7 @@ mod tests {
             out_dir: dir,
             resume,
             stop_after,
+            logit_cache: None,
         }
         .execute(&mut Silent)
         .unwrap();
@@ -812,6 +844,7 @@ mod tests {
             out_dir: tdir.path(),
             resume: false,
             stop_after: None,
+            logit_cache: None,
         }
         .execute(&mut Silent)
         .unwrap();
@@ -855,6 +888,7 @@ mod tests {
             out_dir: sdir.path(),
             resume: false,
             stop_after: None,
+            logit_cache: None,
         }
         .execute(&mut Silent)
         .unwrap();

@@ -79,6 +79,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         profile: false,
         teacher_predictions: None,
         teacher_names: vec![],
+        logit_cache: None,
     };
     let teacher = train_one(&tspec, Objective::Labels, &setup, &args.out.join("teacher"))?
         .context("the teacher run stopped early")?;

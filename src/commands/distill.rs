@@ -168,7 +168,7 @@ pub fn load_teachers(paths: &[PathBuf], onnx: &OnnxOptions) -> Result<Vec<Teache
 
 /// The whole distill command on loaded data: returns the students and, with --baseline, the gain.
 pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Result<Distilled> {
-    let teachers = load_teachers(&kd.teachers, &kd.onnx_options()?)?;
+    let teachers = load_teachers(&kd.teachers, &kd.run.onnx_options()?)?;
     let teacher_names: Vec<String> = kd
         .teachers
         .iter()
@@ -220,6 +220,7 @@ pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Resu
         profile: opts.profile,
         teacher_predictions: teacher_predictions.as_deref(),
         teacher_names: teacher_names.clone(),
+        logit_cache: kd.run.logit_cache_dir(),
     };
 
     // Teacher-assistant chain: the assistant learns from the teachers, the student from it.

@@ -15,6 +15,8 @@ pub mod export;
 pub mod run;
 pub mod soak;
 #[cfg(feature = "train")]
+pub mod teacher_logits;
+#[cfg(feature = "train")]
 pub mod train;
 
 #[cfg(feature = "train")]
@@ -88,6 +90,8 @@ mod training {
         /// Teacher top-1 on the test set, to report agreement against.
         pub teacher_predictions: Option<&'a [u32]>,
         pub teacher_names: Vec<String>,
+        /// Where teacher logits are cached on disk (None: in memory only).
+        pub logit_cache: Option<PathBuf>,
     }
 
     /// Trains `spec` into `dir` (resuming, or reusing a finished run, under `--resume`) and writes
@@ -139,6 +143,7 @@ mod training {
             out_dir: dir,
             resume: setup.resume && checkpoint::state_dir(dir).join("progress.json").is_file(),
             stop_after: setup.stop_after,
+            logit_cache: setup.logit_cache.as_deref(),
         }
         .execute(&mut bars)
         .with_context(|| format!("training {} into {}", spec.name, dir.display()))?;

@@ -79,6 +79,7 @@ pub fn train_model(model: &str, out: &Path, opts: &TrainOpts) -> Result<Option<T
         profile: opts.profile,
         teacher_predictions: None,
         teacher_names: vec![],
+        logit_cache: None,
     };
     train_one(&spec, Objective::Labels, &setup, out)
 }

@@ -5,8 +5,15 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
+/// The binary, with its teacher-logit cache in a directory of this test process's own (the
+/// default is under ~/.cache, which tests must neither read nor fill).
 pub fn edgekd() -> Command {
-    Command::cargo_bin("edgekd").unwrap()
+    let mut c = Command::cargo_bin("edgekd").unwrap();
+    c.env(
+        "EDGEKD_CACHE_DIR",
+        std::env::temp_dir().join(format!("edgekd-test-cache-{}", std::process::id())),
+    );
+    c
 }
 
 pub fn subset() -> PathBuf {

@@ -1,0 +1,95 @@
+//! `edgekd teacher-logits`: the on-disk teacher-logit cache, written on its own.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use clap::Args;
+use edgekd_distill::logit_cache::{self, CacheKey, MappedLogits};
+use edgekd_distill::trainer::teacher_logits_of;
+use edgekd_distill::Normalization;
+
+use super::distill::load_teachers;
+use crate::args::{TeacherOpts, TrainOpts};
+
+/// Compute teachers' logits over a dataset's training images and store them where `distill`
+/// looks for them.
+///
+/// One safetensors file per teacher and dataset, named by a SHA-256 key of the teacher (its
+/// weights, or its ONNX file and input convention) and the training images: tensor `logits`
+/// (F32, [samples, classes], dataset order) and metadata naming the format
+/// (edgekd-teacher-logits/1), both hashes and the normalization. `distill` with the same
+/// teacher, data and --train-limit memory-maps the file instead of running the teacher (when
+/// no augmentation is on: jittered images need fresh answers). Produce them on a big machine
+/// and copy the directory; files that exist are kept.
+#[derive(Debug, Args)]
+#[command(
+    allow_negative_numbers = true,
+    after_help = "Example: edgekd teacher-logits --teacher resnet.onnx --data ../shared/data/mnist --logit-cache logits/ && edgekd distill --teacher resnet.onnx --logit-cache logits/ --student mlp:64 ..."
+)]
+pub struct TeacherLogitsArgs {
+    /// Teacher: a checkpoint directory or an ONNX file; repeat for several
+    #[arg(long = "teacher", value_name = "DIR|FILE.onnx", required = true)]
+    teachers: Vec<PathBuf>,
+    #[command(flatten)]
+    run: TeacherOpts,
+    /// Dataset directory (MNIST IDX files or an image folder) [default: the shipped MNIST subset]
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Use only the first N training images (as the distill run will)
+    #[arg(long, value_name = "N")]
+    train_limit: Option<usize>,
+}
+
+pub fn run(args: TeacherLogitsArgs) -> Result<()> {
+    let Some(dir) = args.run.logit_cache_dir() else {
+        bail!("--no-logit-cache leaves nowhere to write; give --logit-cache DIR");
+    };
+    let opts = TrainOpts {
+        data: args.data.clone(),
+        train_limit: args.train_limit,
+        ..Default::default()
+    };
+    let data = opts.load_data()?;
+    let teachers = load_teachers(&args.teachers, &args.run.onnx_options()?)?;
+    // The batches distill feeds teachers are normalised the student's way: edgekd's students
+    // all use the default (MNIST statistics), and the key records it.
+    let norm = Normalization::default();
+    let hashed = Instant::now();
+    let data_sha256 = logit_cache::data_sha256(&data.train);
+    eprintln!(
+        "{} training images hashed in {:.2} s",
+        data.train.len(),
+        hashed.elapsed().as_secs_f64()
+    );
+    for (t, path) in teachers.iter().zip(&args.teachers) {
+        let key = CacheKey {
+            teacher: t.name(),
+            teacher_sha256: t.sha256()?,
+            data_sha256: data_sha256.clone(),
+            normalization: norm,
+        };
+        if let Some(m) = MappedLogits::open(&dir, &key, data.train.len())? {
+            println!(
+                "{}: already cached in {}",
+                path.display(),
+                m.path().display()
+            );
+            continue;
+        }
+        let started = Instant::now();
+        let logits = teacher_logits_of(t, &data.train, norm, &Device::Cpu)
+            .with_context(|| format!("running teacher {}", path.display()))?;
+        let computed = started.elapsed().as_secs_f64();
+        let file = logit_cache::write(&dir, &key, &logits)?;
+        println!(
+            "{}: {} x {} logits in {computed:.2} s -> {}",
+            path.display(),
+            logits.dim(0)?,
+            logits.dim(1)?,
+            file.display()
+        );
+    }
+    Ok(())
+}
