@@ -202,7 +202,7 @@ mod tests {
             assert_close(&fused, &reference, "output");
             if relu {
                 let zeros = fused.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                assert!(zeros.iter().any(|&v| v == 0.0) && zeros.iter().any(|&v| v > 0.0));
+                assert!(zeros.contains(&0.0) && zeros.iter().any(|&v| v > 0.0));
             }
             let g1 = (fused * &mix)
                 .unwrap()

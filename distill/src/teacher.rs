@@ -495,7 +495,11 @@ mod tests {
         assert!(auto.gives_probabilities(), "a Softmax output is detected");
         let logits = auto.logits(&one_image(0, norm), norm).unwrap();
         let got = logits.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        for (g, want) in got.iter().zip([-0.356_675, -1.609_438, -2.302_585]) {
+        // ln 0.7, ln 0.2, ln 0.1 (the last is -ln 10).
+        for (g, want) in got
+            .iter()
+            .zip([-0.356_675, -1.609_438, -std::f32::consts::LN_10])
+        {
             assert!((g - want).abs() < 1e-5, "{got:?}");
         }
         // Declared logits, the same output would be softmaxed again: [0.7, 0.2, 0.1] as scores.
