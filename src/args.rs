@@ -187,6 +187,9 @@ pub struct KdOpts {
     /// Constant learning rate of the fine-tune [default: lr / 10]
     #[arg(long)]
     pub finetune_lr: Option<f64>,
+    /// Train on these images instead of --data's training set: a folder of PNG/JPEG files (subfolders included), no labels needed. The teachers label them (their combined top-1, so training accuracy reads as agreement with them) and alpha defaults to 1 (soft targets only); --data still gives the test set
+    #[arg(long, value_name = "DIR")]
+    pub unlabeled: Option<PathBuf>,
     /// Also train the same student alone (same seed, epochs and schedule) and report the KD gain
     #[arg(long)]
     #[serde(default)]
@@ -208,6 +211,7 @@ impl KdOpts {
             self,
             file,
             teacher_weights,
+            unlabeled,
             student,
             assistant,
             temperature,

@@ -1236,3 +1236,62 @@ fn cached_teacher_logits_are_reused_and_change_nothing() {
     assert!(other.contains("computing teacher logits once"), "{other}");
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
 }
+
+/// KD needs no labels: a folder of unlabelled PNGs, labelled by the (scikit-learn) teacher,
+/// trains a student on soft targets alone, tested on the labelled test set.
+#[test]
+fn distill_on_an_unlabelled_folder_learns_from_the_teacher_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("unlabelled");
+    std::fs::create_dir_all(images.join("batch-b")).unwrap();
+    let train = edgekd_distill::Splits::load(&subset()).unwrap().train;
+    for i in 0..600 {
+        // Some in a subfolder: every image below the folder counts.
+        let sub = if i % 2 == 0 { "" } else { "batch-b" };
+        image::GrayImage::from_raw(28, 28, train.image(i).to_vec())
+            .unwrap()
+            .save(images.join(sub).join(format!("{i:04}.png")))
+            .unwrap();
+    }
+    let onnx =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/teachers/sklearn-mlp.onnx");
+    let out = edgekd()
+        .args([
+            "distill",
+            "--student",
+            "mlp:32",
+            "--epochs",
+            "8",
+            "-q",
+            "-T",
+            "2",
+        ])
+        .arg("--teacher")
+        .arg(&onnx)
+        .arg("--unlabeled")
+        .arg(&images)
+        .arg("--out")
+        .arg(dir.path().join("s"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("600 unlabelled images from")
+            && stderr.contains("labelled by the teachers' top-1"),
+        "{stderr}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("s/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        report["distill"]["kd"]["alpha"], 1.0,
+        "soft targets only by default"
+    );
+    // 600 images, no labels: far from the teacher, far above chance (200 would be 10 %).
+    let errors = report["test_errors"].as_u64().unwrap();
+    assert!(errors < 600, "{errors} test errors of 2000");
+}

@@ -138,6 +138,47 @@ impl ImageFolder {
     }
 }
 
+/// Every image under `dir` (subfolders included, in path order), decoded to `rows × cols`
+/// grayscale, for training on teachers' answers alone: the labels are placeholders (0) until
+/// a teacher labels them.
+pub fn load_unlabeled(dir: &Path, rows: usize, cols: usize) -> Result<Dataset> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        for p in sorted_entries(dir)? {
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else if is_image(&p) {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    if !dir.is_dir() {
+        return Err(Error::Dataset {
+            dir: dir.into(),
+            reason: if dir.exists() {
+                "not a directory"
+            } else {
+                "no such directory"
+            }
+            .into(),
+        });
+    }
+    let mut paths = Vec::new();
+    walk(dir, &mut paths)?;
+    if paths.is_empty() {
+        return Err(Error::Dataset {
+            dir: dir.into(),
+            reason: format!("holds no {} file", IMAGE_EXTENSIONS.join("/")),
+        });
+    }
+    ImageFolder {
+        root: dir.into(),
+        classes: vec![],
+        files: paths.into_iter().map(|p| (p, 0)).collect(),
+    }
+    .load(rows, cols)
+}
+
 /// The folder the training images (and the class list) come from: `dir/train` when `dir/test`
 /// exists, else `dir` itself.
 pub fn train_root(dir: &Path) -> PathBuf {
@@ -283,6 +324,30 @@ mod tests {
             err.contains("broken.jpg") && err.contains("not a readable"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn unlabeled_folders_load_every_image_below_them_in_path_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = subset().test;
+        // Labelled layout, read as unlabelled: classes are just subfolders here.
+        let written = write_folder(dir.path(), &source, 3);
+        std::fs::write(dir.path().join("notes.txt"), "not an image").unwrap();
+        let data = load_unlabeled(dir.path(), 28, 28).unwrap();
+        assert_eq!(data.len(), written.len());
+        assert_eq!(
+            data.pixels, written.pixels,
+            "same images, same (path) order"
+        );
+        assert!(data.labels.iter().all(|&l| l == 0));
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let err = load_unlabeled(&empty, 28, 28).unwrap_err().to_string();
+        assert!(err.contains("holds no png/jpg/jpeg file"), "{err}");
+        let err = load_unlabeled(&dir.path().join("nope"), 28, 28)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no such directory"), "{err}");
     }
 
     #[test]

@@ -5,9 +5,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
+use candle_core::D;
 use clap::Args;
 use edgekd_distill::checkpoint::{self, load_model, REPORT_FILE};
+use edgekd_distill::image_folder::load_unlabeled;
+use edgekd_distill::loss::SoftTargets;
 use edgekd_distill::teacher::{OnnxOptions, OnnxTeacher, Teacher};
+use edgekd_distill::trainer::teacher_logits_of;
+use edgekd_distill::Normalization;
 use edgekd_distill::{KdGain, Objective, Report, Splits, TrainConfig};
 
 use super::train::train_model;
@@ -102,6 +107,52 @@ pub fn run(args: DistillArgs) -> Result<()> {
     Ok(())
 }
 
+/// The images of an --unlabeled folder as the training set, labelled with the teachers'
+/// combined top-1; the test set stays `data`'s.
+fn teacher_labelled(
+    dir: &Path,
+    teachers: &[Teacher],
+    kd: &KdOpts,
+    norm: Normalization,
+    data: &Splits,
+) -> Result<Splits> {
+    let (rows, cols) = (data.test.rows, data.test.cols);
+    let mut train = load_unlabeled(dir, rows, cols)
+        .with_context(|| format!("loading unlabelled images from {}", dir.display()))?;
+    let logits = teachers
+        .iter()
+        .map(|t| teacher_logits_of(t, &train, norm, &Device::Cpu))
+        .collect::<edgekd_distill::Result<Vec<_>>>()?;
+    let weights = kd
+        .teacher_weights
+        .clone()
+        .unwrap_or_else(|| vec![1.0; teachers.len()]);
+    if weights.len() != teachers.len() {
+        bail!(
+            "{} teacher weights for {} teachers",
+            weights.len(),
+            teachers.len()
+        );
+    }
+    let combined = SoftTargets::combine(&logits, &weights, 1.0)?;
+    train.labels = combined
+        .probs
+        .argmax(D::Minus1)?
+        .to_vec1::<u32>()?
+        .into_iter()
+        .map(|l| l as u8)
+        .collect();
+    eprintln!(
+        "{} unlabelled images from {}, labelled by the teachers' top-1 (training accuracy is agreement with them)",
+        train.len(),
+        dir.display()
+    );
+    Ok(Splits {
+        train,
+        test: data.test.clone(),
+    })
+}
+
 /// Test errors per epoch of every run this command made or read (a teacher's come from the
 /// report.json `edgekd train` left beside it, when there is one).
 fn plot_errors(path: &Path, teachers: &[PathBuf], result: &Distilled) -> Result<()> {
@@ -167,7 +218,8 @@ pub fn load_teachers(paths: &[PathBuf], onnx: &OnnxOptions) -> Result<Vec<Teache
 }
 
 /// The whole distill command on loaded data: returns the students and, with --baseline, the gain.
-pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Result<Distilled> {
+pub fn distill(kd_in: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Result<Distilled> {
+    let kd = kd_in;
     let teachers = load_teachers(&kd.teachers, &kd.run.onnx_options()?)?;
     let teacher_names: Vec<String> = kd
         .teachers
@@ -189,6 +241,22 @@ pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Resu
         opts.spec(&student_arg)?
     };
     let base = opts.train_config()?;
+    let (kd, unlabeled);
+    let (kd, data) = match &kd_in.unlabeled {
+        Some(dir) => {
+            if kd_in.baseline {
+                bail!(
+                    "--baseline trains the student on labels, which --unlabeled images do not have"
+                );
+            }
+            let mut k = kd_in.clone();
+            k.alpha.get_or_insert(1.0);
+            kd = k;
+            unlabeled = teacher_labelled(dir, &teachers, &kd, spec.normalization, data)?;
+            (&kd, &unlabeled)
+        }
+        None => (kd_in, data),
+    };
     let dcfg = kd.config(base.optimizer.lr)?;
     let seeds = kd.seeds.unwrap_or(1);
     if seeds == 0 {
