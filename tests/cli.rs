@@ -1295,3 +1295,35 @@ fn distill_on_an_unlabelled_folder_learns_from_the_teacher_alone() {
     let errors = report["test_errors"].as_u64().unwrap();
     assert!(errors < 600, "{errors} test errors of 2000");
 }
+
+/// A teacher exported by PyTorch's torch.onnx.export (tests/fixtures/teachers/
+/// make_torch_teacher.py): NCHW input, logits out, torchvision's MNIST normalisation declared
+/// on the command line.
+#[test]
+fn distill_from_a_pytorch_exported_teacher() {
+    let dir = tempfile::tempdir().unwrap();
+    let onnx =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/teachers/torch-lenet.onnx");
+    let out = edgekd()
+        .args(["distill", "--student", "mlp:32", "--epochs", "2", "-q"])
+        .args([
+            "--teacher-mean",
+            "0.1307",
+            "--teacher-std",
+            "0.3081",
+            "--teacher",
+        ])
+        .arg(&onnx)
+        .arg("--out")
+        .arg(dir.path().join("s"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("ONNX, output taken as logits"), "{stderr}");
+    // 66 is what PyTorch's own forward gets on the same 2,000 test images.
+    assert!(
+        stderr.contains("96.70% test accuracy (66 errors of 2000)"),
+        "{stderr}"
+    );
+}
