@@ -218,8 +218,7 @@ pub fn load_teachers(paths: &[PathBuf], onnx: &OnnxOptions) -> Result<Vec<Teache
 }
 
 /// The whole distill command on loaded data: returns the students and, with --baseline, the gain.
-pub fn distill(kd_in: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Result<Distilled> {
-    let kd = kd_in;
+pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Result<Distilled> {
     let teachers = load_teachers(&kd.teachers, &kd.run.onnx_options()?)?;
     let teacher_names: Vec<String> = kd
         .teachers
@@ -241,22 +240,26 @@ pub fn distill(kd_in: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> R
         opts.spec(&student_arg)?
     };
     let base = opts.train_config()?;
-    let (kd, unlabeled);
-    let (kd, data) = match &kd_in.unlabeled {
+    let mut kd = kd.clone();
+    let unlabeled = match &kd.unlabeled {
         Some(dir) => {
-            if kd_in.baseline {
+            if kd.baseline {
                 bail!(
                     "--baseline trains the student on labels, which --unlabeled images do not have"
                 );
             }
-            let mut k = kd_in.clone();
-            k.alpha.get_or_insert(1.0);
-            kd = k;
-            unlabeled = teacher_labelled(dir, &teachers, &kd, spec.normalization, data)?;
-            (&kd, &unlabeled)
+            kd.alpha.get_or_insert(1.0);
+            Some(teacher_labelled(
+                dir,
+                &teachers,
+                &kd,
+                spec.normalization,
+                data,
+            )?)
         }
-        None => (kd_in, data),
+        None => None,
     };
+    let (kd, data) = (&kd, unlabeled.as_ref().unwrap_or(data));
     let dcfg = kd.config(base.optimizer.lr)?;
     let seeds = kd.seeds.unwrap_or(1);
     if seeds == 0 {
