@@ -228,7 +228,12 @@ impl MappedLogits {
                     self.path.display()
                 )));
             }
-            out.extend((0..self.classes).map(|c| self.value(r * self.classes + c)));
+            let at = self.data.start + 4 * r * self.classes;
+            let row = &self.map[at..at + 4 * self.classes];
+            out.extend(
+                row.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))),
+            );
         }
         Ok(Tensor::from_vec(
             out,
