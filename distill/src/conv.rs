@@ -10,7 +10,9 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Module, Result as CandleResult, Shape, Tensor};
 
-use crate::gemm::{matmul, op_error, values, with_values};
+use rayon::prelude::*;
+
+use crate::gemm::{matmul_serial, op_error, threads, values, with_values};
 
 /// Floats of im2col columns built at a time: a few MB, so a block stays in cache while its
 /// GEMM runs and memory does not grow with the batch.
@@ -101,9 +103,11 @@ impl Geometry {
         self.oh * self.ow
     }
 
-    /// Samples per block of columns.
-    fn block(&self) -> usize {
-        (COLUMN_BUDGET / (self.rows() * self.pixels()).max(1)).clamp(1, self.n.max(1))
+    /// Samples per block of columns: within the memory budget, and small enough that every
+    /// thread gets a block.
+    fn block(&self, threads: usize) -> usize {
+        let fits = COLUMN_BUDGET / (self.rows() * self.pixels()).max(1);
+        fits.min(self.n.div_ceil(threads)).max(1)
     }
 
     /// For kernel tap `(i, j)` and output row `y`: the input row it reads (None: padding), and
@@ -195,34 +199,36 @@ impl CustomOp3 for ConvOp {
             values(ws, w_layout, "convolution weight")?,
             values(bs, b_layout, "convolution bias")?,
         );
-        let (p, rows, block) = (g.pixels(), g.rows(), g.block());
+        let (p, rows, block) = (g.pixels(), g.rows(), g.block(threads()));
         let mut y = vec![0f32; g.n * g.o * p];
-        let mut cols = vec![0f32; rows * block * p];
-        let mut out = vec![0f32; g.o * block * p];
-        for first in (0..g.n).step_by(block) {
-            let count = block.min(g.n - first);
-            let width = count * p;
-            g.columns(x, first, count, &mut cols);
-            // out[o, s * p + pixel] = W[o, row] · cols[row, s * p + pixel]
-            matmul(
-                (g.o, width, rows),
-                &mut out,
-                false,
-                w,
-                (rows, 1),
-                &cols,
-                (width, 1),
-            );
-            for s in 0..count {
-                for (ch, &bias) in b.iter().enumerate() {
-                    let src = &out[ch * width + s * p..][..p];
-                    let dst = &mut y[((first + s) * g.o + ch) * p..][..p];
-                    for (d, &v) in dst.iter_mut().zip(src) {
-                        *d = (v + bias).max(0.0);
+        // Blocks of samples run in parallel, each on its own columns and output rows.
+        y.par_chunks_mut(block * g.o * p).enumerate().for_each_init(
+            || (vec![0f32; rows * block * p], vec![0f32; g.o * block * p]),
+            |(cols, out), (i, y)| {
+                let (first, count) = (i * block, y.len() / (g.o * p));
+                let width = count * p;
+                g.columns(x, first, count, cols);
+                // out[o, s * p + pixel] = W[o, row] · cols[row, s * p + pixel]
+                matmul_serial(
+                    (g.o, width, rows),
+                    out,
+                    false,
+                    w,
+                    (rows, 1),
+                    cols,
+                    (width, 1),
+                );
+                for s in 0..count {
+                    for (ch, &bias) in b.iter().enumerate() {
+                        let src = &out[ch * width + s * p..][..p];
+                        let dst = &mut y[(s * g.o + ch) * p..][..p];
+                        for (d, &v) in dst.iter_mut().zip(src) {
+                            *d = (v + bias).max(0.0);
+                        }
                     }
                 }
-            }
-        }
+            },
+        );
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))))
     }
 
@@ -235,67 +241,91 @@ impl CustomOp3 for ConvOp {
         grad: &Tensor,
     ) -> CandleResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = Geometry::new(x.dims(), w.dims(), b.dims(), self.padding)?;
-        let (p, rows, block) = (g.pixels(), g.rows(), g.block());
-        let mut dw = vec![0f32; g.o * rows];
-        let mut db = vec![0f32; g.o];
+        let (p, rows, block) = (g.pixels(), g.rows(), g.block(threads()));
         // The first convolution's input is data: no gradient to spend time on.
-        let mut dx = x.track_op().then(|| vec![0f32; x.elem_count()]);
-        let mut cols = vec![0f32; rows * block * p];
-        let mut gb = vec![0f32; g.o * block * p];
-        let mut dcols = vec![0f32; if dx.is_some() { rows * block * p } else { 0 }];
-        with_values(grad, "convolution output gradient", |grad| {
-            with_values(res, "convolution output", |y| {
-                with_values(x, "convolution input", |xv| {
-                    with_values(w, "convolution weight", |wv| {
-                        for first in (0..g.n).step_by(block) {
-                            let count = block.min(g.n - first);
-                            let width = count * p;
-                            // The pre-activation gradient, gathered to [o, s * p + pixel]:
-                            // ReLU passes it where the output is positive.
-                            for s in 0..count {
-                                for ch in 0..g.o {
-                                    let at = ((first + s) * g.o + ch) * p;
-                                    let dst = &mut gb[ch * width + s * p..][..p];
-                                    for ((d, &gv), &yv) in
-                                        dst.iter_mut().zip(&grad[at..at + p]).zip(&y[at..at + p])
-                                    {
-                                        *d = if yv > 0.0 { gv } else { 0.0 };
+        let want_dx = x.track_op();
+        let image = g.c * g.h * g.w;
+        // One task per block of samples, each with its own buffers, writing its own slice of
+        // dx and returning partial dW and db. Partials are summed in block order, so a run is
+        // reproducible for a given thread count.
+        let mut dx = want_dx.then(|| vec![0f32; x.elem_count()]);
+        let partials: Vec<(Vec<f32>, Vec<f32>)> =
+            with_values(grad, "convolution output gradient", |grad| {
+                with_values(res, "convolution output", |y| {
+                    with_values(x, "convolution input", |xv| {
+                        with_values(w, "convolution weight", |wv| {
+                            let work = |i: usize, dx: Option<&mut [f32]>| {
+                                let first = i * block;
+                                let count = block.min(g.n - first);
+                                let width = count * p;
+                                // The pre-activation gradient, gathered to [o, s * p + pixel]:
+                                // ReLU passes it where the output is positive.
+                                let mut gb = vec![0f32; g.o * width];
+                                for s in 0..count {
+                                    for ch in 0..g.o {
+                                        let at = ((first + s) * g.o + ch) * p;
+                                        let dst = &mut gb[ch * width + s * p..][..p];
+                                        for ((d, &gv), &yv) in dst
+                                            .iter_mut()
+                                            .zip(&grad[at..at + p])
+                                            .zip(&y[at..at + p])
+                                        {
+                                            *d = if yv > 0.0 { gv } else { 0.0 };
+                                        }
                                     }
                                 }
-                            }
-                            for (ch, d) in db.iter_mut().enumerate() {
-                                *d += gb[ch * width..(ch + 1) * width].iter().sum::<f32>();
-                            }
-                            g.columns(xv, first, count, &mut cols);
-                            // dW[o, row] += gb[o, col] · cols[row, col]ᵀ
-                            matmul(
-                                (g.o, rows, width),
-                                &mut dw,
-                                true,
-                                &gb,
-                                (width, 1),
-                                &cols,
-                                (1, width),
-                            );
-                            if let Some(dx) = dx.as_mut() {
-                                // dcols[row, col] = W[o, row]ᵀ · gb[o, col]
-                                matmul(
-                                    (rows, width, g.o),
-                                    &mut dcols,
+                                let db: Vec<f32> = (0..g.o)
+                                    .map(|ch| gb[ch * width..(ch + 1) * width].iter().sum())
+                                    .collect();
+                                let mut cols = vec![0f32; rows * width];
+                                g.columns(xv, first, count, &mut cols);
+                                // dW[o, row] = gb[o, col] · cols[row, col]ᵀ
+                                let mut dw = vec![0f32; g.o * rows];
+                                matmul_serial(
+                                    (g.o, rows, width),
+                                    &mut dw,
                                     false,
-                                    wv,
-                                    (1, rows),
                                     &gb,
                                     (width, 1),
+                                    &cols,
+                                    (1, width),
                                 );
-                                g.add_columns(&dcols, first, count, dx);
-                            }
-                        }
-                        Ok(())
+                                if let Some(dx) = dx {
+                                    // dcols[row, col] = W[o, row]ᵀ · gb[o, col], scattered back.
+                                    matmul_serial(
+                                        (rows, width, g.o),
+                                        &mut cols,
+                                        false,
+                                        wv,
+                                        (1, rows),
+                                        &gb,
+                                        (width, 1),
+                                    );
+                                    g.add_columns(&cols, 0, count, dx);
+                                }
+                                (dw, db)
+                            };
+                            Ok(match dx.as_mut() {
+                                Some(dx) => dx
+                                    .par_chunks_mut(block * image)
+                                    .enumerate()
+                                    .map(|(i, dx)| work(i, Some(dx)))
+                                    .collect(),
+                                None => (0..g.n.div_ceil(block))
+                                    .into_par_iter()
+                                    .map(|i| work(i, None))
+                                    .collect(),
+                            })
+                        })
                     })
                 })
-            })
-        })?;
+            })?;
+        let mut dw = vec![0f32; g.o * rows];
+        let mut db = vec![0f32; g.o];
+        for (bw, bb) in partials {
+            dw.iter_mut().zip(&bw).for_each(|(d, v)| *d += v);
+            db.iter_mut().zip(&bb).for_each(|(d, v)| *d += v);
+        }
         let dx = dx
             .map(|v| Tensor::from_vec(v, x.shape(), x.device()))
             .transpose()?;

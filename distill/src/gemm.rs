@@ -44,16 +44,56 @@ pub(crate) fn with_values<R>(
     }
 }
 
-fn parallelism() -> gemm::Parallelism {
-    match candle_core::utils::get_num_threads() {
-        0 | 1 => gemm::Parallelism::None,
-        n => gemm::Parallelism::Rayon(n),
-    }
+/// Threads the training ops use: candle's count (`RAYON_NUM_THREADS`, else every core).
+pub(crate) fn threads() -> usize {
+    candle_core::utils::get_num_threads().max(1)
 }
 
 /// `dst[m, n] (+)= a · b` for row-major `dst`, where `a[i, l]` sits at `a[i * a_rs + l * a_cs]`
 /// and `b[l, j]` at `b[l * b_rs + j * b_cs]`. With `accumulate`, adds to what `dst` holds.
+/// Runs on [`threads`] threads.
 pub(crate) fn matmul(
+    dims: (usize, usize, usize),
+    dst: &mut [f32],
+    accumulate: bool,
+    a: &[f32],
+    a_strides: (usize, usize),
+    b: &[f32],
+    b_strides: (usize, usize),
+) {
+    let parallelism = match threads() {
+        1 => gemm::Parallelism::None,
+        n => gemm::Parallelism::Rayon(n),
+    };
+    matmul_on(
+        parallelism,
+        dims,
+        dst,
+        accumulate,
+        a,
+        a_strides,
+        b,
+        b_strides,
+    )
+}
+
+/// [`matmul`] on one thread, for callers that already split their work across threads.
+pub(crate) fn matmul_serial(
+    dims: (usize, usize, usize),
+    dst: &mut [f32],
+    accumulate: bool,
+    a: &[f32],
+    a_strides: (usize, usize),
+    b: &[f32],
+    b_strides: (usize, usize),
+) {
+    let none = gemm::Parallelism::None;
+    matmul_on(none, dims, dst, accumulate, a, a_strides, b, b_strides)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn matmul_on(
+    parallelism: gemm::Parallelism,
     (m, n, k): (usize, usize, usize),
     dst: &mut [f32],
     accumulate: bool,
@@ -87,7 +127,7 @@ pub(crate) fn matmul(
             false,
             false,
             false,
-            parallelism(),
+            parallelism,
         )
     }
 }
