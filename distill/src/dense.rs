@@ -11,7 +11,7 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Module, Result as CandleResult, Shape, Tensor};
 
-use crate::gemm::{matmul, op_error, values, with_values};
+use crate::gemm::{matmul, matmul_serial, op_error, threads, values, with_values, MatMul};
 
 /// `y = x · Wᵀ + b`, then ReLU when `relu` is set: a hidden or output layer of an MLP.
 #[derive(Debug, Clone)]
@@ -118,23 +118,39 @@ impl CustomOp3 for DenseOp {
         for row in g.chunks_exact(out) {
             db.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
         }
-        // dW[out, k] = gᵀ · x: element (i, l) of gᵀ is g[l, i], at l * out + i.
+        // dW[out, k] = gᵀ · x (element (i, l) of gᵀ is g[l, i], at l * out + i), and
+        // dx[n, k] = g · W unless the input is data (the first layer's), which needs none.
         let mut dw = vec![0f32; out * k];
+        let mut dx = x.track_op().then(|| vec![0f32; n * k]);
         with_values(x, "dense layer input", |xv| {
-            matmul((out, k, n), &mut dw, false, &g, (1, out), xv, (k, 1));
-            Ok(())
-        })?;
-        // The input of the first layer is data, not a variable: no gradient to spend time on.
-        let dx = if x.track_op() {
-            let mut dx = vec![0f32; n * k];
             with_values(w, "dense layer weight", |wv| {
-                matmul((n, k, out), &mut dx, false, &g, (out, 1), wv, (k, 1));
+                let weight_grad = |dw: &mut [f32], on: MatMul| {
+                    on((out, k, n), dw, false, &g, (1, out), xv, (k, 1))
+                };
+                let input_grad = |dx: &mut [f32], on: MatMul| {
+                    on((n, k, out), dx, false, &g, (out, 1), wv, (k, 1))
+                };
+                match dx.as_mut() {
+                    // Two independent products: one thread each beats splitting each one,
+                    // whose inner dimension (the batch, for dW) is too short to share well.
+                    Some(dx) if threads() > 1 => {
+                        rayon::join(
+                            || weight_grad(&mut dw, matmul_serial),
+                            || input_grad(dx, matmul_serial),
+                        );
+                    }
+                    Some(dx) => {
+                        weight_grad(&mut dw, matmul);
+                        input_grad(dx, matmul);
+                    }
+                    None => weight_grad(&mut dw, matmul),
+                }
                 Ok(())
-            })?;
-            Some(Tensor::from_vec(dx, (n, k), x.device())?)
-        } else {
-            None
-        };
+            })
+        })?;
+        let dx = dx
+            .map(|dx| Tensor::from_vec(dx, (n, k), x.device()))
+            .transpose()?;
         Ok((
             dx,
             Some(Tensor::from_vec(dw, (out, k), w.device())?),

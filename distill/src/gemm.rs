@@ -49,6 +49,10 @@ pub(crate) fn threads() -> usize {
     candle_core::utils::get_num_threads().max(1)
 }
 
+/// The signature of [`matmul`] and [`matmul_serial`], for code that picks one.
+pub(crate) type MatMul =
+    fn((usize, usize, usize), &mut [f32], bool, &[f32], (usize, usize), &[f32], (usize, usize));
+
 /// `dst[m, n] (+)= a · b` for row-major `dst`, where `a[i, l]` sits at `a[i * a_rs + l * a_cs]`
 /// and `b[l, j]` at `b[l * b_rs + j * b_cs]`. With `accumulate`, adds to what `dst` holds.
 /// Runs on [`threads`] threads.
