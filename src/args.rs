@@ -321,9 +321,23 @@ pub struct TrainOpts {
     #[arg(long)]
     #[serde(skip)]
     pub profile: bool,
+    /// Threads for training: the matrix products, and convolution blocks [default: every core, or RAYON_NUM_THREADS]. Both cores of a small machine help the big MLPs most (measured in README, Training speed)
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 impl TrainOpts {
+    /// Applies --threads, process-wide (before any training thread starts: candle, gemm and
+    /// rayon all read RAYON_NUM_THREADS).
+    pub fn apply_threads(&self) -> Result<()> {
+        match self.threads {
+            Some(0) => bail!("--threads must be at least 1"),
+            Some(n) => std::env::set_var("RAYON_NUM_THREADS", n.to_string()),
+            None => {}
+        }
+        Ok(())
+    }
+
     /// Fills every option not given on the command line from the experiment file.
     pub fn merge(mut self, file: &TrainOpts) -> TrainOpts {
         prefer_flags!(
@@ -345,7 +359,8 @@ impl TrainOpts {
             jitter,
             mixup,
             dropout,
-            input_dropout
+            input_dropout,
+            threads
         );
         self
     }

@@ -146,6 +146,7 @@ const CASES: &[(&[&str], &str)] = &[
     (&["distill", "--teacher", "@model.onnx", "--student", "mlp:4", "--out", "@o", "--unlabeled", "@a-directory"], "holds no png/jpg/jpeg file"),
     (&["distill", "--teacher", "@model.onnx", "--student", "mlp:4", "--out", "@o", "--unlabeled", "@onnx", "--baseline"], "which --unlabeled images do not have"),
     (&["teacher-logits", "--teacher", "@missing"], "no such directory"),
+    (&["train", "--model", "mlp:4", "--out", "@o", "--threads", "0"], "--threads must be at least 1"),
     (&["teacher-logits", "--teacher", "@model.onnx", "--no-logit-cache"], "nowhere to write"),
     (&["teacher-logits", "--teacher", "@model.onnx", "--logit-cache", "@garbage"], "is a file, not a directory"),
     (&["distill", "--teacher", "@a-directory", "--student", "mlp:4", "--out", "@o"], "model.toml"),

@@ -79,6 +79,7 @@ pub fn run(args: DistillArgs) -> Result<()> {
         .or(file.out)
         .ok_or_else(|| anyhow::anyhow!("no output directory given: pass --out DIR"))?;
     let plot = args.plot.or(file.plot);
+    opts.apply_threads()?;
     if let Some(t) = &file.teacher {
         let (Some(model), Some(dir)) = (&t.model, &t.out) else {
             bail!("the [teacher] table needs both `model` and `out`");

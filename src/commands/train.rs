@@ -57,6 +57,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
 /// Trains `model` on labels into `out` (None when paused by --stop-after); also the teacher
 /// stage of `distill --config` files with a `[teacher]` table.
 pub fn train_model(model: &str, out: &Path, opts: &TrainOpts) -> Result<Option<Trained>> {
+    opts.apply_threads()?;
     let spec = opts.spec(model)?;
     let config = opts.train_config()?;
     let data = opts.load_data()?;
