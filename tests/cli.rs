@@ -5,7 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use common::{edgekd, fails, quick_export, quick_train_on, stdout, subset};
+use common::{edgekd, fails, quick_export, quick_train_on, stdout, subset, teacher_fixture};
 
 /// The full MNIST beside the checkout, when this machine has it.
 fn shared_mnist() -> Option<PathBuf> {
@@ -1141,8 +1141,7 @@ fn distill_profile_reports_where_each_step_went() {
 #[test]
 fn distill_from_onnx_teachers_exported_by_scikit_learn() {
     let dir = tempfile::tempdir().unwrap();
-    let onnx =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/teachers/sklearn-mlp.onnx");
+    let onnx = teacher_fixture("sklearn-mlp.onnx");
     let out = edgekd()
         .args([
             "distill",
@@ -1194,8 +1193,7 @@ fn distill_from_onnx_teachers_exported_by_scikit_learn() {
 #[test]
 fn cached_teacher_logits_are_reused_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let onnx =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/teachers/sklearn-mlp.onnx");
+    let onnx = teacher_fixture("sklearn-mlp.onnx");
     let cache = dir.path().join("cache");
     let made = stdout(
         edgekd()
@@ -1253,8 +1251,7 @@ fn distill_on_an_unlabelled_folder_learns_from_the_teacher_alone() {
             .save(images.join(sub).join(format!("{i:04}.png")))
             .unwrap();
     }
-    let onnx =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/teachers/sklearn-mlp.onnx");
+    let onnx = teacher_fixture("sklearn-mlp.onnx");
     let out = edgekd()
         .args([
             "distill",
@@ -1302,8 +1299,7 @@ fn distill_on_an_unlabelled_folder_learns_from_the_teacher_alone() {
 #[test]
 fn distill_from_a_pytorch_exported_teacher() {
     let dir = tempfile::tempdir().unwrap();
-    let onnx =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/teachers/torch-lenet.onnx");
+    let onnx = teacher_fixture("torch-lenet.onnx");
     let out = edgekd()
         .args(["distill", "--student", "mlp:32", "--epochs", "2", "-q"])
         .args([

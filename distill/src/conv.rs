@@ -340,23 +340,12 @@ impl CustomOp3 for ConvOp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gemm::testing::assert_matches_reference;
     use candle_core::{Device, Var};
     use candle_nn::{Conv2d, Conv2dConfig};
 
     fn wave(n: usize, f: f32) -> Vec<f32> {
         (0..n).map(|i| (i as f32 * f).sin()).collect()
-    }
-
-    fn assert_close(a: &Tensor, b: &Tensor, what: &str) {
-        let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert_eq!(a.len(), b.len(), "{what}");
-        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-            assert!(
-                (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
-                "{what}[{i}]: fused {x} vs candle-nn {y}"
-            );
-        }
     }
 
     /// Output and all three gradients against candle-nn's Conv2d + relu, with and without
@@ -383,28 +372,12 @@ mod tests {
                 .unwrap()
                 .relu()
                 .unwrap();
-            assert_close(&fused, &reference, "output");
-            let mix =
-                Tensor::from_vec(wave(fused.elem_count(), 0.13), fused.shape(), &dev).unwrap();
-            let g1 = (fused * &mix)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let g2 = (reference * &mix)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            for (var, what) in [(&x, "dx"), (&w, "dW"), (&b, "db")] {
-                assert_close(
-                    g1.get(var.as_tensor()).unwrap(),
-                    g2.get(var.as_tensor()).unwrap(),
-                    what,
-                );
-            }
+            assert_matches_reference(
+                &fused,
+                &reference,
+                &[(&x, "dx"), (&w, "dW"), (&b, "db")],
+                1e-4,
+            );
         }
     }
 

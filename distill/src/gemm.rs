@@ -136,6 +136,46 @@ fn matmul_on(
     }
 }
 
+/// Checks shared by the tests of the hand-written ops.
+#[cfg(test)]
+pub(crate) mod testing {
+    use candle_core::{Tensor, Var};
+
+    /// Element by element, to `tol` relative to the reference (plus `tol` absolute).
+    pub fn assert_close(fused: &Tensor, reference: &Tensor, tol: f32, what: &str) {
+        let a = fused.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = reference.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                (x - y).abs() <= tol * (1.0 + y.abs()),
+                "{what}[{i}]: fused {x} vs reference {y}"
+            );
+        }
+    }
+
+    /// A fused op's output against the candle composition it replaces, then the gradient of
+    /// a weighted sum of each (its own weight per element) for every variable.
+    pub fn assert_matches_reference(
+        fused: &Tensor,
+        reference: &Tensor,
+        vars: &[(&Var, &str)],
+        tol: f32,
+    ) {
+        assert_close(fused, reference, tol, "output");
+        let weights: Vec<f32> = (0..fused.elem_count())
+            .map(|i| (i as f32 * 0.13).sin())
+            .collect();
+        let mix = Tensor::from_vec(weights, fused.shape(), fused.device()).unwrap();
+        let grads = |t: &Tensor| (t * &mix).unwrap().sum_all().unwrap().backward().unwrap();
+        let (g1, g2) = (grads(fused), grads(reference));
+        for (var, what) in vars {
+            let (a, b) = (g1.get(var.as_tensor()), g2.get(var.as_tensor()));
+            assert_close(a.unwrap(), b.unwrap(), tol, what);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

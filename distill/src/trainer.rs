@@ -216,18 +216,10 @@ pub fn logits_of(
     norm: Normalization,
     device: &Device,
 ) -> Result<Tensor> {
-    let idx: Vec<usize> = (0..data.len()).collect();
-    let parts = idx
-        .chunks(EVAL_BATCH)
-        // Detached: cached teacher logits must not drag the teacher's graph into every backward pass.
-        .map(|c| {
-            Ok(model
-                .forward(&make_batch(data, c, norm, None, device)?.images, false)?
-                .logits
-                .detach())
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Tensor::cat(&parts, 0)?)
+    // Detached: cached teacher logits must not drag the teacher's graph into every backward pass.
+    in_batches(data, norm, device, |x| {
+        Ok(model.forward(x, false)?.logits.detach())
+    })
 }
 
 /// A teacher's logits on all of `data`, in order, without augmentation, fed batches
@@ -238,14 +230,20 @@ pub fn teacher_logits_of(
     norm: Normalization,
     device: &Device,
 ) -> Result<Tensor> {
+    in_batches(data, norm, device, |x| Ok(teacher.forward(x, norm)?.logits))
+}
+
+/// `f` over all of `data` in evaluation-sized batches, the results stacked in order.
+fn in_batches(
+    data: &Dataset,
+    norm: Normalization,
+    device: &Device,
+    f: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
     let idx: Vec<usize> = (0..data.len()).collect();
     let parts = idx
         .chunks(EVAL_BATCH)
-        .map(|c| {
-            Ok(teacher
-                .forward(&make_batch(data, c, norm, None, device)?.images, norm)?
-                .logits)
-        })
+        .map(|c| f(&make_batch(data, c, norm, None, device)?.images))
         .collect::<Result<Vec<_>>>()?;
     Ok(Tensor::cat(&parts, 0)?)
 }

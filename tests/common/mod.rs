@@ -16,6 +16,13 @@ pub fn edgekd() -> Command {
     c
 }
 
+/// An ONNX teacher made by another tool, from tests/fixtures/teachers/.
+pub fn teacher_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/teachers")
+        .join(name)
+}
+
 pub fn subset() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist-subset")
 }
