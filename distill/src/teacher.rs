@@ -156,7 +156,7 @@ impl OnnxTeacher {
                 .find_map(|(i, o)| class_dim(o).map(|c| (i, c)))
                 .ok_or_else(|| {
                     bad(format!(
-                        "no output is shaped [N, classes]; it has {} (name one with --teacher-output)",
+                        "no output is shaped [N, classes]; it has {} (name one with --teacher-output; scikit-learn classifiers need skl2onnx's option zipmap=False)",
                         listing()
                     ))
                 })?,
