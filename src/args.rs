@@ -8,8 +8,8 @@ use clap::{Args, ValueEnum};
 use edgekd_distill::batch::Augment;
 use edgekd_distill::teacher::{OnnxOptions, TeacherOutputs};
 use edgekd_distill::{
-    DistillConfig, KdConfig, ModelSpec, OptimizerConfig, OptimizerKind, Schedule, SoftLoss, Splits,
-    TrainConfig,
+    DistillConfig, KdConfig, ModelSpec, Normalization, OptimizerConfig, OptimizerKind, Schedule,
+    SoftLoss, Splits, TrainConfig,
 };
 use serde::Deserialize;
 
@@ -321,6 +321,12 @@ pub struct TrainOpts {
     #[arg(long)]
     #[serde(skip)]
     pub profile: bool,
+    /// Seed of the train/test split of an image folder without test/ (a sixth of each class held out) [default: 0]
+    #[arg(long, value_name = "SEED")]
+    pub split_seed: Option<u64>,
+    /// Input normalization of the trained model, applied to pixels scaled to [0, 1]: (x - MEAN) / STD; recorded in the checkpoint and the exported ONNX [default: MNIST's 0.1307,0.3081]
+    #[arg(long, value_name = "MEAN,STD", value_delimiter = ',')]
+    pub normalize: Option<Vec<f32>>,
     /// Threads for training: the matrix products, and convolution blocks [default: every core, or RAYON_NUM_THREADS]. Both cores of a small machine help the big MLPs most (measured in README, Training speed)
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -360,6 +366,8 @@ impl TrainOpts {
             mixup,
             dropout,
             input_dropout,
+            split_seed,
+            normalize,
             threads
         );
         self
@@ -410,10 +418,23 @@ impl TrainOpts {
 
     /// A model spec with this run's dropout settings.
     pub fn spec(&self, spec: &str) -> Result<ModelSpec> {
-        Ok(ModelSpec::parse(spec)?.with_dropout(
+        let mut s = ModelSpec::parse(spec)?.with_dropout(
             self.dropout.unwrap_or(0.0),
             self.input_dropout.unwrap_or(0.0),
-        )?)
+        )?;
+        s.normalization = self.normalization()?;
+        Ok(s)
+    }
+
+    /// The input normalization --normalize asks for (MNIST's statistics by default).
+    pub fn normalization(&self) -> Result<Normalization> {
+        match self.normalize.as_deref() {
+            None => Ok(Normalization::default()),
+            Some(&[mean, std]) if mean.is_finite() && std.is_finite() && std > 0.0 => {
+                Ok(Normalization { mean, std })
+            }
+            Some(v) => bail!("--normalize takes MEAN,STD with a positive STD, got {v:?}"),
+        }
     }
 
     /// The data directory the run reads.
@@ -424,7 +445,7 @@ impl TrainOpts {
     /// Loads the data, cut to --train-limit.
     pub fn load_data(&self) -> Result<Splits> {
         let dir = self.data_dir();
-        let mut splits = Splits::load(&dir)
+        let mut splits = Splits::load_split(&dir, self.split_seed.unwrap_or(0))
             .with_context(|| format!("loading dataset from {}", dir.display()))?;
         if let Some(n) = self.train_limit {
             if n == 0 {

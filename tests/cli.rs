@@ -1323,3 +1323,38 @@ fn distill_from_a_pytorch_exported_teacher() {
         "{stderr}"
     );
 }
+
+/// --normalize is the student's own input convention: recorded in the checkpoint, carried
+/// into the exported ONNX's metadata, and an ONNX teacher still sees its own convention.
+#[test]
+fn a_chosen_normalization_travels_with_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("s");
+    stdout(
+        edgekd()
+            .args(["distill", "--student", "mlp:8", "--epochs", "1", "-q"])
+            .args([
+                "--train-limit",
+                "500",
+                "--normalize",
+                "0.5,0.25",
+                "--teacher",
+            ])
+            .arg(teacher_fixture("sklearn-mlp.onnx"))
+            .arg("--out")
+            .arg(&ck),
+    );
+    let spec = std::fs::read_to_string(ck.join("model.toml")).unwrap();
+    assert!(
+        spec.contains("mean = 0.5") && spec.contains("std = 0.25"),
+        "{spec}"
+    );
+    let onnx = dir.path().join("onnx");
+    stdout(&mut quick_export(&ck, &onnx, "f32", "qdq"));
+    let model = std::fs::read(onnx.join("s.f32.onnx")).unwrap();
+    let text = String::from_utf8_lossy(&model);
+    assert!(
+        text.contains(r#""mean":0.5"#) && text.contains(r#""std":0.25"#),
+        "metadata"
+    );
+}

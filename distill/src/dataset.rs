@@ -227,9 +227,15 @@ impl Splits {
     /// holds no IDX file and is laid out as an image folder (`class/image.png`, optionally
     /// under `train/` and `test/`), its images as 28x28 grayscale ([`crate::image_folder`]).
     pub fn load(dir: &Path) -> Result<Splits> {
+        Splits::load_split(dir, 0)
+    }
+
+    /// [`Splits::load`], with the seed that picks the held-out sixth of each class when an
+    /// image folder has no `test/` (IDX files and `train/` + `test/` folders ignore it).
+    pub fn load_split(dir: &Path, split_seed: u64) -> Result<Splits> {
         require_dir(dir)?;
         if Splits::is_image_folder(dir) {
-            return crate::image_folder::load_splits(dir, 28, 28);
+            return crate::image_folder::load_splits(dir, 28, 28, split_seed);
         }
         let p: Vec<PathBuf> = MNIST_FILES
             .iter()

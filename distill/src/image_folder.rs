@@ -192,7 +192,7 @@ pub fn train_root(dir: &Path) -> PathBuf {
 /// Loads an image-folder dataset directory as train/test splits of `rows × cols` grayscale
 /// images: `dir/train` and `dir/test` when `dir/test` exists (their class lists must agree),
 /// else `dir` itself with [`HELD_OUT`] of each class, chosen by seed 0, as the test set.
-pub fn load_splits(dir: &Path, rows: usize, cols: usize) -> Result<Splits> {
+pub fn load_splits(dir: &Path, rows: usize, cols: usize, split_seed: u64) -> Result<Splits> {
     let test_dir = dir.join("test");
     if test_dir.is_dir() {
         let (train, test) = (
@@ -220,7 +220,7 @@ pub fn load_splits(dir: &Path, rows: usize, cols: usize) -> Result<Splits> {
         if members.is_empty() {
             continue;
         }
-        let order = crate::batch::epoch_order(members.len(), 0, class as usize);
+        let order = crate::batch::epoch_order(members.len(), split_seed, class as usize);
         let held = ((members.len() as f64 * HELD_OUT).round() as usize).clamp(1, members.len());
         for (k, &o) in order.iter().enumerate() {
             if k < held { &mut test } else { &mut train }.push(members[o]);
@@ -269,7 +269,7 @@ mod tests {
         let test = write_folder(&dir.path().join("test"), &s.test, 3);
         std::fs::write(dir.path().join("train/digit-0/notes.txt"), "ignored").unwrap();
         assert!(is_image_folder(dir.path()));
-        let loaded = load_splits(dir.path(), 28, 28).unwrap();
+        let loaded = load_splits(dir.path(), 28, 28, 0).unwrap();
         assert_eq!(loaded.train.pixels, train.pixels);
         assert_eq!(loaded.train.labels, train.labels);
         assert_eq!(loaded.test.pixels, test.pixels);
@@ -284,8 +284,12 @@ mod tests {
         let s = subset();
         let dir = tempfile::tempdir().unwrap();
         let all = write_folder(dir.path(), &s.train, 12);
-        let a = load_splits(dir.path(), 28, 28).unwrap();
-        let b = load_splits(dir.path(), 28, 28).unwrap();
+        let a = load_splits(dir.path(), 28, 28, 0).unwrap();
+        let b = load_splits(dir.path(), 28, 28, 0).unwrap();
+        // Another split seed holds out other images, as many per class.
+        let c = load_splits(dir.path(), 28, 28, 7).unwrap();
+        assert_eq!((c.train.len(), c.test.len()), (a.train.len(), a.test.len()));
+        assert_ne!(c.test.pixels, a.test.pixels);
         assert_eq!(a.train.pixels, b.train.pixels, "the split is fixed");
         // 12 per class: 2 held out (12/6), 10 kept, in every class.
         assert_eq!(a.test.class_counts(), [2; NUM_CLASSES]);

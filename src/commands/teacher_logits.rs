@@ -8,7 +8,6 @@ use candle_core::Device;
 use clap::Args;
 use edgekd_distill::logit_cache::{self, CacheKey, MappedLogits};
 use edgekd_distill::trainer::teacher_logits_of;
-use edgekd_distill::Normalization;
 
 use super::distill::load_teachers;
 use crate::args::{TeacherOpts, TrainOpts};
@@ -40,6 +39,12 @@ pub struct TeacherLogitsArgs {
     /// Use only the first N training images (as the distill run will)
     #[arg(long, value_name = "N")]
     train_limit: Option<usize>,
+    /// Seed of an image folder's train/test split (as the distill run will) [default: 0]
+    #[arg(long, value_name = "SEED")]
+    split_seed: Option<u64>,
+    /// The student's input normalization (as the distill run will): MEAN,STD [default: MNIST's]
+    #[arg(long, value_name = "MEAN,STD", value_delimiter = ',')]
+    normalize: Option<Vec<f32>>,
 }
 
 pub fn run(args: TeacherLogitsArgs) -> Result<()> {
@@ -49,13 +54,14 @@ pub fn run(args: TeacherLogitsArgs) -> Result<()> {
     let opts = TrainOpts {
         data: args.data.clone(),
         train_limit: args.train_limit,
+        split_seed: args.split_seed,
+        normalize: args.normalize.clone(),
         ..Default::default()
     };
     let data = opts.load_data()?;
     let teachers = load_teachers(&args.teachers, &args.run.onnx_options()?)?;
-    // The batches distill feeds teachers are normalised the student's way: edgekd's students
-    // all use the default (MNIST statistics), and the key records it.
-    let norm = Normalization::default();
+    // The batches distill feeds teachers are normalised the student's way; the key records it.
+    let norm = opts.normalization()?;
     let hashed = Instant::now();
     let data_sha256 = logit_cache::data_sha256(&data.train);
     eprintln!(
