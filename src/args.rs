@@ -157,8 +157,10 @@ pub struct KdOpts {
     #[arg(long = "teacher", value_name = "DIR|FILE.onnx")]
     #[serde(rename = "teachers", default)]
     pub teachers: Vec<PathBuf>,
+    /// How teachers run; read from experiment files through DistillFile (serde cannot nest a
+    /// flattened struct inside this one, itself flattened there).
     #[command(flatten)]
-    #[serde(flatten)]
+    #[serde(skip)]
     pub run: TeacherOpts,
     /// Relative weight of each teacher, in --teacher order [default: equal]
     #[arg(long, value_delimiter = ',', value_name = "W1,W2,...")]
@@ -206,7 +208,6 @@ impl KdOpts {
             self.teachers = file.teachers.clone();
         }
         self.baseline |= file.baseline;
-        self.run = self.run.merge(&file.run);
         prefer_flags!(
             self,
             file,
@@ -486,6 +487,8 @@ pub struct DistillFile {
     pub teacher: Option<TrainFile>,
     #[serde(flatten)]
     pub kd: KdOpts,
+    #[serde(flatten)]
+    pub run: TeacherOpts,
     #[serde(flatten)]
     pub opts: TrainOpts,
 }

@@ -73,6 +73,7 @@ pub fn run(args: DistillArgs) -> Result<()> {
         None => DistillFile::default(),
     };
     let mut kd = args.kd.merge(&file.kd);
+    kd.run = std::mem::take(&mut kd.run).merge(&file.run);
     let opts = args.opts.clone().merge(&file.opts);
     let out = args
         .out
