@@ -5,7 +5,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use common::{edgekd, fails, quick_export, quick_train_on, stdout, subset, teacher_fixture};
+use common::{
+    edgekd, fails, outputs, quick_export, quick_train_on, stdout, subset, teacher_fixture,
+};
 
 /// The full MNIST beside the checkout, when this machine has it.
 fn shared_mnist() -> Option<PathBuf> {
@@ -1142,30 +1144,25 @@ fn distill_profile_reports_where_each_step_went() {
 fn distill_from_onnx_teachers_exported_by_scikit_learn() {
     let dir = tempfile::tempdir().unwrap();
     let onnx = teacher_fixture("sklearn-mlp.onnx");
-    let out = edgekd()
-        .args([
-            "distill",
-            "--student",
-            "mlp:32",
-            "--epochs",
-            "2",
-            "-q",
-            "-T",
-            "4",
-        ])
-        .arg("--teacher")
-        .arg(&onnx)
-        .arg("--teacher")
-        .arg(&onnx)
-        .arg("--out")
-        .arg(dir.path().join("s"))
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
+    let (stdout, stderr) = outputs(
+        edgekd()
+            .args([
+                "distill",
+                "--student",
+                "mlp:32",
+                "--epochs",
+                "2",
+                "-q",
+                "-T",
+                "4",
+            ])
+            .arg("--teacher")
+            .arg(&onnx)
+            .arg("--teacher")
+            .arg(&onnx)
+            .arg("--out")
+            .arg(dir.path().join("s")),
     );
-    assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(
         stderr.contains("ONNX, output taken as probabilities"),
         "{stderr}"
@@ -1252,30 +1249,25 @@ fn distill_on_an_unlabelled_folder_learns_from_the_teacher_alone() {
             .unwrap();
     }
     let onnx = teacher_fixture("sklearn-mlp.onnx");
-    let out = edgekd()
-        .args([
-            "distill",
-            "--student",
-            "mlp:32",
-            "--epochs",
-            "8",
-            "-q",
-            "-T",
-            "2",
-        ])
-        .arg("--teacher")
-        .arg(&onnx)
-        .arg("--unlabeled")
-        .arg(&images)
-        .arg("--out")
-        .arg(dir.path().join("s"))
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
+    let (_, stderr) = outputs(
+        edgekd()
+            .args([
+                "distill",
+                "--student",
+                "mlp:32",
+                "--epochs",
+                "8",
+                "-q",
+                "-T",
+                "2",
+            ])
+            .arg("--teacher")
+            .arg(&onnx)
+            .arg("--unlabeled")
+            .arg(&images)
+            .arg("--out")
+            .arg(dir.path().join("s")),
     );
-    assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(
         stderr.contains("600 unlabelled images from")
             && stderr.contains("labelled by the teachers' top-1"),

@@ -38,6 +38,17 @@ pub fn stdout(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs `cmd`, which must succeed; returns what it printed on stdout and on stderr.
+pub fn outputs(cmd: &mut Command) -> (String, String) {
+    let out = cmd.output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "failed: {stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
 pub fn quick_train_on(model: &str, out: &Path, epochs: usize, images: usize) -> Command {
     let mut c = edgekd();
     c.args([
