@@ -427,6 +427,13 @@ impl TrainOpts {
         Ok(s)
     }
 
+    /// A model spec for `data`: its outputs are the data's classes.
+    pub fn spec_for(&self, spec: &str, data: &Splits) -> Result<ModelSpec> {
+        let mut s = self.spec(spec)?;
+        s.classes = data.classes();
+        Ok(s)
+    }
+
     /// The input normalization --normalize asks for (MNIST's statistics by default).
     pub fn normalization(&self) -> Result<Normalization> {
         match self.normalize.as_deref() {

@@ -1350,3 +1350,74 @@ fn a_chosen_normalization_travels_with_the_model() {
         "metadata"
     );
 }
+
+/// An image folder of three classes makes three-output models, which an ONNX teacher of three
+/// classes can teach and a ten-class one cannot.
+#[test]
+fn an_image_folder_sets_the_number_of_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("abc");
+    let data = edgekd_distill::Splits::load(&subset()).unwrap();
+    for (split, set, per_class) in [("train", &data.train, 150), ("test", &data.test, 30)] {
+        for (name, digit) in [("zero", 0u8), ("one", 1), ("two", 2)] {
+            let d = folder.join(split).join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            let members = (0..set.len()).filter(|&i| set.labels[i] == digit);
+            for (k, i) in members.take(per_class).enumerate() {
+                image::GrayImage::from_raw(28, 28, set.image(i).to_vec())
+                    .unwrap()
+                    .save(d.join(format!("{k:03}.png")))
+                    .unwrap();
+            }
+        }
+    }
+    let teacher = dir.path().join("t");
+    stdout(
+        edgekd()
+            .args([
+                "train", "--model", "mlp:32", "--epochs", "3", "-q", "--data",
+            ])
+            .arg(&folder)
+            .arg("--out")
+            .arg(&teacher),
+    );
+    let spec = std::fs::read_to_string(teacher.join("model.toml")).unwrap();
+    assert!(spec.contains("classes = 3"), "{spec}");
+    let onnx = dir.path().join("onnx");
+    stdout(
+        quick_export(&teacher, &onnx, "f32", "qdq")
+            .arg("--data")
+            .arg(&folder),
+    );
+    let (_, stderr) = outputs(
+        edgekd()
+            .args([
+                "distill",
+                "--student",
+                "mlp:8",
+                "--epochs",
+                "3",
+                "-q",
+                "--data",
+            ])
+            .arg(&folder)
+            .arg("--teacher")
+            .arg(onnx.join("t.f32.onnx"))
+            .arg("--out")
+            .arg(dir.path().join("s")),
+    );
+    assert!(stderr.contains("errors of 90)"), "{stderr}");
+    let ten = fails(
+        edgekd()
+            .args(["distill", "--student", "mlp:8", "--data"])
+            .arg(&folder)
+            .arg("--teacher")
+            .arg(teacher_fixture("sklearn-mlp.onnx"))
+            .arg("--out")
+            .arg(dir.path().join("x")),
+    );
+    assert!(
+        ten.contains("it scores 10 classes, the data has 3"),
+        "{ten}"
+    );
+}

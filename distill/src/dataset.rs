@@ -122,9 +122,9 @@ impl Dataset {
         write_gz(labels, &idx::encode(&[self.len()], &self.labels))
     }
 
-    /// Images per class, for reports.
-    pub fn class_counts(&self) -> [usize; NUM_CLASSES] {
-        let mut counts = [0; NUM_CLASSES];
+    /// Images per class (classes 0 to the highest label), for reports.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.labels.iter().max().map_or(0, |&m| m as usize + 1)];
         for &l in &self.labels {
             counts[l as usize] += 1;
         }
@@ -132,8 +132,11 @@ impl Dataset {
     }
 }
 
-/// Classes in MNIST-like data (digits 0-9).
+/// Classes in MNIST-like data (digits 0-9): what IDX labels may be.
 pub const NUM_CLASSES: usize = 10;
+
+/// Most classes a dataset may have (labels are bytes).
+pub const MAX_CLASSES: usize = 256;
 
 fn write_gz(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
@@ -223,6 +226,13 @@ pub(crate) fn require_dir(dir: &Path) -> Result<()> {
 }
 
 impl Splits {
+    /// Classes the data holds: one past the highest label in either split (at least 2), so
+    /// 10 for MNIST and the class-folder count for an image folder.
+    pub fn classes(&self) -> usize {
+        let top = |d: &Dataset| d.labels.iter().max().map_or(0, |&m| m as usize + 1);
+        top(&self.train).max(top(&self.test)).max(2)
+    }
+
     /// Loads `train-*` and `t10k-*` IDX files (gzipped or raw) from `dir`, or, when `dir`
     /// holds no IDX file and is laid out as an image folder (`class/image.png`, optionally
     /// under `train/` and `test/`), its images as 28x28 grayscale ([`crate::image_folder`]).

@@ -239,7 +239,7 @@ pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Resu
         s.input_dropout = opts.input_dropout.unwrap_or(s.input_dropout);
         s
     } else {
-        opts.spec(&student_arg)?
+        opts.spec_for(&student_arg, data)?
     };
     let base = opts.train_config()?;
     let mut kd = kd.clone();
@@ -300,7 +300,8 @@ pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Resu
     let assistant_model;
     let student_teachers: &[Teacher] = match &kd.assistant {
         Some(a) => {
-            let aspec = opts.spec(a)?;
+            let mut aspec = opts.spec(a)?;
+            aspec.classes = spec.classes;
             let s = setup(format!("assistant {}", aspec.name), &base);
             let Some(t) = train_one(
                 &aspec,

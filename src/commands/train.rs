@@ -58,9 +58,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
 /// stage of `distill --config` files with a `[teacher]` table.
 pub fn train_model(model: &str, out: &Path, opts: &TrainOpts) -> Result<Option<Trained>> {
     opts.apply_threads()?;
-    let spec = opts.spec(model)?;
     let config = opts.train_config()?;
     let data = opts.load_data()?;
+    let spec = opts.spec_for(model, &data)?;
     let data_name = opts.data_dir().display().to_string();
     eprintln!(
         "training {} ({} parameters) on {} images, testing on {}",
