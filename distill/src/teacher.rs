@@ -85,15 +85,23 @@ impl OnnxTeacher {
             path: path.into(),
             reason,
         };
+        let runtime = edgekd_runtime::Options {
+            backend: options.backend,
+            ..Default::default()
+        };
+        // As the runtime's own loader does: the size limit is checked before the file is read.
+        let len = std::fs::metadata(path)
+            .map_err(|e| bad(format!("cannot read it: {e}")))?
+            .len();
+        runtime
+            .limits
+            .check_file_size(len)
+            .map_err(|e| bad(e.to_string()))?;
+        // Read here rather than by Model::load_with: the bytes are also hashed (for the logit
+        // cache) and searched for a final Softmax.
         let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
-        let model = edgekd_runtime::Model::from_bytes_with(
-            &bytes,
-            edgekd_runtime::Options {
-                backend: options.backend,
-                ..Default::default()
-            },
-        )
-        .map_err(|e| bad(e.to_string()))?;
+        let model = edgekd_runtime::Model::from_bytes_with(&bytes, runtime)
+            .map_err(|e| bad(e.to_string()))?;
         let info = model.info();
         let mut preprocess = Preprocess::for_model(info).ok_or_else(|| {
             bad(format!(
