@@ -36,6 +36,7 @@ use sha2::{Digest, Sha256};
 use crate::atomic;
 use crate::dataset::{Dataset, Normalization};
 use crate::error::{Error, Result};
+use crate::teacher::Teacher;
 
 /// The `format` metadata value this module reads and writes.
 pub const FORMAT: &str = "edgekd-teacher-logits/1";
@@ -67,6 +68,21 @@ pub struct CacheKey {
 }
 
 impl CacheKey {
+    /// The key of `teacher`'s logits on images hashing to `data_sha256`, fed batches
+    /// normalised with `normalization`.
+    pub fn for_teacher(
+        teacher: &Teacher,
+        data_sha256: &str,
+        normalization: Normalization,
+    ) -> Result<CacheKey> {
+        Ok(CacheKey {
+            teacher: teacher.name(),
+            teacher_sha256: teacher.sha256()?,
+            data_sha256: data_sha256.into(),
+            normalization,
+        })
+    }
+
     /// The key the file is named after.
     pub fn key(&self) -> String {
         let mut h = Sha256::new();

@@ -86,6 +86,14 @@ pub struct SoftTargets {
 }
 
 impl SoftTargets {
+    /// The ensemble's top-1 class per row.
+    pub fn top1(&self) -> Result<Vec<u32>> {
+        Ok(self
+            .probs
+            .argmax(candle_core::D::Minus1)?
+            .to_vec1::<u32>()?)
+    }
+
     /// Combines teacher logits `[n, classes]` with `weights` (normalised here) at `temperature`.
     /// Several teachers are averaged in probability space, as an ensemble's prediction is.
     pub fn combine(

@@ -222,6 +222,31 @@ pub fn logits_of(
     })
 }
 
+/// [`teacher_logits_of`] over a training set, refused when any is NaN or infinite (naming the
+/// sample): what the trainer caches, and what `teacher-logits` writes.
+pub fn checked_teacher_logits(
+    teacher: &Teacher,
+    data: &Dataset,
+    norm: Normalization,
+    device: &Device,
+) -> Result<Tensor> {
+    let logits = teacher_logits_of(teacher, data, norm, device)?;
+    check_teacher_logits(teacher, &logits, |row| row)?;
+    Ok(logits)
+}
+
+/// Relative weight of each of `teachers` teachers: `given`, one per teacher, or equal weights
+/// when none are given.
+pub fn teacher_weights(given: &[f64], teachers: usize) -> Result<Vec<f64>> {
+    match given.len() {
+        0 => Ok(vec![1.0; teachers]),
+        n if n == teachers => Ok(given.to_vec()),
+        n => Err(Error::Config(format!(
+            "{n} teacher weights for {teachers} teachers"
+        ))),
+    }
+}
+
 /// A teacher's logits on all of `data`, in order, without augmentation, fed batches
 /// normalised with `norm` (the student's).
 pub fn teacher_logits_of(
@@ -332,19 +357,8 @@ impl Run<'_> {
                 (*teachers, Some(config.clone()))
             }
         };
-        let weights = match &dcfg {
-            Some(d) if !d.teacher_weights.is_empty() => {
-                if d.teacher_weights.len() != teachers.len() {
-                    return Err(Error::Config(format!(
-                        "{} teacher weights for {} teachers",
-                        d.teacher_weights.len(),
-                        teachers.len()
-                    )));
-                }
-                d.teacher_weights.clone()
-            }
-            _ => vec![1.0; teachers.len()],
-        };
+        let given = dcfg.as_ref().map_or(&[][..], |d| &d.teacher_weights[..]);
+        let weights = teacher_weights(given, teachers.len())?;
         let kd = dcfg.as_ref().map(|d| d.kd);
         let finetune_epochs = dcfg.as_ref().map_or(0, |d| d.finetune_epochs);
         let total_epochs = cfg.epochs + finetune_epochs;
@@ -446,15 +460,7 @@ impl Run<'_> {
             let mut stores = Vec::with_capacity(teachers.len());
             for t in teachers {
                 let key = match (self.logit_cache, &data_sha256) {
-                    (Some(dir), Some(data)) => Some((
-                        dir,
-                        CacheKey {
-                            teacher: t.name(),
-                            teacher_sha256: t.sha256()?,
-                            data_sha256: data.clone(),
-                            normalization: norm,
-                        },
-                    )),
+                    (Some(dir), Some(data)) => Some((dir, CacheKey::for_teacher(t, data, norm)?)),
                     _ => None,
                 };
                 if let Some((dir, key)) = &key {
@@ -468,18 +474,12 @@ impl Run<'_> {
                     }
                 }
                 observer.phase("computing teacher logits once for the whole run");
-                let logits = teacher_logits_of(t, self.train, norm, &device)?;
-                check_teacher_logits(t, &logits, |row| row)?;
-                stores.push(match &key {
-                    Some((dir, key)) => {
-                        logit_cache::write(dir, key, &logits)?;
-                        LogitStore::Mapped(
-                            MappedLogits::open(dir, key, self.train.len())?
-                                .expect("the cache file was just written"),
-                        )
-                    }
-                    None => LogitStore::Memory(logits),
-                });
+                let logits = checked_teacher_logits(t, self.train, norm, &device)?;
+                // Written for later runs; this one already holds the same values in memory.
+                if let Some((dir, key)) = &key {
+                    logit_cache::write(dir, key, &logits)?;
+                }
+                stores.push(LogitStore::Memory(logits));
             }
             profile.teacher_cache_seconds = cache_started.elapsed().as_secs_f64();
             Some(stores)

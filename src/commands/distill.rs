@@ -5,13 +5,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use candle_core::D;
 use clap::Args;
 use edgekd_distill::checkpoint::{self, load_model, REPORT_FILE};
 use edgekd_distill::image_folder::load_unlabeled;
 use edgekd_distill::loss::SoftTargets;
 use edgekd_distill::teacher::{OnnxOptions, OnnxTeacher, Teacher};
-use edgekd_distill::trainer::teacher_logits_of;
+use edgekd_distill::trainer::{teacher_logits_of, teacher_weights};
 use edgekd_distill::Normalization;
 use edgekd_distill::{KdGain, Objective, Report, Splits, TrainConfig};
 
@@ -125,25 +124,10 @@ fn teacher_labelled(
         .iter()
         .map(|t| teacher_logits_of(t, &train, norm, &Device::Cpu))
         .collect::<edgekd_distill::Result<Vec<_>>>()?;
-    let weights = kd
-        .teacher_weights
-        .clone()
-        .unwrap_or_else(|| vec![1.0; teachers.len()]);
-    if weights.len() != teachers.len() {
-        bail!(
-            "{} teacher weights for {} teachers",
-            weights.len(),
-            teachers.len()
-        );
-    }
+    let given = kd.teacher_weights.as_deref().unwrap_or_default();
+    let weights = teacher_weights(given, teachers.len())?;
     let combined = SoftTargets::combine(&logits, &weights, 1.0)?;
-    train.labels = combined
-        .probs
-        .argmax(D::Minus1)?
-        .to_vec1::<u32>()?
-        .into_iter()
-        .map(|l| l as u8)
-        .collect();
+    train.labels = combined.top1()?.into_iter().map(|l| l as u8).collect();
     eprintln!(
         "{} unlabelled images from {}, labelled by the teachers' top-1 (training accuracy is agreement with them)",
         train.len(),

@@ -73,7 +73,7 @@ mod training {
             );
         }
         let combined = SoftTargets::combine(&logits, &vec![1.0; logits.len()], 1.0)?;
-        Ok((errors, combined.probs.argmax(D::Minus1)?.to_vec1::<u32>()?))
+        Ok((errors, combined.top1()?))
     }
 
     /// Everything one training run needs besides the model and objective.

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::Args;
 use edgekd_distill::logit_cache::{self, CacheKey, MappedLogits};
-use edgekd_distill::trainer::teacher_logits_of;
+use edgekd_distill::trainer::checked_teacher_logits;
 
 use super::distill::load_teachers;
 use crate::args::{TeacherOpts, TrainOpts};
@@ -70,12 +70,7 @@ pub fn run(args: TeacherLogitsArgs) -> Result<()> {
         hashed.elapsed().as_secs_f64()
     );
     for (t, path) in teachers.iter().zip(&args.teachers) {
-        let key = CacheKey {
-            teacher: t.name(),
-            teacher_sha256: t.sha256()?,
-            data_sha256: data_sha256.clone(),
-            normalization: norm,
-        };
+        let key = CacheKey::for_teacher(t, &data_sha256, norm)?;
         if let Some(m) = MappedLogits::open(&dir, &key, data.train.len())? {
             println!(
                 "{}: already cached in {}",
@@ -85,7 +80,7 @@ pub fn run(args: TeacherLogitsArgs) -> Result<()> {
             continue;
         }
         let started = Instant::now();
-        let logits = teacher_logits_of(t, &data.train, norm, &Device::Cpu)
+        let logits = checked_teacher_logits(t, &data.train, norm, &Device::Cpu)
             .with_context(|| format!("running teacher {}", path.display()))?;
         let computed = started.elapsed().as_secs_f64();
         let file = logit_cache::write(&dir, &key, &logits)?;
