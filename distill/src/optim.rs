@@ -380,11 +380,11 @@ impl Optimizer {
                 None => None,
             })
         };
+        // Once each: a gradient that is not contiguous is copied here, not in both passes.
+        let gs = self.vars.iter().map(grad_of).collect::<Result<Vec<_>>>()?;
         let mut sq = 0f64;
-        for var in &self.vars {
-            if let Some(g) = grad_of(var)? {
-                sq += with_values(&g, |g| Ok(sum_of_squares(g)))?;
-            }
+        for g in gs.iter().flatten() {
+            sq += with_values(g, |g| Ok(sum_of_squares(g)))?;
         }
         let grad_norm = sq.sqrt();
         let scale = match self.cfg.clip_norm {
@@ -394,8 +394,7 @@ impl Optimizer {
         self.steps += 1;
         let rule = Rule::new(&self.cfg, self.steps, lr);
         let mut no_v: [f32; 0] = [];
-        for (i, var) in self.vars.iter().enumerate() {
-            let g = grad_of(var)?;
+        for (i, (var, g)) in self.vars.iter().zip(&gs).enumerate() {
             let v: &mut [f32] = match self.v.get_mut(i) {
                 Some(v) => v,
                 None => &mut no_v,
@@ -408,7 +407,7 @@ impl Optimizer {
                     moments: RefCell::new((&mut self.m[i], &mut *v)),
                 })
             };
-            match &g {
+            match g {
                 Some(g) => with_values(g, |g| Ok(update(Some(g))?))?,
                 None => update(None)?,
             }
