@@ -8,8 +8,8 @@ use clap::{Args, ValueEnum};
 use edgekd_distill::batch::Augment;
 use edgekd_distill::teacher::{OnnxOptions, TeacherOutputs};
 use edgekd_distill::{
-    DistillConfig, KdConfig, ModelSpec, Normalization, OptimizerConfig, OptimizerKind, Schedule,
-    SoftLoss, Splits, TrainConfig,
+    DistillConfig, ImageOptions, InputShape, KdConfig, ModelSpec, Normalization, OptimizerConfig,
+    OptimizerKind, Schedule, SoftLoss, Splits, TrainConfig,
 };
 use serde::Deserialize;
 
@@ -33,6 +33,50 @@ pub enum ScheduleArg {
     Step,
     /// Constant --lr.
     Constant,
+}
+
+/// The colour an image folder is decoded to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColorArg {
+    /// One channel, Pillow's luma weights (as torchvision's Grayscale)
+    Gray,
+    /// Three channels, red, green, blue (alpha dropped)
+    Rgb,
+}
+
+/// Height and width an image folder is resized to: `HxW`, or `N` for a square.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ImageSize {
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl std::str::FromStr for ImageSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let side = |t: &str| match t.trim().parse::<usize>() {
+            Ok(n) if (1..=8192).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "`{s}` is not an image size: HxW (e.g. 32x32) or N, sides 1 to 8192"
+            )),
+        };
+        let (rows, cols) = match s.split_once(['x', 'X']) {
+            Some((h, w)) => (side(h)?, side(w)?),
+            None => (side(s)?, side(s)?),
+        };
+        Ok(ImageSize { rows, cols })
+    }
+}
+
+impl TryFrom<String> for ImageSize {
+    type Error = String;
+
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
 }
 
 /// Fills each listed `Option` field of `$flags` that is `None` from `$file`.
@@ -254,7 +298,7 @@ impl KdOpts {
 #[derive(Debug, Clone, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainOpts {
-    /// Directory of MNIST-layout IDX files (train-*/t10k-*, gzipped or raw) [default: the subset shipped in data/mnist-subset]
+    /// Dataset: a directory of MNIST-layout IDX files (train-*/t10k-*, gzipped or raw) or an image folder (one subfolder of PNG/JPEG files per class, optionally under train/ and test/) [default: the subset shipped in data/mnist-subset]
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
     /// Use only the first N training images (for quick experiments)
@@ -325,6 +369,12 @@ pub struct TrainOpts {
     /// Seed of the train/test split of an image folder without test/ (a sixth of each class held out) [default: 0]
     #[arg(long, value_name = "SEED")]
     pub split_seed: Option<u64>,
+    /// Size an image folder is resized to: HxW (height x width) or N for NxN [default: the teacher's input size, else the first image's]
+    #[arg(long, value_name = "HxW")]
+    pub image_size: Option<ImageSize>,
+    /// Colour an image folder is decoded to [default: the teacher's input, else RGB when the first image is in colour]
+    #[arg(long, value_enum)]
+    pub color: Option<ColorArg>,
     /// Input normalization of the trained model, applied to pixels scaled to [0, 1]: (x - MEAN) / STD; recorded in the checkpoint and the exported ONNX [default: MNIST's 0.1307,0.3081]
     #[arg(long, value_name = "MEAN,STD", value_delimiter = ',')]
     pub normalize: Option<Vec<f32>>,
@@ -368,6 +418,8 @@ impl TrainOpts {
             dropout,
             input_dropout,
             split_seed,
+            image_size,
+            color,
             normalize,
             threads
         );
@@ -427,11 +479,25 @@ impl TrainOpts {
         Ok(s)
     }
 
-    /// A model spec for `data`: its outputs are the data's classes.
+    /// A model spec for `data`: it takes the data's images and scores its classes.
     pub fn spec_for(&self, spec: &str, data: &Splits) -> Result<ModelSpec> {
         let mut s = self.spec(spec)?;
         s.classes = data.classes();
+        s.input = data.train.shape();
+        s.validate()
+            .with_context(|| format!("for the data's {} images", s.input))?;
         Ok(s)
+    }
+
+    /// The image-folder decoding --image-size and --color ask for.
+    pub fn image_options(&self) -> ImageOptions {
+        ImageOptions {
+            size: self.image_size.map(|s| (s.rows, s.cols)),
+            channels: self.color.map(|c| match c {
+                ColorArg::Gray => 1,
+                ColorArg::Rgb => 3,
+            }),
+        }
     }
 
     /// The input normalization --normalize asks for (MNIST's statistics by default).
@@ -452,9 +518,32 @@ impl TrainOpts {
 
     /// Loads the data, cut to --train-limit.
     pub fn load_data(&self) -> Result<Splits> {
+        self.load_data_for(None)
+    }
+
+    /// Loads the data, cut to --train-limit. An image folder is decoded at --image-size and
+    /// --color; what they leave open comes from `teacher_input` (the images the teacher takes),
+    /// else from the folder's first image.
+    pub fn load_data_for(&self, teacher_input: Option<InputShape>) -> Result<Splits> {
         let dir = self.data_dir();
-        let mut splits = Splits::load_split(&dir, self.split_seed.unwrap_or(0))
+        let mut image = self.image_options();
+        let folder = Splits::is_image_folder(&dir);
+        if let (true, Some(t)) = (folder, teacher_input) {
+            let from_teacher = ImageOptions::exactly(t);
+            image.size = image.size.or(from_teacher.size);
+            image.channels = image.channels.or(from_teacher.channels);
+        }
+        let mut splits = Splits::load_with(&dir, self.split_seed.unwrap_or(0), image)
             .with_context(|| format!("loading dataset from {}", dir.display()))?;
+        if folder && !self.quiet {
+            eprintln!(
+                "{}: image folder, {} training and {} test images decoded as {}",
+                dir.display(),
+                splits.train.len(),
+                splits.test.len(),
+                splits.train.shape()
+            );
+        }
         if let Some(n) = self.train_limit {
             if n == 0 {
                 bail!("--train-limit must be at least 1");

@@ -1053,7 +1053,7 @@ fn image_folders_train_like_idx_files() {
     let info = stdout(edgekd().args(["data", "info", "--dir"]).arg(&folder));
     assert!(
         info.contains("classes (label order): 0, 1, 2, 3, 4, 5, 6, 7, 8, 9")
-            && info.contains("train: 600 images of 28x28, per class [60, 60")
+            && info.contains("train: 600 images of 28x28 grayscale, per class [60, 60")
             && info.contains("test: 200 images"),
         "{info}"
     );

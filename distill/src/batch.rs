@@ -83,7 +83,7 @@ impl Augment {
 /// One batch on the device.
 #[derive(Debug)]
 pub struct Batch {
-    /// `[n, rows * cols]` normalized pixels.
+    /// `[n, channels * rows * cols]` normalized pixels.
     pub images: Tensor,
     /// `[n]` class labels (u32).
     pub labels: Tensor,
@@ -113,7 +113,7 @@ pub fn make_batch(
     let n = indices.len();
     let (rows, cols) = (data.rows, data.cols);
     let lut: Vec<f32> = (0..=255u8).map(|p| norm.apply(p)).collect();
-    let mut x = Vec::with_capacity(n * rows * cols);
+    let mut x = Vec::with_capacity(n * data.image_len());
     let (aug, mut rng) = match augment {
         Some((a, r)) => (*a, Some(r)),
         None => (Augment::default(), None),
@@ -124,15 +124,19 @@ pub fn make_batch(
             (Some(r), j) if j > 0 => {
                 let j = j as i64;
                 let (dy, dx) = (r.random_range(-j..=j), r.random_range(-j..=j));
-                for y in 0..rows as i64 {
-                    for xx in 0..cols as i64 {
-                        let (sy, sx) = (y - dy, xx - dx);
-                        let p = if sy >= 0 && sy < rows as i64 && sx >= 0 && sx < cols as i64 {
-                            img[(sy as usize) * cols + sx as usize]
-                        } else {
-                            0
-                        };
-                        x.push(lut[p as usize]);
+                // One shift for the whole image: every colour plane moves together.
+                for plane in img.chunks_exact(rows * cols) {
+                    for y in 0..rows as i64 {
+                        for xx in 0..cols as i64 {
+                            let (sy, sx) = (y - dy, xx - dx);
+                            let inside = sy >= 0 && sy < rows as i64 && sx >= 0 && sx < cols as i64;
+                            let p = if inside {
+                                plane[(sy as usize) * cols + sx as usize]
+                            } else {
+                                0
+                            };
+                            x.push(lut[p as usize]);
+                        }
                     }
                 }
             }
@@ -140,7 +144,7 @@ pub fn make_batch(
         }
     }
     let labels: Vec<u32> = indices.iter().map(|&i| data.labels[i] as u32).collect();
-    let mut images = Tensor::from_vec(x, (n, rows * cols), device)?;
+    let mut images = Tensor::from_vec(x, (n, data.image_len()), device)?;
     let mut mix = None;
     if let (Some(r), Some(alpha)) = (rng, aug.mixup) {
         let beta = Beta::new(alpha, alpha)
@@ -224,6 +228,49 @@ mod tests {
             moved |= v != orig;
         }
         assert!(moved);
+    }
+
+    #[test]
+    fn jitter_shifts_every_colour_plane_alike() {
+        // One lit pixel at (4, 5) of a 3x8x8 image, a different value in each plane.
+        let (rows, cols) = (8, 8);
+        let mut pixels = vec![0u8; 3 * rows * cols];
+        for (c, v) in [10u8, 20, 30].into_iter().enumerate() {
+            pixels[c * rows * cols + 4 * cols + 5] = v;
+        }
+        let d = Dataset {
+            pixels,
+            labels: vec![0],
+            channels: 3,
+            rows,
+            cols,
+        };
+        let aug = Augment {
+            jitter: 2,
+            mixup: None,
+        };
+        let norm = Normalization {
+            mean: 0.0,
+            std: 1.0 / 255.0,
+        };
+        let mut shifted = false;
+        for e in 0..10 {
+            let mut r = rng(3, Stream::Augment, e);
+            let b = make_batch(&d, &[0], norm, Some((&aug, &mut r)), &Device::Cpu).unwrap();
+            let v = b.images.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let lit: Vec<(usize, f32)> = v
+                .chunks_exact(rows * cols)
+                .map(|plane| {
+                    let at = plane.iter().position(|&p| p > 0.5).unwrap();
+                    (at, plane[at].round())
+                })
+                .collect();
+            assert_eq!(lit[0].0, lit[1].0);
+            assert_eq!(lit[1].0, lit[2].0);
+            assert_eq!([lit[0].1, lit[1].1, lit[2].1], [10.0, 20.0, 30.0]);
+            shifted |= lit[0].0 != 4 * cols + 5;
+        }
+        assert!(shifted);
     }
 
     #[test]

@@ -6,14 +6,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::idx;
+use crate::spec::InputShape;
 
 /// Images of one size with one class label each, pixels as `u8`.
 #[derive(Debug, Clone)]
 pub struct Dataset {
-    /// `len * rows * cols` pixels, row-major, one image after another.
+    /// `len * channels * rows * cols` pixels, one image after another, each channel-major
+    /// (all red values, then green, then blue), each plane row-major: NCHW, as models take it.
     pub pixels: Vec<u8>,
     /// One class index per image.
     pub labels: Vec<u8>,
+    /// Colour channels: 1 (grayscale) or 3 (RGB).
+    pub channels: usize,
     /// Image height.
     pub rows: usize,
     /// Image width.
@@ -31,9 +35,18 @@ impl Dataset {
         self.labels.is_empty()
     }
 
-    /// Pixels per image.
+    /// Values per image (channels x rows x cols).
     pub fn image_len(&self) -> usize {
-        self.rows * self.cols
+        self.channels * self.rows * self.cols
+    }
+
+    /// The images' geometry, as a model's input.
+    pub fn shape(&self) -> InputShape {
+        InputShape {
+            channels: self.channels,
+            rows: self.rows,
+            cols: self.cols,
+        }
     }
 
     /// The pixels of image `i`.
@@ -51,6 +64,7 @@ impl Dataset {
         Dataset {
             pixels,
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            channels: self.channels,
             rows: self.rows,
             cols: self.cols,
         }
@@ -62,19 +76,25 @@ impl Dataset {
         self.select(&(0..n).collect::<Vec<_>>())
     }
 
-    /// Reads a pair of IDX files: images `[N, rows, cols]` and labels `[N]`.
+    /// Reads a pair of IDX files: images `[N, rows, cols]` (grayscale, as MNIST) or
+    /// `[N, channels, rows, cols]` (channels 1 or 3, as [`Dataset::write_idx_gz`] writes colour
+    /// images), and labels `[N]`.
     pub fn from_idx(images: &Path, labels: &Path) -> Result<Dataset> {
         let img = idx::read_idx(images)?;
         let lab = idx::read_idx(labels)?;
-        if img.dims.len() != 3 {
-            return Err(Error::Idx {
-                path: images.into(),
-                reason: format!(
-                    "images must have rank 3 [N, rows, cols], found {:?}",
-                    img.dims
-                ),
-            });
-        }
+        let (channels, rows, cols) = match img.dims[..] {
+            [_, rows, cols] => (1, rows, cols),
+            [_, channels @ (1 | 3), rows, cols] => (channels, rows, cols),
+            _ => {
+                return Err(Error::Idx {
+                    path: images.into(),
+                    reason: format!(
+                        "images must be [N, rows, cols] or [N, channels (1 or 3), rows, cols], found {:?}",
+                        img.dims
+                    ),
+                })
+            }
+        };
         if lab.dims.len() != 1 {
             return Err(Error::Idx {
                 path: labels.into(),
@@ -93,7 +113,7 @@ impl Dataset {
                 ),
             });
         }
-        if img.dims[1] == 0 || img.dims[2] == 0 {
+        if rows == 0 || cols == 0 {
             return Err(Error::Idx {
                 path: images.into(),
                 reason: format!("empty image size {:?}", &img.dims[1..]),
@@ -108,17 +128,21 @@ impl Dataset {
         Ok(Dataset {
             pixels: img.data,
             labels: lab.data,
-            rows: img.dims[1],
-            cols: img.dims[2],
+            channels,
+            rows,
+            cols,
         })
     }
 
-    /// Writes the dataset as a gzipped IDX pair.
+    /// Writes the dataset as a gzipped IDX pair: grayscale images as MNIST's `[N, rows, cols]`,
+    /// colour ones as `[N, 3, rows, cols]`.
     pub fn write_idx_gz(&self, images: &Path, labels: &Path) -> Result<()> {
-        write_gz(
-            images,
-            &idx::encode(&[self.len(), self.rows, self.cols], &self.pixels),
-        )?;
+        let dims = if self.channels == 1 {
+            vec![self.len(), self.rows, self.cols]
+        } else {
+            vec![self.len(), self.channels, self.rows, self.cols]
+        };
+        write_gz(images, &idx::encode(&dims, &self.pixels))?;
         write_gz(labels, &idx::encode(&[self.len()], &self.labels))
     }
 
@@ -129,6 +153,45 @@ impl Dataset {
             counts[l as usize] += 1;
         }
         counts
+    }
+}
+
+/// The size and colour an image folder is decoded to; what is left `None` is taken from its
+/// first image (in label, then file-name order).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImageOptions {
+    /// Height and width images are resized to.
+    pub size: Option<(usize, usize)>,
+    /// 1 (grayscale, Pillow's luma weights) or 3 (RGB).
+    pub channels: Option<usize>,
+}
+
+impl ImageOptions {
+    /// Exactly `shape`, e.g. the input of the model that will see the images.
+    pub fn exactly(shape: InputShape) -> ImageOptions {
+        ImageOptions {
+            size: Some((shape.rows, shape.cols)),
+            channels: Some(shape.channels),
+        }
+    }
+
+    /// The parts given here, the rest from `fallback` (called only when something is missing).
+    pub fn resolve(&self, fallback: impl FnOnce() -> Result<InputShape>) -> Result<InputShape> {
+        let (size, channels) = match (self.size, self.channels) {
+            (Some(size), Some(channels)) => (size, channels),
+            (size, channels) => {
+                let f = fallback()?;
+                (
+                    size.unwrap_or((f.rows, f.cols)),
+                    channels.unwrap_or(f.channels),
+                )
+            }
+        };
+        Ok(InputShape {
+            channels,
+            rows: size.0,
+            cols: size.1,
+        })
     }
 }
 
@@ -235,17 +298,20 @@ impl Splits {
 
     /// Loads `train-*` and `t10k-*` IDX files (gzipped or raw) from `dir`, or, when `dir`
     /// holds no IDX file and is laid out as an image folder (`class/image.png`, optionally
-    /// under `train/` and `test/`), its images as 28x28 grayscale ([`crate::image_folder`]).
+    /// under `train/` and `test/`), its images at the size and colour of its first image
+    /// ([`crate::image_folder`]).
     pub fn load(dir: &Path) -> Result<Splits> {
-        Splits::load_split(dir, 0)
+        Splits::load_with(dir, 0, ImageOptions::default())
     }
 
     /// [`Splits::load`], with the seed that picks the held-out sixth of each class when an
-    /// image folder has no `test/` (IDX files and `train/` + `test/` folders ignore it).
-    pub fn load_split(dir: &Path, split_seed: u64) -> Result<Splits> {
+    /// image folder has no `test/` (IDX files and `train/` + `test/` folders ignore it), and
+    /// the size and colour an image folder is decoded to. IDX files are read as they are; a
+    /// size or colour they do not have is refused.
+    pub fn load_with(dir: &Path, split_seed: u64, image: ImageOptions) -> Result<Splits> {
         require_dir(dir)?;
         if Splits::is_image_folder(dir) {
-            return crate::image_folder::load_splits(dir, 28, 28, split_seed);
+            return crate::image_folder::load_splits(dir, image, split_seed);
         }
         let p: Vec<PathBuf> = MNIST_FILES
             .iter()
@@ -253,12 +319,13 @@ impl Splits {
             .collect::<Result<_>>()?;
         let train = Dataset::from_idx(&p[0], &p[1])?;
         let test = Dataset::from_idx(&p[2], &p[3])?;
-        if (train.rows, train.cols) != (test.rows, test.cols) {
+        if train.shape() != test.shape() {
             return Err(Error::Dataset {
                 dir: dir.into(),
                 reason: format!(
-                    "train images are {}x{} but test images are {}x{}",
-                    train.rows, train.cols, test.rows, test.cols
+                    "train images are {} but test images are {}",
+                    train.shape(),
+                    test.shape()
                 ),
             });
         }
@@ -266,6 +333,16 @@ impl Splits {
             return Err(Error::Dataset {
                 dir: dir.into(),
                 reason: "train or test set is empty".into(),
+            });
+        }
+        let (shape, wanted) = (train.shape(), image.resolve(|| Ok(train.shape()))?);
+        if wanted != shape {
+            return Err(Error::Dataset {
+                dir: dir.into(),
+                reason: format!(
+                    "its IDX files hold {shape} images, not {wanted}; only image folders are \
+                     resized or converted when loaded"
+                ),
             });
         }
         Ok(Splits { train, test })
@@ -308,6 +385,7 @@ pub(crate) mod tests {
         Dataset {
             pixels,
             labels,
+            channels: 1,
             rows,
             cols,
         }

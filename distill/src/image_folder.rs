@@ -3,13 +3,16 @@
 //! A dataset directory holds either `train/` and `test/` in that layout (as `mnist_png` and
 //! most exported datasets ship) or one such folder, split per class by a fixed seed.
 //!
-//! Images are decoded by the runtime's decoder (the one `edgekd run` uses), converted to
-//! grayscale with Pillow's weights and resized to the models' input size.
+//! Images are decoded by the runtime's decoder (the one `edgekd run` uses), resized to one size
+//! and kept in RGB or converted to grayscale with Pillow's weights. The size and colour are
+//! given ([`ImageOptions`]) or taken from the first image, so a folder of 32x32 colour images
+//! loads as 32x32 RGB without being told.
 
 use std::path::{Path, PathBuf};
 
-use crate::dataset::{Dataset, Splits, MAX_CLASSES};
+use crate::dataset::{Dataset, ImageOptions, Splits, MAX_CLASSES};
 use crate::error::{Error, Result};
+use crate::spec::InputShape;
 
 /// File extensions read as images (compared without case).
 pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
@@ -115,33 +118,61 @@ impl ImageFolder {
         })
     }
 
-    /// Decodes every image to `rows × cols` grayscale bytes, naming the file that fails.
-    pub fn load(&self, rows: usize, cols: usize) -> Result<Dataset> {
-        let mut pixels = Vec::with_capacity(self.files.len() * rows * cols);
+    /// The shape `options` asks for, what they leave open taken from the first image's header:
+    /// its size, and RGB when it is stored in colour, grayscale otherwise.
+    pub fn shape(&self, options: ImageOptions) -> Result<InputShape> {
+        options.resolve(|| {
+            let (path, _) = self.files.first().ok_or_else(|| Error::Dataset {
+                dir: self.root.clone(),
+                reason: "holds no image to take a size from".into(),
+            })?;
+            let bytes = std::fs::read(path).map_err(Error::io("reading", path))?;
+            let h = edgekd_runtime::image::header(&bytes).map_err(|e| Error::Format {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            Ok(InputShape {
+                channels: h.channels(),
+                rows: h.height as usize,
+                cols: h.width as usize,
+            })
+        })
+    }
+
+    /// Decodes every image to `shape` (channel-major bytes), naming the file that fails.
+    pub fn load(&self, shape: InputShape) -> Result<Dataset> {
+        let mut pixels = Vec::with_capacity(self.files.len() * shape.len());
         let mut labels = Vec::with_capacity(self.files.len());
         for (path, label) in &self.files {
             let bytes = std::fs::read(path).map_err(Error::io("reading", path))?;
-            let image = edgekd_runtime::image::decode(&bytes, 1, rows, cols, Default::default())
-                .map_err(|e| Error::Format {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
+            let image = edgekd_runtime::image::decode(
+                &bytes,
+                shape.channels,
+                shape.rows,
+                shape.cols,
+                Default::default(),
+            )
+            .map_err(|e| Error::Format {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
             pixels.extend(image);
             labels.push(*label);
         }
         Ok(Dataset {
             pixels,
             labels,
-            rows,
-            cols,
+            channels: shape.channels,
+            rows: shape.rows,
+            cols: shape.cols,
         })
     }
 }
 
-/// Every image under `dir` (subfolders included, in path order), decoded to `rows × cols`
-/// grayscale, for training on teachers' answers alone: the labels are placeholders (0) until
-/// a teacher labels them.
-pub fn load_unlabeled(dir: &Path, rows: usize, cols: usize) -> Result<Dataset> {
+/// Every image under `dir` (subfolders included, in path order), decoded to `shape`, for
+/// training on teachers' answers alone: the labels are placeholders (0) until a teacher labels
+/// them.
+pub fn load_unlabeled(dir: &Path, shape: InputShape) -> Result<Dataset> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         for p in sorted_entries(dir)? {
             if p.is_dir() {
@@ -176,7 +207,7 @@ pub fn load_unlabeled(dir: &Path, rows: usize, cols: usize) -> Result<Dataset> {
         classes: vec![],
         files: paths.into_iter().map(|p| (p, 0)).collect(),
     }
-    .load(rows, cols)
+    .load(shape)
 }
 
 /// The folder the training images (and the class list) come from: `dir/train` when `dir/test`
@@ -189,10 +220,11 @@ pub fn train_root(dir: &Path) -> PathBuf {
     }
 }
 
-/// Loads an image-folder dataset directory as train/test splits of `rows × cols` grayscale
-/// images: `dir/train` and `dir/test` when `dir/test` exists (their class lists must agree),
-/// else `dir` itself with [`HELD_OUT`] of each class, chosen by seed 0, as the test set.
-pub fn load_splits(dir: &Path, rows: usize, cols: usize, split_seed: u64) -> Result<Splits> {
+/// Loads an image-folder dataset directory as train/test splits, decoded as `image` says
+/// (the rest from the first training image): `dir/train` and `dir/test` when `dir/test` exists
+/// (their class lists must agree), else `dir` itself with [`HELD_OUT`] of each class, chosen by
+/// `split_seed`, as the test set.
+pub fn load_splits(dir: &Path, image: ImageOptions, split_seed: u64) -> Result<Splits> {
     let test_dir = dir.join("test");
     if test_dir.is_dir() {
         let (train, test) = (
@@ -208,12 +240,14 @@ pub fn load_splits(dir: &Path, rows: usize, cols: usize, split_seed: u64) -> Res
                 ),
             });
         }
+        let shape = train.shape(image)?;
         return Ok(Splits {
-            train: train.load(rows, cols)?,
-            test: test.load(rows, cols)?,
+            train: train.load(shape)?,
+            test: test.load(shape)?,
         });
     }
-    let all = ImageFolder::scan(dir)?.load(rows, cols)?;
+    let folder = ImageFolder::scan(dir)?;
+    let all = folder.load(folder.shape(image)?)?;
     let (mut train, mut test) = (Vec::new(), Vec::new());
     for class in 0..=all.labels.iter().copied().max().unwrap_or(0) {
         let members: Vec<usize> = (0..all.len()).filter(|&i| all.labels[i] == class).collect();
@@ -270,7 +304,7 @@ mod tests {
         let test = write_folder(&dir.path().join("test"), &s.test, 3);
         std::fs::write(dir.path().join("train/digit-0/notes.txt"), "ignored").unwrap();
         assert!(is_image_folder(dir.path()));
-        let loaded = load_splits(dir.path(), 28, 28, 0).unwrap();
+        let loaded = load_splits(dir.path(), ImageOptions::default(), 0).unwrap();
         assert_eq!(loaded.train.pixels, train.pixels);
         assert_eq!(loaded.train.labels, train.labels);
         assert_eq!(loaded.test.pixels, test.pixels);
@@ -285,10 +319,10 @@ mod tests {
         let s = subset();
         let dir = tempfile::tempdir().unwrap();
         let all = write_folder(dir.path(), &s.train, 12);
-        let a = load_splits(dir.path(), 28, 28, 0).unwrap();
-        let b = load_splits(dir.path(), 28, 28, 0).unwrap();
+        let a = load_splits(dir.path(), ImageOptions::default(), 0).unwrap();
+        let b = load_splits(dir.path(), ImageOptions::default(), 0).unwrap();
         // Another split seed holds out other images, as many per class.
-        let c = load_splits(dir.path(), 28, 28, 7).unwrap();
+        let c = load_splits(dir.path(), ImageOptions::default(), 7).unwrap();
         assert_eq!((c.train.len(), c.test.len()), (a.train.len(), a.test.len()));
         assert_ne!(c.test.pixels, a.test.pixels);
         assert_eq!(a.train.pixels, b.train.pixels, "the split is fixed");
@@ -316,13 +350,13 @@ mod tests {
                 .unwrap();
         }
         let folder = ImageFolder::scan(dir.path()).unwrap();
-        let d = folder.load(28, 28).unwrap();
-        assert_eq!((d.len(), d.rows, d.cols), (2, 28, 28));
+        let d = folder.load(InputShape::MNIST).unwrap();
+        assert_eq!((d.len(), d.shape()), (2, InputShape::MNIST));
         assert!(d.pixels.iter().all(|&p| p == 90));
         std::fs::write(dir.path().join("b/broken.jpg"), b"not a jpeg").unwrap();
         let err = ImageFolder::scan(dir.path())
             .unwrap()
-            .load(28, 28)
+            .load(InputShape::MNIST)
             .unwrap_err()
             .to_string();
         assert!(
@@ -332,13 +366,67 @@ mod tests {
     }
 
     #[test]
+    fn colour_and_size_come_from_the_first_image_unless_given() {
+        let dir = tempfile::tempdir().unwrap();
+        // Two classes told apart by hue alone: the same luma in grayscale.
+        // Pillow's luma: (130 * 38470 + 2^15) >> 16 = 76 = (255 * 19595 + 2^15) >> 16.
+        let colours = [("green", [0, 130, 0]), ("red", [255, 0, 0])];
+        for (class, rgb) in colours {
+            for split in ["train", "test"] {
+                let d = dir.path().join(split).join(class);
+                std::fs::create_dir_all(&d).unwrap();
+                image::RgbImage::from_pixel(40, 30, image::Rgb(rgb))
+                    .save(d.join("x.png"))
+                    .unwrap();
+            }
+        }
+        let s = load_splits(dir.path(), ImageOptions::default(), 0).unwrap();
+        let rgb = InputShape {
+            channels: 3,
+            rows: 30,
+            cols: 40,
+        };
+        assert_eq!((s.train.shape(), s.test.shape()), (rgb, rgb));
+        // Channel-major: the green image's red plane, then green, then blue.
+        let plane = 30 * 40;
+        let green = s.train.image(0);
+        assert!(green[..plane].iter().all(|&p| p == 0));
+        assert!(green[plane..2 * plane].iter().all(|&p| p == 130));
+        assert!(green[2 * plane..].iter().all(|&p| p == 0));
+        assert_eq!((s.train.image(1)[0], s.train.image(1)[plane]), (255, 0));
+        // Asked for grayscale at 8x8, hue is gone: both classes are one gray level.
+        let gray = ImageOptions {
+            size: Some((8, 8)),
+            channels: Some(1),
+        };
+        let g = load_splits(dir.path(), gray, 0).unwrap();
+        assert_eq!(
+            g.train.shape(),
+            InputShape {
+                channels: 1,
+                rows: 8,
+                cols: 8
+            }
+        );
+        assert_eq!(g.train.image(0), g.train.image(1));
+        assert!(g.train.image(0).iter().all(|&p| p == 76));
+        // Only the size given: colour still from the image.
+        let sized = ImageOptions {
+            size: Some((16, 12)),
+            channels: None,
+        };
+        let shape = load_splits(dir.path(), sized, 0).unwrap().train.shape();
+        assert_eq!((shape.channels, shape.rows, shape.cols), (3, 16, 12));
+    }
+
+    #[test]
     fn unlabeled_folders_load_every_image_below_them_in_path_order() {
         let dir = tempfile::tempdir().unwrap();
         let source = subset().test;
         // Labelled layout, read as unlabelled: classes are just subfolders here.
         let written = write_folder(dir.path(), &source, 3);
         std::fs::write(dir.path().join("notes.txt"), "not an image").unwrap();
-        let data = load_unlabeled(dir.path(), 28, 28).unwrap();
+        let data = load_unlabeled(dir.path(), InputShape::MNIST).unwrap();
         assert_eq!(data.len(), written.len());
         assert_eq!(
             data.pixels, written.pixels,
@@ -347,9 +435,11 @@ mod tests {
         assert!(data.labels.iter().all(|&l| l == 0));
         let empty = dir.path().join("empty");
         std::fs::create_dir(&empty).unwrap();
-        let err = load_unlabeled(&empty, 28, 28).unwrap_err().to_string();
+        let err = load_unlabeled(&empty, InputShape::MNIST)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("holds no png/jpg/jpeg file"), "{err}");
-        let err = load_unlabeled(&dir.path().join("nope"), 28, 28)
+        let err = load_unlabeled(&dir.path().join("nope"), InputShape::MNIST)
             .unwrap_err()
             .to_string();
         assert!(err.contains("no such directory"), "{err}");

@@ -29,11 +29,11 @@ pub mod spec;
 pub mod teacher;
 pub mod trainer;
 
-pub use dataset::{Dataset, Normalization, Splits};
+pub use dataset::{Dataset, ImageOptions, Normalization, Splits};
 pub use error::{Error, Result};
 pub use loss::{KdConfig, SoftLoss};
 pub use model::Model;
 pub use optim::{OptimizerConfig, OptimizerKind, Schedule};
 pub use report::{KdGain, Report, Summary};
-pub use spec::ModelSpec;
+pub use spec::{InputShape, ModelSpec};
 pub use trainer::{DistillConfig, Objective, Observer, Run, TrainConfig};

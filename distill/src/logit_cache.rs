@@ -13,13 +13,16 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `format` | `edgekd-teacher-logits/1` |
+//! | `format` | `edgekd-teacher-logits/2` |
 //! | `key` | the file's key: SHA-256 of the format, `teacher_sha256`, `data_sha256` and `normalization` |
 //! | `teacher` | the teacher's name (informative) |
 //! | `teacher_sha256` | the teacher's weights (checkpoint) or file and input convention (ONNX) |
-//! | `data_sha256` | the images: rows, cols and every pixel, in order |
+//! | `data_sha256` | the images: channels, rows, cols (each a little-endian u64) and every pixel (channel-major), in order |
 //! | `normalization` | mean and std the student's batches used, as JSON |
 //! | `samples`, `classes` | the tensor's shape |
+//!
+//! Version 2 added the channel count to `data_sha256` (colour images); version 1 files are
+//! not read (their keys no longer match anything, so they are recomputed).
 //!
 //! Logits are stored as the trainer uses them: an ONNX teacher's probabilities already turned
 //! into log-probabilities.
@@ -39,11 +42,13 @@ use crate::error::{Error, Result};
 use crate::teacher::Teacher;
 
 /// The `format` metadata value this module reads and writes.
-pub const FORMAT: &str = "edgekd-teacher-logits/1";
+pub const FORMAT: &str = "edgekd-teacher-logits/2";
 
-/// SHA-256 of a dataset's images (rows, cols, then every pixel): what the logits depend on.
+/// SHA-256 of a dataset's images (channels, rows, cols, then every pixel): what the logits
+/// depend on.
 pub fn data_sha256(data: &Dataset) -> String {
     let mut h = Sha256::new();
+    h.update((data.channels as u64).to_le_bytes());
     h.update((data.rows as u64).to_le_bytes());
     h.update((data.cols as u64).to_le_bytes());
     h.update(&data.pixels);

@@ -67,6 +67,17 @@ impl InputShape {
     }
 }
 
+impl std::fmt::Display for InputShape {
+    /// `28x28 grayscale`, `32x32 RGB`, or `CxHxW` for other channel counts.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.channels {
+            1 => write!(f, "{}x{} grayscale", self.rows, self.cols),
+            3 => write!(f, "{}x{} RGB", self.rows, self.cols),
+            c => write!(f, "{c}x{}x{}", self.rows, self.cols),
+        }
+    }
+}
+
 /// Everything needed to rebuild a model: what `model.toml` in a checkpoint holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -65,6 +65,8 @@ pub struct OnnxTeacher {
     output_name: String,
     probabilities: bool,
     preprocess: Preprocess,
+    /// Whether it takes RGB images as `[N, H, W, 3]` (the student's batches are `[N, 3, H, W]`).
+    channels_last: bool,
     classes: usize,
 }
 
@@ -113,12 +115,14 @@ impl OnnxTeacher {
                 ))
             ))
         })?;
-        // A TensorFlow-style [N, H, W, 1] input reads as C = H: grayscale NHWC is the same
-        // memory as NCHW, so take it as one channel.
+        // A TensorFlow-style [N, H, W, C] input (C 1 or 3, H not) reads as channels = H; take
+        // it as channels-last. Grayscale NHWC is the same memory as NCHW; RGB is transposed.
+        let mut channels_last = false;
         if let Some(input) = info.inputs.first() {
-            if let [_, Dim::Fixed(h), Dim::Fixed(w), Dim::Fixed(1)] = input.shape[..] {
-                if !info.metadata.contains_key("edgekd.input.image") {
-                    (preprocess.channels, preprocess.rows, preprocess.cols) = (1, h, w);
+            if let [_, Dim::Fixed(h), Dim::Fixed(w), Dim::Fixed(c @ (1 | 3))] = input.shape[..] {
+                if h != 1 && h != 3 && !info.metadata.contains_key("edgekd.input.image") {
+                    (preprocess.channels, preprocess.rows, preprocess.cols) = (c, h, w);
+                    channels_last = c == 3;
                 }
             }
         }
@@ -186,6 +190,7 @@ impl OnnxTeacher {
             output_name,
             probabilities,
             preprocess,
+            channels_last,
             classes,
         })
     }
@@ -205,7 +210,10 @@ impl OnnxTeacher {
             norm.std * 255.0 * p.scale / p.std,
             (norm.mean * 255.0 * p.scale - p.mean) / p.std,
         );
-        let input: Vec<f32> = x.iter().map(|&v| v * a + b).collect();
+        let mut input: Vec<f32> = x.iter().map(|&v| v * a + b).collect();
+        if self.channels_last {
+            input = to_channels_last(&input, p.channels, p.rows * p.cols);
+        }
         let out = self
             .model
             .run(&input, n)
@@ -249,6 +257,17 @@ impl OnnxTeacher {
             reason,
         }
     }
+}
+
+/// `[n, channels, pixels]` values reordered as `[n, pixels, channels]`.
+fn to_channels_last(x: &[f32], channels: usize, pixels: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(x.len());
+    for image in x.chunks_exact(channels * pixels) {
+        for p in 0..pixels {
+            out.extend((0..channels).map(|c| image[c * pixels + p]));
+        }
+    }
+    out
 }
 
 /// Whether the graph's output `name` is written by a Softmax node (through any Identity
@@ -363,31 +382,32 @@ impl Teacher {
                 student.classes
             ));
         }
-        let input = match self {
-            Teacher::Checkpoint(m) => {
-                if m.spec().normalization != student.normalization {
-                    return mismatch("they normalise inputs differently".into());
-                }
-                m.spec().input
+        if let Teacher::Checkpoint(m) = self {
+            if m.spec().normalization != student.normalization {
+                return mismatch("they normalise inputs differently".into());
             }
+        }
+        let input = self.input();
+        if input != student.input {
+            return mismatch(format!(
+                "it takes {input} images, the data is {} (an image folder is decoded at the \
+                 teacher's size and colour unless --image-size or --color say otherwise)",
+                student.input
+            ));
+        }
+        Ok(())
+    }
+
+    /// The images it takes.
+    pub fn input(&self) -> InputShape {
+        match self {
+            Teacher::Checkpoint(m) => m.spec().input,
             Teacher::Onnx(t) => InputShape {
                 channels: t.preprocess.channels,
                 rows: t.preprocess.rows,
                 cols: t.preprocess.cols,
             },
-        };
-        if input != student.input {
-            return mismatch(format!(
-                "it takes {}x{}x{} images (channels x rows x cols), the data is {}x{}x{}",
-                input.channels,
-                input.rows,
-                input.cols,
-                student.input.channels,
-                student.input.rows,
-                student.input.cols
-            ));
         }
-        Ok(())
     }
 
     /// Logits (detached) and, for a checkpoint teacher, the last hidden layer, for a batch of
@@ -590,6 +610,42 @@ mod tests {
         }
     }
 
+    /// Colour teachers get the student's channel-major batches in their own layout: W picks
+    /// the blue value of pixel 5 (flattened index 2·64 + 5 in NCHW, 5·3 + 2 in NHWC).
+    #[test]
+    fn rgb_reaches_channels_first_and_channels_last_teachers_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let norm = Normalization {
+            mean: 0.0,
+            std: 1.0,
+        };
+        let mut x = vec![0.0f32; 3 * 64];
+        x[2 * 64 + 5] = 1.0;
+        let image = Tensor::from_vec(x, (1, 3 * 64), &Device::Cpu).unwrap();
+        let mut student = ModelSpec::parse("mlp:8").unwrap();
+        student.input = InputShape {
+            channels: 3,
+            rows: 8,
+            cols: 8,
+        };
+        for (shape, picked) in [
+            (vec![None, Some(3), Some(8), Some(8)], 2 * 64 + 5),
+            (vec![None, Some(8), Some(8), Some(3)], 5 * 3 + 2),
+        ] {
+            let mut w = vec![0.0; 3 * 64 * 2];
+            w[picked * 2] = 1.0;
+            let path = classifier(dir.path(), &shape, w, vec![0.0; 2], false);
+            let teacher = Teacher::Onnx(OnnxTeacher::load(&path, &OnnxOptions::default()).unwrap());
+            assert_eq!(teacher.input(), student.input, "{shape:?}");
+            let mut spec = student.clone();
+            spec.classes = 2;
+            teacher.check_fits(&spec).unwrap();
+            let out = teacher.forward(&image, norm).unwrap().logits;
+            let v = out.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!((v[0] - 1.0).abs() < 1e-6 && v[1] == 0.0, "{shape:?}: {v:?}");
+        }
+    }
+
     #[test]
     fn teachers_that_do_not_fit_the_data_say_what_differs() {
         let dir = tempfile::tempdir().unwrap();
@@ -606,7 +662,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("takes 1x10x10 images") && err.contains("the data is 1x28x28"),
+            err.contains("takes 10x10 grayscale images")
+                && err.contains("the data is 28x28 grayscale"),
             "{err}"
         );
         let five = classifier(

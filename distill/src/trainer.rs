@@ -18,6 +18,7 @@ use crate::loss::{self, distillation_loss, label_loss, KdConfig, SoftTargets};
 use crate::model::Model;
 use crate::optim::{Optimizer, OptimizerConfig, Schedule};
 use crate::profile::{Phase, StepProfile};
+use crate::spec::ModelSpec;
 use crate::teacher::Teacher;
 
 /// Settings shared by every run.
@@ -216,6 +217,7 @@ pub fn logits_of(
     norm: Normalization,
     device: &Device,
 ) -> Result<Tensor> {
+    check_input(model.spec(), data)?;
     // Detached: cached teacher logits must not drag the teacher's graph into every backward pass.
     in_batches(data, norm, device, |x| {
         Ok(model.forward(x, false)?.logits.detach())
@@ -256,6 +258,19 @@ pub fn teacher_logits_of(
     device: &Device,
 ) -> Result<Tensor> {
     in_batches(data, norm, device, |x| Ok(teacher.forward(x, norm)?.logits))
+}
+
+/// Refuses data whose images are not the ones `spec` takes, saying both.
+fn check_input(spec: &ModelSpec, data: &Dataset) -> Result<()> {
+    if data.shape() == spec.input {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "{} takes {} images, the data holds {} ones",
+        spec.name,
+        spec.input,
+        data.shape()
+    )))
 }
 
 /// `f` over all of `data` in evaluation-sized batches, the results stacked in order.
@@ -342,6 +357,8 @@ impl Run<'_> {
         crate::memory::keep_freed_buffers();
         let device = self.student.params().vars[0].1.device().clone();
         let norm = self.student.spec().normalization;
+        check_input(self.student.spec(), self.train)?;
+        check_input(self.student.spec(), self.test)?;
         let (teachers, dcfg) = match &self.objective {
             Objective::Labels => (&[][..], None),
             Objective::Distill { teachers, config } => {

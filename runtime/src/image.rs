@@ -56,6 +56,43 @@ pub enum ImageError {
     },
 }
 
+/// What a file's header says, read without decoding any pixel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageHeader {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Whether it stores colour (RGB, with or without alpha) rather than gray levels.
+    pub colour: bool,
+}
+
+impl ImageHeader {
+    /// The channels a model sees this image with: 3 for colour, 1 for gray.
+    pub fn channels(&self) -> usize {
+        if self.colour {
+            3
+        } else {
+            1
+        }
+    }
+}
+
+/// Reads the header of `bytes` (PNG or JPEG): size and whether the image is in colour.
+pub fn header(bytes: &[u8]) -> Result<ImageHeader, ImageError> {
+    let decoder = ::image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ImageError::Decode(e.to_string()))?
+        .into_decoder()
+        .map_err(|e| ImageError::Decode(e.to_string()))?;
+    let (width, height) = ::image::ImageDecoder::dimensions(&decoder);
+    Ok(ImageHeader {
+        width,
+        height,
+        colour: ::image::ImageDecoder::color_type(&decoder).has_color(),
+    })
+}
+
 /// Decodes `bytes` and returns `channels × rows × cols` bytes, channel-major (CHW), the image
 /// resized to `rows × cols` (triangle filter, aspect ratio not kept, as torchvision's
 /// `Resize((h, w))`) and converted to grayscale (`channels` 1) or RGB (3).
@@ -162,6 +199,20 @@ mod tests {
         // would give 54 and 18.
         let gray = decode(&bytes, 1, 1, 2, ImageLimits::default()).unwrap();
         assert_eq!(gray, [76, 29]);
+    }
+
+    #[test]
+    fn headers_give_size_and_colour() {
+        let colour = png(5, 3, |x, y| [x as u8, y as u8, 9]);
+        let h = header(&colour).unwrap();
+        assert_eq!((h.width, h.height, h.channels()), (5, 3, 3));
+        let mut gray = Cursor::new(Vec::new());
+        ::image::GrayImage::new(4, 7)
+            .write_to(&mut gray, ::image::ImageFormat::Png)
+            .unwrap();
+        let h = header(gray.get_ref()).unwrap();
+        assert_eq!((h.width, h.height, h.channels()), (4, 7, 1));
+        assert!(header(b"not an image").is_err());
     }
 
     #[test]

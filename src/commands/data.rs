@@ -53,7 +53,7 @@ pub struct FetchArgs {
 #[derive(Debug, Args)]
 #[command(allow_negative_numbers = true)]
 pub struct DirArgs {
-    /// Directory of MNIST-layout IDX files (gzipped or raw)
+    /// Dataset directory: MNIST-layout IDX files (gzipped or raw), or for `info` also an image folder
     #[arg(long)]
     dir: PathBuf,
 }
@@ -120,10 +120,9 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             }
             for (name, d) in [("train", &s.train), ("test", &s.test)] {
                 println!(
-                    "{name}: {} images of {}x{}, per class {:?}",
+                    "{name}: {} images of {}, per class {:?}",
                     d.len(),
-                    d.rows,
-                    d.cols,
+                    d.shape(),
                     d.class_counts()
                 );
             }

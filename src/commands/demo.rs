@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use edgekd_distill::Objective;
 
-use super::distill::distill;
+use super::distill::{distill, load_teachers};
 use super::{describe, train_one, RunSetup};
 use crate::args::KdOpts;
 use crate::args::TrainOpts;
@@ -66,7 +66,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         data_name
     );
 
-    let tspec = teacher_opts.spec(TEACHER)?;
+    let tspec = teacher_opts.spec_for(TEACHER, &data)?;
     let tcfg = teacher_opts.train_config()?;
     let setup = RunSetup {
         label: format!("teacher {TEACHER}"),
@@ -100,7 +100,14 @@ pub fn run(args: DemoArgs) -> Result<()> {
         seeds: Some(args.seeds),
         ..Default::default()
     };
-    let result = distill(&kd, &student_opts, &data, &args.out.join("student"))?;
+    let teachers = load_teachers(&kd.teachers, &kd.run.onnx_options()?)?;
+    let result = distill(
+        &kd,
+        &student_opts,
+        &teachers,
+        &data,
+        &args.out.join("student"),
+    )?;
 
     println!();
     println!("teacher  {}", describe(&teacher));

@@ -93,8 +93,9 @@ pub fn run(args: DistillArgs) -> Result<()> {
             kd.teachers.insert(0, dir.clone());
         }
     }
-    let data = opts.load_data()?;
-    let result = distill(&kd, &opts, &data, &out)?;
+    let teachers = load_teachers(&kd.teachers, &kd.run.onnx_options()?)?;
+    let data = opts.load_data_for(Some(teachers[0].input()))?;
+    let result = distill(&kd, &opts, &teachers, &data, &out)?;
     for s in &result.students {
         println!("{}", describe(s));
     }
@@ -117,8 +118,7 @@ fn teacher_labelled(
     norm: Normalization,
     data: &Splits,
 ) -> Result<Splits> {
-    let (rows, cols) = (data.test.rows, data.test.cols);
-    let mut train = load_unlabeled(dir, rows, cols)
+    let mut train = load_unlabeled(dir, data.test.shape())
         .with_context(|| format!("loading unlabelled images from {}", dir.display()))?;
     let logits = teachers
         .iter()
@@ -203,9 +203,15 @@ pub fn load_teachers(paths: &[PathBuf], onnx: &OnnxOptions) -> Result<Vec<Teache
         .collect()
 }
 
-/// The whole distill command on loaded data: returns the students and, with --baseline, the gain.
-pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Result<Distilled> {
-    let teachers = load_teachers(&kd.teachers, &kd.run.onnx_options()?)?;
+/// The whole distill command on loaded teachers and data: returns the students and, with
+/// --baseline, the gain.
+pub fn distill(
+    kd: &KdOpts,
+    opts: &TrainOpts,
+    teachers: &[Teacher],
+    data: &Splits,
+    out: &Path,
+) -> Result<Distilled> {
     let teacher_names: Vec<String> = kd
         .teachers
         .iter()
@@ -284,13 +290,12 @@ pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Resu
     let assistant_model;
     let student_teachers: &[Teacher] = match &kd.assistant {
         Some(a) => {
-            let mut aspec = opts.spec(a)?;
-            aspec.classes = spec.classes;
+            let aspec = opts.spec_for(a, data)?;
             let s = setup(format!("assistant {}", aspec.name), &base);
             let Some(t) = train_one(
                 &aspec,
                 Objective::Distill {
-                    teachers: &teachers,
+                    teachers,
                     config: dcfg.clone(),
                 },
                 &s,
@@ -307,7 +312,7 @@ pub fn distill(kd: &KdOpts, opts: &TrainOpts, data: &Splits, out: &Path) -> Resu
             assistant_model = vec![Teacher::Checkpoint(t.model)];
             &assistant_model
         }
-        None => &teachers,
+        None => teachers,
     };
 
     let mut students = Vec::new();

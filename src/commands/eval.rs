@@ -7,7 +7,7 @@ use candle_core::Device;
 use clap::Args;
 use edgekd_distill::checkpoint::load_model;
 use edgekd_distill::trainer::evaluate;
-use edgekd_distill::Splits;
+use edgekd_distill::{ImageOptions, Splits};
 
 use crate::args::shipped_subset;
 
@@ -20,7 +20,7 @@ use crate::args::shipped_subset;
 pub struct EvalArgs {
     /// Checkpoint directory (holding model.toml and model.safetensors)
     model: PathBuf,
-    /// Directory of MNIST-layout IDX files; its test split is used [default: the shipped subset]
+    /// Dataset (IDX files or an image folder, decoded at the model's input size and colour); its test split is used [default: the shipped subset]
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
     /// A teacher checkpoint to measure top-1 agreement with
@@ -36,8 +36,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let model = load_model(&args.model, &device)
         .with_context(|| format!("loading checkpoint {}", args.model.display()))?;
     let dir = args.data.unwrap_or_else(shipped_subset);
-    let data =
-        Splits::load(&dir).with_context(|| format!("loading dataset from {}", dir.display()))?;
+    // An image folder is decoded at the model's input size and colour.
+    let image = ImageOptions::exactly(model.spec().input);
+    let data = Splits::load_with(&dir, 0, image)
+        .with_context(|| format!("loading dataset from {}", dir.display()))?;
     let eval = evaluate(&model, &data.test, &device)?;
     let agreement = match &args.teacher {
         Some(t) => {

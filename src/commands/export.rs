@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use edgekd_distill::Splits;
+use edgekd_distill::checkpoint::load_spec;
+use edgekd_distill::{ImageOptions, Splits};
 use edgekd_export::{Activations, Encoding, ExportOptions, Method, Variant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -207,8 +208,11 @@ pub fn run(args: ExportArgs) -> Result<()> {
         None => None,
     };
     let dir = args.data.clone().unwrap_or_else(shipped_subset);
-    let data =
-        Splits::load(&dir).with_context(|| format!("loading dataset from {}", dir.display()))?;
+    // An image folder is decoded at the model's input size and colour.
+    let spec = load_spec(&args.checkpoint)
+        .with_context(|| format!("reading {}", args.checkpoint.display()))?;
+    let data = Splits::load_with(&dir, 0, ImageOptions::exactly(spec.input))
+        .with_context(|| format!("loading dataset from {}", dir.display()))?;
     let out = args
         .out
         .clone()

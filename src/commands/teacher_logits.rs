@@ -10,7 +10,7 @@ use edgekd_distill::logit_cache::{self, CacheKey, MappedLogits};
 use edgekd_distill::trainer::checked_teacher_logits;
 
 use super::distill::load_teachers;
-use crate::args::{TeacherOpts, TrainOpts};
+use crate::args::{ColorArg, ImageSize, TeacherOpts, TrainOpts};
 
 /// Compute teachers' logits over a dataset's training images and store them where `distill`
 /// looks for them.
@@ -18,7 +18,7 @@ use crate::args::{TeacherOpts, TrainOpts};
 /// One safetensors file per teacher and dataset, named by a SHA-256 key of the teacher (its
 /// weights, or its ONNX file and input convention) and the training images: tensor `logits`
 /// (F32, [samples, classes], dataset order) and metadata naming the format
-/// (edgekd-teacher-logits/1), both hashes and the normalization. `distill` with the same
+/// (edgekd-teacher-logits/2), both hashes and the normalization. `distill` with the same
 /// teacher, data and --train-limit memory-maps the file instead of running the teacher (when
 /// no augmentation is on: jittered images need fresh answers). Produce them on a big machine
 /// and copy the directory; files that exist are kept.
@@ -45,6 +45,12 @@ pub struct TeacherLogitsArgs {
     /// The student's input normalization (as the distill run will): MEAN,STD [default: MNIST's]
     #[arg(long, value_name = "MEAN,STD", value_delimiter = ',')]
     normalize: Option<Vec<f32>>,
+    /// Size an image folder is resized to (as the distill run will): HxW or N [default: the first teacher's input size]
+    #[arg(long, value_name = "HxW")]
+    image_size: Option<ImageSize>,
+    /// Colour an image folder is decoded to (as the distill run will) [default: the first teacher's]
+    #[arg(long, value_enum)]
+    color: Option<ColorArg>,
 }
 
 pub fn run(args: TeacherLogitsArgs) -> Result<()> {
@@ -56,10 +62,12 @@ pub fn run(args: TeacherLogitsArgs) -> Result<()> {
         train_limit: args.train_limit,
         split_seed: args.split_seed,
         normalize: args.normalize.clone(),
+        image_size: args.image_size,
+        color: args.color,
         ..Default::default()
     };
-    let data = opts.load_data()?;
     let teachers = load_teachers(&args.teachers, &args.run.onnx_options()?)?;
+    let data = opts.load_data_for(Some(teachers[0].input()))?;
     // The batches distill feeds teachers are normalised the student's way; the key records it.
     let norm = opts.normalization()?;
     let hashed = Instant::now();
