@@ -483,6 +483,7 @@ impl TrainOpts {
     pub fn spec_for(&self, spec: &str, data: &Splits) -> Result<ModelSpec> {
         let mut s = self.spec(spec)?;
         s.classes = data.classes();
+        s.class_names = data.class_names.clone();
         s.input = data.train.shape();
         s.validate()
             .with_context(|| format!("for the data's {} images", s.input))?;

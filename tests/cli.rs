@@ -1421,3 +1421,163 @@ fn an_image_folder_sets_the_number_of_classes() {
         "{ten}"
     );
 }
+
+/// An RGB image folder, `train/` and `test/`, whose two classes differ in hue alone: every
+/// pixel is the class colour (red 255,0,0 or green 0,130,0, the same gray level 76 by
+/// Pillow's luma) times a random brightness, so a grayscale model sees one distribution.
+/// Images are 20 rows by 24 columns.
+fn hue_folder(root: &Path, train: usize, test: usize) {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as u32 % 61
+    };
+    for (split, n) in [("train", train), ("test", test)] {
+        for (class, rgb) in [("green", [0u32, 130, 0]), ("red", [255, 0, 0])] {
+            let d = root.join(split).join(class);
+            std::fs::create_dir_all(&d).unwrap();
+            for k in 0..n {
+                let img = image::RgbImage::from_fn(24, 20, |_, _| {
+                    let b = 40 + next();
+                    image::Rgb(rgb.map(|v| (v * b / 100) as u8))
+                });
+                img.save(d.join(format!("{k:03}.png"))).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn colour_image_folders_train_distill_export_and_run_in_rgb() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("hues");
+    hue_folder(&folder, 60, 20);
+    let info = stdout(edgekd().args(["data", "info", "--dir"]).arg(&folder));
+    assert!(info.contains("train: 120 images of 20x24 RGB"), "{info}");
+
+    // Colour is what tells the classes apart: RGB learns them, grayscale cannot.
+    let accuracy = |ck: &Path| {
+        let v: serde_json::Value = serde_json::from_str(&stdout(
+            edgekd()
+                .arg("eval")
+                .arg(ck)
+                .args(["--json"])
+                .arg("--data")
+                .arg(&folder),
+        ))
+        .unwrap();
+        v["test_accuracy"].as_f64().unwrap()
+    };
+    let train = |out: &Path, extra: &[&str]| {
+        let (_, stderr) = outputs(
+            edgekd()
+                .args([
+                    "train",
+                    "--model",
+                    "mlp:16",
+                    "--epochs",
+                    "15",
+                    "--batch-size",
+                    "16",
+                ])
+                .args(["--lr", "0.01", "--data"])
+                .arg(&folder)
+                .args(extra)
+                .arg("--out")
+                .arg(out),
+        );
+        stderr
+    };
+    let teacher = dir.path().join("rgb");
+    let stderr = train(&teacher, &["--image-size", "10x12"]);
+    assert!(stderr.contains("decoded as 10x12 RGB"), "{stderr}");
+    let spec = std::fs::read_to_string(teacher.join("model.toml")).unwrap();
+    assert!(
+        spec.contains("channels = 3") && spec.contains("rows = 10") && spec.contains("cols = 12"),
+        "{spec}"
+    );
+    let rgb = accuracy(&teacher);
+    let gray_dir = dir.path().join("gray");
+    let stderr = train(&gray_dir, &["--image-size", "10x12", "--color", "gray"]);
+    assert!(stderr.contains("decoded as 10x12 grayscale"), "{stderr}");
+    let gray = accuracy(&gray_dir);
+    assert!(rgb >= 0.95 && gray <= 0.75, "RGB {rgb}, grayscale {gray}");
+
+    // Exported, the model carries its 3x10x12 input; `run` decodes a 20x24 PNG to it.
+    let onnx = dir.path().join("onnx");
+    stdout(
+        quick_export(&teacher, &onnx, "f32", "qdq")
+            .arg("--data")
+            .arg(&folder),
+    );
+    let model = onnx.join("rgb.f32.onnx");
+    let run = stdout(
+        edgekd()
+            .arg("run")
+            .arg(&model)
+            .arg("--input")
+            .arg(folder.join("test/red/007.png")),
+    );
+    assert!(run.contains("red"), "{run}");
+
+    // As an ONNX teacher it sets the size and colour the folder is decoded to (its own
+    // images are 20x24): no flag needed.
+    let (stdout_text, stderr) = outputs(
+        edgekd()
+            .args([
+                "distill",
+                "--student",
+                "mlp:8",
+                "--epochs",
+                "10",
+                "--batch-size",
+                "16",
+            ])
+            .args(["--lr", "0.01", "--data"])
+            .arg(&folder)
+            .arg("--teacher")
+            .arg(&model)
+            .arg("--out")
+            .arg(dir.path().join("student")),
+    );
+    assert!(stderr.contains("decoded as 10x12 RGB"), "{stderr}");
+    let student = dir.path().join("student");
+    assert!(accuracy(&student) >= 0.95, "{stdout_text}\n{stderr}");
+    // Told otherwise, the data no longer fits the teacher, and the error says so.
+    let err = fails(
+        edgekd()
+            .args(["distill", "--student", "mlp:8", "--color", "gray", "--data"])
+            .arg(&folder)
+            .arg("--teacher")
+            .arg(&model)
+            .arg("--out")
+            .arg(dir.path().join("x")),
+    );
+    assert!(
+        err.contains("it takes 10x12 RGB images, the data is 10x12 grayscale"),
+        "{err}"
+    );
+}
+
+#[test]
+fn image_size_and_colour_are_refused_where_they_cannot_apply() {
+    let bad = fails(edgekd().args(["train", "--model", "mlp:8", "--image-size", "0x5"]));
+    assert!(bad.contains("`0x5` is not an image size"), "{bad}");
+    let dir = tempfile::tempdir().unwrap();
+    for flags in [&["--image-size", "32"][..], &["--color", "rgb"]] {
+        let err = fails(
+            edgekd()
+                .args(["train", "--model", "mlp:8", "--epochs", "1"])
+                .args(flags)
+                .arg("--out")
+                .arg(dir.path().join("x")),
+        );
+        assert!(
+            err.contains("its IDX files hold 28x28 grayscale images")
+                && err.contains("only image folders are resized or converted"),
+            "{err}"
+        );
+    }
+}

@@ -245,6 +245,9 @@ pub struct Splits {
     pub train: Dataset,
     /// The test set.
     pub test: Dataset,
+    /// Class names in label order, when the data names them (an image folder's class
+    /// folders); empty for IDX files.
+    pub class_names: Vec<String>,
 }
 
 /// The four MNIST file stems, in (train images, train labels, test images, test labels) order.
@@ -345,7 +348,11 @@ impl Splits {
                 ),
             });
         }
-        Ok(Splits { train, test })
+        Ok(Splits {
+            train,
+            test,
+            class_names: vec![],
+        })
     }
 
     /// Whether [`Splits::load`] reads `dir` as an image folder: it holds no IDX files and is
@@ -397,11 +404,52 @@ pub(crate) mod tests {
         let s = Splits {
             train: toy(30, 0),
             test: toy(10, 3),
+            class_names: vec![],
         };
         s.write(dir.path()).unwrap();
         let back = Splits::load(dir.path()).unwrap();
         assert_eq!(back.train.pixels, s.train.pixels);
         assert_eq!(back.test.labels, s.test.labels);
+    }
+
+    #[test]
+    fn colour_images_round_trip_as_four_dimensional_idx() {
+        let dir = tempfile::tempdir().unwrap();
+        let colour = |n: usize| Dataset {
+            pixels: (0..n * 3 * 4 * 5).map(|i| (i * 7 % 256) as u8).collect(),
+            labels: (0..n as u8).map(|i| i % 3).collect(),
+            channels: 3,
+            rows: 4,
+            cols: 5,
+        };
+        let s = Splits {
+            train: colour(6),
+            test: colour(2),
+            class_names: vec![],
+        };
+        s.write(dir.path()).unwrap();
+        let back = Splits::load(dir.path()).unwrap();
+        assert_eq!(back.train.shape(), s.train.shape());
+        assert_eq!(back.train.pixels, s.train.pixels);
+        assert_eq!(back.test.labels, s.test.labels);
+        // IDX files are taken as they are: asking for another shape is refused, not resized.
+        let gray = ImageOptions {
+            size: None,
+            channels: Some(1),
+        };
+        let err = Splits::load_with(dir.path(), 0, gray)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("hold 4x5 RGB images, not 4x5 grayscale"),
+            "{err}"
+        );
+        let two = dir.path().join("two");
+        let label = dir.path().join("label");
+        std::fs::write(&two, idx::encode(&[1, 2, 2, 2], &[0; 8])).unwrap();
+        std::fs::write(&label, idx::encode(&[1], &[0])).unwrap();
+        let err = Dataset::from_idx(&two, &label).unwrap_err();
+        assert!(err.to_string().contains("channels (1 or 3)"), "{err}");
     }
 
     #[test]
@@ -412,6 +460,7 @@ pub(crate) mod tests {
         let s = Splits {
             train: toy(30, 0),
             test: toy(10, 3),
+            class_names: vec![],
         };
         s.write(dir.path()).unwrap();
         let short = toy(29, 0);

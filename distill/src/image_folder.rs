@@ -244,6 +244,7 @@ pub fn load_splits(dir: &Path, image: ImageOptions, split_seed: u64) -> Result<S
         return Ok(Splits {
             train: train.load(shape)?,
             test: test.load(shape)?,
+            class_names: train.classes,
         });
     }
     let folder = ImageFolder::scan(dir)?;
@@ -265,6 +266,7 @@ pub fn load_splits(dir: &Path, image: ImageOptions, split_seed: u64) -> Result<S
     Ok(Splits {
         train: all.select(&train),
         test: all.select(&test),
+        class_names: folder.classes,
     })
 }
 

@@ -94,6 +94,10 @@ pub struct ModelSpec {
     pub input: InputShape,
     /// Number of output classes.
     pub classes: usize,
+    /// The classes' names in output order, when the data named them (an image folder's class
+    /// folders); empty for digits, whose names are their indices.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub class_names: Vec<String>,
     /// The normalization the model was trained with.
     pub normalization: Normalization,
 }
@@ -211,6 +215,7 @@ impl ModelSpec {
             input_dropout: 0.0,
             input: InputShape::MNIST,
             classes: NUM_CLASSES,
+            class_names: vec![],
             normalization: Normalization::MNIST,
         };
         spec.validate()?;

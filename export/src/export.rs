@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use edgekd_distill::batch::epoch_order;
-use edgekd_distill::{checkpoint, Model, Splits};
+use edgekd_distill::{checkpoint, Model, ModelSpec, Splits};
 use edgekd_runtime::Model as Runtime;
 use sha2::{Digest, Sha256};
 
@@ -143,8 +143,11 @@ impl<F: FnMut(&str)> Progress for F {
 }
 
 /// The labels of a checkpoint's classes.
-fn class_labels(classes: usize) -> Vec<String> {
-    (0..classes).map(|c| c.to_string()).collect()
+fn class_labels(spec: &ModelSpec) -> Vec<String> {
+    if spec.class_names.len() == spec.classes {
+        return spec.class_names.clone();
+    }
+    (0..spec.classes).map(|c| c.to_string()).collect()
 }
 
 /// `metadata_props` for one exported file.
@@ -163,7 +166,7 @@ fn metadata(
         ("edgekd.output".into(), "logits".into()),
         (
             "edgekd.classes".into(),
-            serde_json::to_string(&class_labels(s.classes)).unwrap_or_default(),
+            serde_json::to_string(&class_labels(s)).unwrap_or_default(),
         ),
         (
             "edgekd.input.layout".into(),

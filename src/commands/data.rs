@@ -148,6 +148,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             let sub = Splits {
                 train: s.train.select(&pick(a.train, s.train.len(), 0)),
                 test: s.test.select(&pick(a.test, s.test.len(), 1)),
+                class_names: vec![],
             };
             sub.write(&a.out)?;
             println!(

@@ -136,6 +136,7 @@ fn teacher_labelled(
     Ok(Splits {
         train,
         test: data.test.clone(),
+        class_names: data.class_names.clone(),
     })
 }
 
@@ -231,6 +232,10 @@ pub fn distill(
     } else {
         opts.spec_for(&student_arg, data)?
     };
+    // Before any teacher runs on the data: a teacher that cannot take it says why.
+    for t in teachers {
+        t.check_fits(&spec)?;
+    }
     let base = opts.train_config()?;
     let mut kd = kd.clone();
     let unlabeled = match &kd.unlabeled {
