@@ -248,7 +248,7 @@ pub fn distill(
             kd.alpha.get_or_insert(1.0);
             Some(teacher_labelled(
                 dir,
-                &teachers,
+                teachers,
                 &kd,
                 spec.normalization,
                 data,
@@ -264,7 +264,7 @@ pub fn distill(
     }
     let data_name = opts.data_dir().display().to_string();
     let (teacher_errors, ensemble) =
-        teacher_test_results(&teachers, data, spec.normalization, &Device::Cpu)?;
+        teacher_test_results(teachers, data, spec.normalization, &Device::Cpu)?;
     let teacher_predictions = Some(ensemble);
     let total = data.test.len();
     for ((t, path), errors) in teachers.iter().zip(&teacher_names).zip(teacher_errors) {
