@@ -110,6 +110,21 @@ pub enum TeacherOutputsArg {
     Probs,
 }
 
+/// A number or a list of numbers in an experiment file (`teacher_mean = 0.5` or
+/// `teacher_mean = [0.485, 0.456, 0.406]`), as a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<f32>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(f32),
+        Many(Vec<f32>),
+    }
+    Ok(Option::<OneOrMany>::deserialize(d)?.map(|v| match v {
+        OneOrMany::One(x) => vec![x],
+        OneOrMany::Many(v) => v,
+    }))
+}
+
 /// How teachers run and where their logits are cached: shared by `distill` and
 /// `teacher-logits`.
 #[derive(Debug, Clone, Default, Args, Deserialize)]
@@ -127,12 +142,14 @@ pub struct TeacherOpts {
     /// Pixel scale ONNX teachers expect: input = (pixel · scale - mean) / std [default: from the model's edgekd metadata, else 1/255]
     #[arg(long, value_name = "SCALE")]
     pub teacher_scale: Option<f32>,
-    /// Mean ONNX teachers subtract after scaling [default: from metadata, else 0]
-    #[arg(long, value_name = "MEAN")]
-    pub teacher_mean: Option<f32>,
-    /// Std ONNX teachers divide by [default: from metadata, else 1]
-    #[arg(long, value_name = "STD")]
-    pub teacher_std: Option<f32>,
+    /// Mean ONNX teachers subtract after scaling: one value, or one per channel (R,G,B) as torchvision's Normalize takes them [default: from metadata, else 0]
+    #[arg(long, value_name = "MEAN[,..]", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub teacher_mean: Option<Vec<f32>>,
+    /// Std ONNX teachers divide by: one value, or one per channel [default: from metadata, else 1]
+    #[arg(long, value_name = "STD[,..]", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub teacher_std: Option<Vec<f32>>,
     /// Directory of the on-disk teacher-logit cache (safetensors files keyed by hashes of teacher and data; see `edgekd teacher-logits --help`) [default: $EDGEKD_CACHE_DIR, else $XDG_CACHE_HOME/edgekd or ~/.cache/edgekd, then teacher-logits/]
     #[arg(long, value_name = "DIR")]
     pub logit_cache: Option<PathBuf>,
@@ -187,8 +204,8 @@ impl TeacherOpts {
             },
             output: self.teacher_output.clone(),
             scale: self.teacher_scale,
-            mean: self.teacher_mean,
-            std: self.teacher_std,
+            mean: self.teacher_mean.clone(),
+            std: self.teacher_std.clone(),
         })
     }
 }
@@ -638,4 +655,38 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
 
 fn one_line(message: &str) -> String {
     message.trim().replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn experiment_files_take_per_channel_means_image_sizes_and_colours() {
+        let f: DistillFile = parse_config(
+            "teacher_mean = [0.485, 0.456, 0.406]\nteacher_std = 0.25\n\
+             image_size = \"32x24\"\ncolor = \"rgb\"\n",
+        )
+        .unwrap();
+        assert_eq!(f.run.teacher_mean, Some(vec![0.485, 0.456, 0.406]));
+        assert_eq!(f.run.teacher_std, Some(vec![0.25]));
+        let image = f.opts.image_options();
+        assert_eq!((image.size, image.channels), (Some((32, 24)), Some(3)));
+        let err = parse_config::<DistillFile>("image_size = \"32y\"").unwrap_err();
+        assert!(
+            err.to_string().contains("`32y` is not an image size"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn image_sizes_are_hxw_or_one_side() {
+        let size = |s: &str| s.parse::<ImageSize>().map(|s| (s.rows, s.cols));
+        assert_eq!(size("32"), Ok((32, 32)));
+        assert_eq!(size("20x24"), Ok((20, 24)));
+        assert_eq!(size("224X224"), Ok((224, 224)));
+        for bad in ["0", "3x0", "x", "8193x2", "-1x4", "2x3x4"] {
+            assert!(size(bad).is_err(), "{bad}");
+        }
+    }
 }

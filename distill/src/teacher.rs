@@ -49,10 +49,11 @@ pub struct OnnxOptions {
     /// Pixel scale, mean and std the teacher was trained with (`x = (pixel · scale - mean) /
     /// std`); None takes the model's `edgekd.input.normalization` metadata, else 1/255, 0, 1.
     pub scale: Option<f32>,
-    /// See `scale`.
-    pub mean: Option<f32>,
-    /// See `scale`.
-    pub std: Option<f32>,
+    /// See `scale`: one value for every channel, or one per channel (torchvision's
+    /// `Normalize(mean=[0.485, 0.456, 0.406], ...)`).
+    pub mean: Option<Vec<f32>>,
+    /// See `mean`.
+    pub std: Option<Vec<f32>>,
 }
 
 /// An ONNX classifier used as a teacher.
@@ -65,6 +66,9 @@ pub struct OnnxTeacher {
     output_name: String,
     probabilities: bool,
     preprocess: Preprocess,
+    /// Mean and std per input channel (`preprocess` holds one value for all).
+    mean: Vec<f32>,
+    std: Vec<f32>,
     /// Whether it takes RGB images as `[N, H, W, 3]` (the student's batches are `[N, 3, H, W]`).
     channels_last: bool,
     classes: usize,
@@ -127,12 +131,24 @@ impl OnnxTeacher {
             }
         }
         preprocess.scale = options.scale.unwrap_or(preprocess.scale);
-        preprocess.mean = options.mean.unwrap_or(preprocess.mean);
-        preprocess.std = options.std.unwrap_or(preprocess.std);
-        if !(preprocess.std.is_finite() && preprocess.std != 0.0 && preprocess.scale.is_finite()) {
+        let channels = preprocess.channels;
+        let per_channel = |given: &Option<Vec<f32>>, model: f32, what: &str| match given {
+            None => Ok(vec![model; channels]),
+            Some(v) if v.len() == 1 => Ok(vec![v[0]; channels]),
+            Some(v) if v.len() == channels => Ok(v.clone()),
+            Some(v) => Err(bad(format!(
+                "{} {what} values given for its {channels} input channel(s); give one, or one \
+                 per channel",
+                v.len()
+            ))),
+        };
+        let mean = per_channel(&options.mean, preprocess.mean, "mean")?;
+        let std = per_channel(&options.std, preprocess.std, "std")?;
+        let finite = mean.iter().chain(&std).all(|v| v.is_finite());
+        if !(finite && std.iter().all(|&s| s != 0.0) && preprocess.scale.is_finite()) {
             return Err(bad(format!(
-                "input scale {} and std {} must be finite, std non-zero",
-                preprocess.scale, preprocess.std
+                "input scale {}, mean {mean:?} and std {std:?} must be finite, std non-zero",
+                preprocess.scale
             )));
         }
         let class_dim = |o: &edgekd_runtime::TensorInfo| match o.shape[..] {
@@ -190,6 +206,8 @@ impl OnnxTeacher {
             output_name,
             probabilities,
             preprocess,
+            mean,
+            std,
             channels_last,
             classes,
         })
@@ -205,12 +223,24 @@ impl OnnxTeacher {
         let n = images.dim(0)?;
         let x = images.flatten_all()?.to_vec1::<f32>()?;
         let p = self.preprocess;
-        // Back to [0, 1] pixels, then into the teacher's own convention.
-        let (a, b) = (
-            norm.std * 255.0 * p.scale / p.std,
-            (norm.mean * 255.0 * p.scale - p.mean) / p.std,
-        );
-        let mut input: Vec<f32> = x.iter().map(|&v| v * a + b).collect();
+        // Back to [0, 1] pixels, then into the teacher's own convention, channel by channel.
+        let plane = p.rows * p.cols;
+        let affine: Vec<(f32, f32)> = (0..p.channels)
+            .map(|c| {
+                (
+                    norm.std * 255.0 * p.scale / self.std[c],
+                    (norm.mean * 255.0 * p.scale - self.mean[c]) / self.std[c],
+                )
+            })
+            .collect();
+        let mut input: Vec<f32> = x
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let (a, b) = affine[i / plane % p.channels];
+                v * a + b
+            })
+            .collect();
         if self.channels_last {
             input = to_channels_last(&input, p.channels, p.rows * p.cols);
         }
@@ -341,8 +371,8 @@ impl Teacher {
                     p.rows,
                     p.cols,
                     p.scale,
-                    p.mean,
-                    p.std
+                    format!("{:?}", t.mean),
+                    format!("{:?}", t.std)
                 ));
             }
         }
@@ -599,8 +629,8 @@ mod tests {
             );
             // Declared mean/std: (1.0 - 0.5) / 0.25 = 2.
             let declared = OnnxOptions {
-                mean: Some(0.5),
-                std: Some(0.25),
+                mean: Some(vec![0.5]),
+                std: Some(vec![0.25]),
                 ..Default::default()
             };
             let t = OnnxTeacher::load(&path, &declared).unwrap();
@@ -643,6 +673,25 @@ mod tests {
             let out = teacher.forward(&image, norm).unwrap().logits;
             let v = out.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             assert!((v[0] - 1.0).abs() < 1e-6 && v[1] == 0.0, "{shape:?}: {v:?}");
+            // Per-channel normalisation reaches the right plane: blue (1 - 0.5) / 0.25 = 2.
+            let per_channel = OnnxOptions {
+                mean: Some(vec![0.1, 0.2, 0.5]),
+                std: Some(vec![0.3, 0.6, 0.25]),
+                ..Default::default()
+            };
+            let t = OnnxTeacher::load(&path, &per_channel).unwrap();
+            let v = t.logits(&image, norm).unwrap();
+            let v = v.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0];
+            assert!((v - 2.0).abs() < 1e-5, "{shape:?}: {v}");
+            let two = OnnxOptions {
+                mean: Some(vec![0.1, 0.2]),
+                ..Default::default()
+            };
+            let err = OnnxTeacher::load(&path, &two).unwrap_err().to_string();
+            assert!(
+                err.contains("2 mean values given for its 3 input channel(s)"),
+                "{err}"
+            );
         }
     }
 
