@@ -1251,26 +1251,25 @@ fn distill_on_an_unlabelled_folder_learns_from_the_teacher_alone() {
     let onnx = teacher_fixture("sklearn-mlp.onnx");
     let (_, stderr) = outputs(
         edgekd()
-            .args([
-                "distill",
-                "--student",
-                "mlp:32",
-                "--epochs",
-                "8",
-                "-q",
-                "-T",
-                "2",
-            ])
+            .args(["distill", "--student", "mlp:32", "--epochs", "8", "-T", "2"])
             .arg("--teacher")
             .arg(&onnx)
             .arg("--unlabeled")
             .arg(&images)
+            .arg("--logit-cache")
+            .arg(dir.path().join("cache"))
             .arg("--out")
             .arg(dir.path().join("s")),
     );
     assert!(
         stderr.contains("600 unlabelled images from")
             && stderr.contains("labelled by the teachers' top-1"),
+        "{stderr}"
+    );
+    // The labelling pass ran the teacher and cached its answers; training reused them.
+    assert!(
+        stderr.contains("reusing teacher logits cached in")
+            && !stderr.contains("computing teacher logits"),
         "{stderr}"
     );
     let report: serde_json::Value =

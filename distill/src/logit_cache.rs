@@ -290,6 +290,14 @@ impl LogitStore {
             LogitStore::Mapped(m) => m.rows(indices, device),
         }
     }
+
+    /// Every row, as one tensor.
+    pub fn all(&self, device: &Device) -> Result<Tensor> {
+        match self {
+            LogitStore::Memory(t) => Ok(t.to_device(device)?),
+            LogitStore::Mapped(m) => m.all(device),
+        }
+    }
 }
 
 /// The default cache directory: `$EDGEKD_CACHE_DIR`, else `$XDG_CACHE_HOME/edgekd`, else

@@ -260,6 +260,44 @@ pub fn teacher_logits_of(
     in_batches(data, norm, device, |x| Ok(teacher.forward(x, norm)?.logits))
 }
 
+/// Each teacher's logits over `data`: mapped from the cache in `cache` when a file for this
+/// teacher, data and normalisation is there, else computed (and written there for later runs,
+/// while this one keeps them in memory). `phase` hears which.
+pub fn teacher_logit_stores(
+    teachers: &[Teacher],
+    data: &Dataset,
+    norm: Normalization,
+    cache: Option<&Path>,
+    device: &Device,
+    phase: &mut dyn FnMut(&str),
+) -> Result<Vec<LogitStore>> {
+    let data_sha256 = cache.map(|_| logit_cache::data_sha256(data));
+    let mut stores = Vec::with_capacity(teachers.len());
+    for t in teachers {
+        let key = match (cache, &data_sha256) {
+            (Some(dir), Some(hash)) => Some((dir, CacheKey::for_teacher(t, hash, norm)?)),
+            _ => None,
+        };
+        if let Some((dir, key)) = &key {
+            if let Some(m) = MappedLogits::open(dir, key, data.len())? {
+                phase(&format!(
+                    "reusing teacher logits cached in {}",
+                    m.path().display()
+                ));
+                stores.push(LogitStore::Mapped(m));
+                continue;
+            }
+        }
+        phase("computing teacher logits once for the whole run");
+        let logits = checked_teacher_logits(t, data, norm, device)?;
+        if let Some((dir, key)) = &key {
+            logit_cache::write(dir, key, &logits)?;
+        }
+        stores.push(LogitStore::Memory(logits));
+    }
+    Ok(stores)
+}
+
 /// Refuses data whose images are not the ones `spec` takes, saying both.
 fn check_input(spec: &ModelSpec, data: &Dataset) -> Result<()> {
     if data.shape() == spec.input {
@@ -471,33 +509,14 @@ impl Run<'_> {
             && !needs_features
             && start_epoch < cfg.epochs
         {
-            let data_sha256 = self
-                .logit_cache
-                .map(|_| logit_cache::data_sha256(self.train));
-            let mut stores = Vec::with_capacity(teachers.len());
-            for t in teachers {
-                let key = match (self.logit_cache, &data_sha256) {
-                    (Some(dir), Some(data)) => Some((dir, CacheKey::for_teacher(t, data, norm)?)),
-                    _ => None,
-                };
-                if let Some((dir, key)) = &key {
-                    if let Some(m) = MappedLogits::open(dir, key, self.train.len())? {
-                        observer.phase(&format!(
-                            "reusing teacher logits cached in {}",
-                            m.path().display()
-                        ));
-                        stores.push(LogitStore::Mapped(m));
-                        continue;
-                    }
-                }
-                observer.phase("computing teacher logits once for the whole run");
-                let logits = checked_teacher_logits(t, self.train, norm, &device)?;
-                // Written for later runs; this one already holds the same values in memory.
-                if let Some((dir, key)) = &key {
-                    logit_cache::write(dir, key, &logits)?;
-                }
-                stores.push(LogitStore::Memory(logits));
-            }
+            let stores = teacher_logit_stores(
+                teachers,
+                self.train,
+                norm,
+                self.logit_cache,
+                &device,
+                &mut |m| observer.phase(m),
+            )?;
             profile.teacher_cache_seconds = cache_started.elapsed().as_secs_f64();
             Some(stores)
         } else {

@@ -10,7 +10,7 @@ use edgekd_distill::checkpoint::{self, load_model, REPORT_FILE};
 use edgekd_distill::image_folder::load_unlabeled;
 use edgekd_distill::loss::SoftTargets;
 use edgekd_distill::teacher::{OnnxOptions, OnnxTeacher, Teacher};
-use edgekd_distill::trainer::{teacher_logits_of, teacher_weights};
+use edgekd_distill::trainer::{teacher_logit_stores, teacher_weights};
 use edgekd_distill::Normalization;
 use edgekd_distill::{KdGain, Objective, Report, Splits, TrainConfig};
 
@@ -120,9 +120,19 @@ fn teacher_labelled(
 ) -> Result<Splits> {
     let mut train = load_unlabeled(dir, data.test.shape())
         .with_context(|| format!("loading unlabelled images from {}", dir.display()))?;
-    let logits = teachers
+    // Through the logit cache: the trainer then maps these instead of running the teachers
+    // over the folder a second time.
+    let stores = teacher_logit_stores(
+        teachers,
+        &train,
+        norm,
+        kd.run.logit_cache_dir().as_deref(),
+        &Device::Cpu,
+        &mut |_| {},
+    )?;
+    let logits = stores
         .iter()
-        .map(|t| teacher_logits_of(t, &train, norm, &Device::Cpu))
+        .map(|s| s.all(&Device::Cpu))
         .collect::<edgekd_distill::Result<Vec<_>>>()?;
     let given = kd.teacher_weights.as_deref().unwrap_or_default();
     let weights = teacher_weights(given, teachers.len())?;
