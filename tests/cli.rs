@@ -1580,3 +1580,36 @@ fn image_size_and_colour_are_refused_where_they_cannot_apply() {
         );
     }
 }
+
+/// A scikit-learn classifier's first output is its int64 label; `run` ranks the
+/// probabilities output instead, as they are (not softmaxed again).
+#[test]
+fn run_ranks_a_foreign_classifier_by_its_probabilities() {
+    let images = subset().join("t10k-images-idx3-ubyte.gz");
+    let text = stdout(
+        edgekd()
+            .arg("run")
+            .arg(teacher_fixture("sklearn-mlp.onnx"))
+            .arg("--input")
+            .arg(&images)
+            .args(["--limit", "3", "--json"]),
+    );
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["output"]["name"], "probabilities");
+    assert_eq!(v["output"]["holds"], "probabilities");
+    // The subset's first test digits are 2, 1, 7; scikit-learn gets them right.
+    let top: Vec<u64> = (0..3)
+        .map(|i| v["samples"][i][0]["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(top, [2, 1, 7]);
+    // Ranked as given: the row's own values, which sum to 1.
+    let row: Vec<f64> = v["logits"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let best = v["samples"][0][0]["probability"].as_f64().unwrap();
+    assert!((best - row[2]).abs() < 1e-6, "{best} vs {row:?}");
+    assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+}

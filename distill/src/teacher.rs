@@ -104,7 +104,7 @@ impl OnnxTeacher {
             .check_file_size(len)
             .map_err(|e| bad(e.to_string()))?;
         // Read here rather than by Model::load_with: the bytes are also hashed (for the logit
-        // cache) and searched for a final Softmax.
+        // cache).
         let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
         let model = edgekd_runtime::Model::from_bytes_with(&bytes, runtime)
             .map_err(|e| bad(e.to_string()))?;
@@ -193,10 +193,7 @@ impl OnnxTeacher {
         let probabilities = match options.outputs {
             TeacherOutputs::Logits => false,
             TeacherOutputs::Probs => true,
-            TeacherOutputs::Auto => {
-                let name = output_name.to_ascii_lowercase();
-                name.contains("prob") || produced_by_softmax(&bytes, &output_name)
-            }
+            TeacherOutputs::Auto => info.gives_probabilities(output),
         };
         Ok(OnnxTeacher {
             path: path.into(),
@@ -298,31 +295,6 @@ fn to_channels_last(x: &[f32], channels: usize, pixels: usize) -> Vec<f32> {
         }
     }
     out
-}
-
-/// Whether the graph's output `name` is written by a Softmax node (through any Identity
-/// nodes, as scikit-learn's exporter places one after it).
-fn produced_by_softmax(bytes: &[u8], name: &str) -> bool {
-    use prost::Message;
-    let Some(graph) = edgekd_runtime::proto::ModelProto::decode(bytes)
-        .ok()
-        .and_then(|m| m.graph)
-    else {
-        return false;
-    };
-    let mut value = name.to_string();
-    // Bounded by the node count, so a malformed cycle of Identity nodes cannot spin forever.
-    for _ in 0..=graph.node.len() {
-        let Some(node) = graph.node.iter().find(|n| n.output.contains(&value)) else {
-            return false;
-        };
-        match (node.op_type.as_str(), node.input.first()) {
-            ("Softmax", _) => return true,
-            ("Identity", Some(input)) => value = input.clone(),
-            _ => return false,
-        }
-    }
-    false
 }
 
 /// A teacher of either kind.

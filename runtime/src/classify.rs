@@ -5,7 +5,7 @@
 pub struct Ranked {
     /// Class index.
     pub class: usize,
-    /// Softmax probability.
+    /// Its probability.
     pub probability: f32,
 }
 
@@ -31,7 +31,17 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
 /// assert_eq!(top.iter().map(|r| r.class).collect::<Vec<_>>(), vec![1, 2]);
 /// ```
 pub fn top_k(logits: &[f32], k: usize) -> Vec<Ranked> {
-    let probs = softmax(logits);
+    top_k_probabilities(softmax(logits), k)
+}
+
+/// [`top_k`] for a row that already holds probabilities (a model ending in a softmax): ranked
+/// as they are, not softmaxed a second time.
+///
+/// ```
+/// let top = edgekd_runtime::classify::top_k_probabilities(vec![0.2, 0.7, 0.1], 1);
+/// assert_eq!((top[0].class, top[0].probability), (1, 0.7));
+/// ```
+pub fn top_k_probabilities(probs: Vec<f32>, k: usize) -> Vec<Ranked> {
     let mut ranked: Vec<Ranked> = probs
         .into_iter()
         .enumerate()

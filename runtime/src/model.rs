@@ -71,6 +71,9 @@ pub struct TensorInfo {
     pub element: ElementType,
     /// Declared shape.
     pub shape: Vec<Dim>,
+    /// For an output: whether a Softmax node writes it (directly or through Identity nodes),
+    /// so it holds probabilities rather than logits.
+    pub from_softmax: bool,
 }
 
 impl TensorInfo {
@@ -107,6 +110,26 @@ pub struct ModelInfo {
     pub metadata: BTreeMap<String, String>,
     /// Size of the file or buffer, in bytes.
     pub bytes: usize,
+}
+
+impl ModelInfo {
+    /// The output that scores classes: the first shaped `[N, classes]` with at least two
+    /// classes (a scikit-learn classifier's first output is its `[N]` label, its second the
+    /// probabilities), else the first.
+    pub fn class_output(&self) -> usize {
+        self.outputs
+            .iter()
+            .position(|o| matches!(o.shape[..], [_, Dim::Fixed(c)] if c >= 2))
+            .unwrap_or(0)
+    }
+
+    /// Whether output `i` holds probabilities: a Softmax writes it, or it is named so
+    /// (`probabilities`, as skl2onnx names it).
+    pub fn gives_probabilities(&self, i: usize) -> bool {
+        self.outputs
+            .get(i)
+            .is_some_and(|o| o.from_softmax || o.name.to_ascii_lowercase().contains("prob"))
+    }
 }
 
 /// One output of a run, as `f32` whatever the model computes in.
@@ -362,15 +385,18 @@ impl Model {
         }
     }
 
-    /// Runs a batch and returns the first output alone (the logits of a classifier).
+    /// Runs a batch and returns the output that scores classes alone
+    /// ([`ModelInfo::class_output`]: logits for edgekd's models, possibly probabilities for
+    /// others, which [`ModelInfo::gives_probabilities`] tells).
     pub fn logits(&self, input: &[f32], batch: usize) -> Result<Output> {
         let mut outs = self.run(input, batch)?;
-        if outs.is_empty() {
+        let i = self.info.class_output();
+        if i >= outs.len() {
             return Err(Error::Interface {
                 reason: "the model has no output".into(),
             });
         }
-        Ok(outs.swap_remove(0))
+        Ok(outs.swap_remove(i))
     }
 
     /// The concrete input shape for `batch` samples of `len` values in all, checked against

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use edgekd_runtime::classify::top_k_probabilities;
 use edgekd_runtime::{class_names, top_k, Backend, Preprocess};
 
 /// Classify an image, an IDX file of images, or raw f32 values.
@@ -68,8 +69,18 @@ pub fn run(a: RunArgs) -> Result<()> {
             .and_then(|n| n.get(c).cloned())
             .unwrap_or_else(|| c.to_string())
     };
+    // A model ending in a softmax (scikit-learn's, many exports) gives probabilities: ranked
+    // as they are, not softmaxed again.
+    let probabilities = info.gives_probabilities(info.class_output());
     let ranked: Vec<_> = (0..logits.rows())
-        .map(|i| top_k(logits.row(i), a.top_k.max(1)))
+        .map(|i| {
+            let row = logits.row(i);
+            if probabilities {
+                top_k_probabilities(row.to_vec(), a.top_k.max(1))
+            } else {
+                top_k(row, a.top_k.max(1))
+            }
+        })
         .collect();
     if a.json {
         let samples: Vec<_> = ranked
@@ -84,6 +95,8 @@ pub fn run(a: RunArgs) -> Result<()> {
         let out = serde_json::json!({
             "model": a.model, "backend": model.backend(), "samples": samples,
             "logits": logits, "seconds": elapsed.as_secs_f64(),
+            "output": { "name": info.outputs[info.class_output()].name,
+                "holds": if probabilities { "probabilities" } else { "logits" } },
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());

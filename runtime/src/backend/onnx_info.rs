@@ -51,7 +51,30 @@ fn tensor_info(v: &pb::ValueInfoProto) -> Result<TensorInfo> {
         name: v.name.clone(),
         element: element_type(tensor.elem_type),
         shape,
+        from_softmax: false,
     })
+}
+
+/// Whether the graph's value `name` is written by a Softmax node, through any Identity nodes
+/// (scikit-learn's exporter places one after it).
+fn written_by_softmax(graph: &pb::GraphProto, name: &str) -> bool {
+    let mut value = name;
+    // Bounded by the node count, so a malformed cycle of Identity nodes cannot spin forever.
+    for _ in 0..=graph.node.len() {
+        let Some(node) = graph
+            .node
+            .iter()
+            .find(|n| n.output.iter().any(|o| o == value))
+        else {
+            return false;
+        };
+        match (node.op_type.as_str(), node.input.first()) {
+            ("Softmax", _) => return true,
+            ("Identity", Some(input)) => value = input,
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// The interface a decoded model declares.
@@ -70,7 +93,11 @@ pub fn model_info(proto: &pb::ModelProto, bytes: usize) -> Result<ModelInfo> {
     let outputs = graph
         .output
         .iter()
-        .map(tensor_info)
+        .map(|o| {
+            let mut info = tensor_info(o)?;
+            info.from_softmax = written_by_softmax(graph, &o.name);
+            Ok(info)
+        })
         .collect::<Result<Vec<_>>>()?;
     if inputs.is_empty() || outputs.is_empty() {
         return Err(Error::Interface {
