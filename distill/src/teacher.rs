@@ -336,15 +336,15 @@ impl Teacher {
                 h.update(b"onnx");
                 h.update(&t.file_sha256);
                 h.update(format!(
-                    "{}|{}|{}x{}x{}|{}|{}|{}",
+                    "{}|{}|{}x{}x{}|{}|{:?}|{:?}",
                     t.output_name,
                     t.probabilities,
                     p.channels,
                     p.rows,
                     p.cols,
                     p.scale,
-                    format!("{:?}", t.mean),
-                    format!("{:?}", t.std)
+                    t.mean,
+                    t.std
                 ));
             }
         }
