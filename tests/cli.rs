@@ -1084,6 +1084,28 @@ fn image_folders_train_like_idx_files() {
         errors < 60,
         "600 images should teach an MLP most digits: {line}"
     );
+    // One folder, split by seed: eval with the training run's seed holds out the same images.
+    let single = folder.join("train");
+    let seeded = dir.path().join("seeded");
+    stdout(
+        edgekd()
+            .args(["train", "--model", "mlp:32", "--epochs", "2", "-q"])
+            .args(["--split-seed", "7", "--data"])
+            .arg(&single)
+            .arg("--out")
+            .arg(&seeded),
+    );
+    let report = json(&seeded.join("report.json"));
+    let eval: serde_json::Value = serde_json::from_str(&stdout(
+        edgekd()
+            .arg("eval")
+            .arg(&seeded)
+            .args(["--json", "--split-seed", "7", "--data"])
+            .arg(&single),
+    ))
+    .unwrap();
+    assert_eq!(eval["test_total"], 100);
+    assert_eq!(eval["test_errors"], report["test_errors"]);
 }
 
 #[test]

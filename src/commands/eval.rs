@@ -23,6 +23,9 @@ pub struct EvalArgs {
     /// Dataset (IDX files or an image folder, decoded at the model's input size and colour); its test split is used [default: the shipped subset]
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    /// Seed of an image folder's train/test split when it has no test/ (as the training run used) [default: 0]
+    #[arg(long, value_name = "SEED", default_value_t = 0)]
+    split_seed: u64,
     /// A teacher checkpoint to measure top-1 agreement with
     #[arg(long, value_name = "DIR")]
     teacher: Option<PathBuf>,
@@ -38,7 +41,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let dir = args.data.unwrap_or_else(shipped_subset);
     // An image folder is decoded at the model's input size and colour.
     let image = ImageOptions::exactly(model.spec().input);
-    let data = Splits::load_with(&dir, 0, image)
+    let data = Splits::load_with(&dir, args.split_seed, image)
         .with_context(|| format!("loading dataset from {}", dir.display()))?;
     let eval = evaluate(&model, &data.test, &device)?;
     let agreement = match &args.teacher {

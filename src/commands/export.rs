@@ -105,6 +105,9 @@ pub struct ExportArgs {
     /// Dataset: calibration uses its training split, verification its test split [default: the shipped subset]
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    /// Seed of an image folder's train/test split when it has no test/ (as the training run used) [default: 0]
+    #[arg(long, value_name = "SEED", default_value_t = 0)]
+    split_seed: u64,
     /// Output directory [default: CHECKPOINT/onnx]
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -211,7 +214,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     // An image folder is decoded at the model's input size and colour.
     let spec = load_spec(&args.checkpoint)
         .with_context(|| format!("reading {}", args.checkpoint.display()))?;
-    let data = Splits::load_with(&dir, 0, ImageOptions::exactly(spec.input))
+    let data = Splits::load_with(&dir, args.split_seed, ImageOptions::exactly(spec.input))
         .with_context(|| format!("loading dataset from {}", dir.display()))?;
     let out = args
         .out
