@@ -151,10 +151,6 @@ impl OnnxTeacher {
                 preprocess.scale
             )));
         }
-        let class_dim = |o: &edgekd_runtime::TensorInfo| match o.shape[..] {
-            [_, Dim::Fixed(c)] if c >= 2 => Some(c),
-            _ => None,
-        };
         let listing = || {
             info.outputs
                 .iter()
@@ -168,8 +164,10 @@ impl OnnxTeacher {
                     .outputs
                     .iter()
                     .position(|o| &o.name == name)
-                    .ok_or_else(|| bad(format!("no output named `{name}`; it has {}", listing())))?;
-                let c = class_dim(&info.outputs[i]).ok_or_else(|| {
+                    .ok_or_else(|| {
+                        bad(format!("no output named `{name}`; it has {}", listing()))
+                    })?;
+                let c = info.outputs[i].classes().ok_or_else(|| {
                     bad(format!(
                         "output `{name}` is {}, not [N, classes]",
                         info.outputs[i].shape_text()
@@ -177,17 +175,16 @@ impl OnnxTeacher {
                 })?;
                 (i, c)
             }
-            None => info
-                .outputs
-                .iter()
-                .enumerate()
-                .find_map(|(i, o)| class_dim(o).map(|c| (i, c)))
-                .ok_or_else(|| {
+            None => {
+                let i = info.class_output();
+                let c = info.outputs[i].classes().ok_or_else(|| {
                     bad(format!(
                         "no output is shaped [N, classes]; it has {} (name one with --teacher-output; scikit-learn classifiers need skl2onnx's option zipmap=False)",
                         listing()
                     ))
-                })?,
+                })?;
+                (i, c)
+            }
         };
         let output_name = info.outputs[output].name.clone();
         let probabilities = match options.outputs {
@@ -222,24 +219,15 @@ impl OnnxTeacher {
         let p = self.preprocess;
         // Back to [0, 1] pixels, then into the teacher's own convention, channel by channel.
         let plane = p.rows * p.cols;
-        let affine: Vec<(f32, f32)> = (0..p.channels)
-            .map(|c| {
-                (
-                    norm.std * 255.0 * p.scale / self.std[c],
-                    (norm.mean * 255.0 * p.scale - self.mean[c]) / self.std[c],
-                )
-            })
-            .collect();
-        let mut input: Vec<f32> = x
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let (a, b) = affine[i / plane % p.channels];
-                v * a + b
-            })
-            .collect();
+        let mut input = Vec::with_capacity(x.len());
+        for (k, values) in x.chunks_exact(plane).enumerate() {
+            let c = k % p.channels;
+            let a = norm.std * 255.0 * p.scale / self.std[c];
+            let b = (norm.mean * 255.0 * p.scale - self.mean[c]) / self.std[c];
+            input.extend(values.iter().map(|&v| v * a + b));
+        }
         if self.channels_last {
-            input = to_channels_last(&input, p.channels, p.rows * p.cols);
+            input = to_channels_last(&input, p.channels, plane);
         }
         let out = self
             .model

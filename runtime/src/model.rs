@@ -83,6 +83,14 @@ impl TensorInfo {
         format!("[{}]", dims.join(", "))
     }
 
+    /// The class count of a `[N, classes]` output with at least two classes.
+    pub fn classes(&self) -> Option<usize> {
+        match self.shape[..] {
+            [_, Dim::Fixed(c)] if c >= 2 => Some(c),
+            _ => None,
+        }
+    }
+
     /// Values per sample: the product of every dimension after the first.
     pub fn sample_len(&self) -> Option<usize> {
         self.shape
@@ -119,7 +127,7 @@ impl ModelInfo {
     pub fn class_output(&self) -> usize {
         self.outputs
             .iter()
-            .position(|o| matches!(o.shape[..], [_, Dim::Fixed(c)] if c >= 2))
+            .position(|o| o.classes().is_some())
             .unwrap_or(0)
     }
 
