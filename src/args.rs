@@ -547,9 +547,7 @@ impl TrainOpts {
         let mut image = self.image_options();
         let folder = Splits::is_image_folder(&dir);
         if let (true, Some(t)) = (folder, teacher_input) {
-            let from_teacher = ImageOptions::exactly(t);
-            image.size = image.size.or(from_teacher.size);
-            image.channels = image.channels.or(from_teacher.channels);
+            image = ImageOptions::exactly(image.resolve(|| Ok(t))?);
         }
         let mut splits = Splits::load_with(&dir, self.split_seed.unwrap_or(0), image)
             .with_context(|| format!("loading dataset from {}", dir.display()))?;

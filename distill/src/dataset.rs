@@ -277,13 +277,21 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
 
 /// Refuses a dataset path that is missing or not a directory, saying which.
 pub(crate) fn require_dir(dir: &Path) -> Result<()> {
+    require_dir_of(
+        dir,
+        "not a directory (a dataset is a directory of MNIST-layout IDX files or an image folder)",
+    )
+}
+
+/// [`require_dir`], saying `not_a_directory` when the path is something else.
+pub(crate) fn require_dir_of(dir: &Path, not_a_directory: &str) -> Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
     Err(Error::Dataset {
         dir: dir.into(),
         reason: if dir.exists() {
-            "not a directory (a dataset is a directory of MNIST-layout IDX files or an image folder)"
+            not_a_directory
         } else {
             "no such directory"
         }

@@ -126,11 +126,7 @@ impl ImageFolder {
                 dir: self.root.clone(),
                 reason: "holds no image to take a size from".into(),
             })?;
-            let bytes = std::fs::read(path).map_err(Error::io("reading", path))?;
-            let h = edgekd_runtime::image::header(&bytes).map_err(|e| Error::Format {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
+            let h = read_image(path, edgekd_runtime::image::header)?;
             Ok(InputShape {
                 channels: h.channels(),
                 rows: h.height as usize,
@@ -144,17 +140,9 @@ impl ImageFolder {
         let mut pixels = Vec::with_capacity(self.files.len() * shape.len());
         let mut labels = Vec::with_capacity(self.files.len());
         for (path, label) in &self.files {
-            let bytes = std::fs::read(path).map_err(Error::io("reading", path))?;
-            let image = edgekd_runtime::image::decode(
-                &bytes,
-                shape.channels,
-                shape.rows,
-                shape.cols,
-                Default::default(),
-            )
-            .map_err(|e| Error::Format {
-                path: path.clone(),
-                reason: e.to_string(),
+            let image = read_image(path, |bytes| {
+                let (c, h, w) = (shape.channels, shape.rows, shape.cols);
+                edgekd_runtime::image::decode(bytes, c, h, w, Default::default())
             })?;
             pixels.extend(image);
             labels.push(*label);
@@ -167,6 +155,19 @@ impl ImageFolder {
             cols: shape.cols,
         })
     }
+}
+
+/// `read` (the runtime's decoder or header reader) applied to the file at `path`, its errors
+/// naming the file.
+fn read_image<T>(
+    path: &Path,
+    read: impl FnOnce(&[u8]) -> std::result::Result<T, edgekd_runtime::image::ImageError>,
+) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(Error::io("reading", path))?;
+    read(&bytes).map_err(|e| Error::Format {
+        path: path.into(),
+        reason: e.to_string(),
+    })
 }
 
 /// Every image under `dir` (subfolders included, in path order), decoded to `shape`, for
@@ -183,17 +184,7 @@ pub fn load_unlabeled(dir: &Path, shape: InputShape) -> Result<Dataset> {
         }
         Ok(())
     }
-    if !dir.is_dir() {
-        return Err(Error::Dataset {
-            dir: dir.into(),
-            reason: if dir.exists() {
-                "not a directory"
-            } else {
-                "no such directory"
-            }
-            .into(),
-        });
-    }
+    crate::dataset::require_dir_of(dir, "not a directory")?;
     let mut paths = Vec::new();
     walk(dir, &mut paths)?;
     if paths.is_empty() {
