@@ -1,7 +1,7 @@
 """Colour MNIST at 32x32, and a PyTorch teacher for it: the colour image-folder case of issue 6.
 
     ~/.cache/torch-venv/bin/python scripts/colour_mnist.py \
-        --subset data/mnist-subset --full ../shared/data/mnist --out results/issue6/colour
+        --subset data/mnist-subset --full ../shared/data/mnist --out results/onnx-teachers/colour
 
 Every MNIST digit is centred on a 32x32 canvas (2 px of border), its strokes painted in a
 random bright colour over a random dark background, with Gaussian noise (sigma 12): the digit

@@ -4,14 +4,15 @@
 
 #[cfg(feature = "train")]
 mod args;
+mod bench_report;
 mod commands;
+#[cfg(feature = "train")]
+mod console;
 mod input;
 #[cfg(feature = "train")]
 mod onnxruntime;
 #[cfg(feature = "plot")]
 mod plot;
-#[cfg(feature = "train")]
-mod progress;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +35,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Fetch, verify, inspect or cut datasets (MNIST IDX files).

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use plotters::prelude::*;
 
-use crate::commands::bench::Measurement;
+use crate::bench_report::{Measurement, Role};
 
 /// DejaVu Sans (see assets/fonts/DejaVuSans.LICENSE): embedded so the chart renders the same
 /// on a machine with no fonts installed.
@@ -147,7 +147,7 @@ pub fn accuracy_vs_latency(
         }
         chart
             .draw_series(mine.iter().map(|m| {
-                let size = if m.role == "teacher" { 9 } else { 6 };
+                let size = if m.role == Role::Teacher { 9 } else { 6 };
                 Circle::new((us(m), acc(m)), size, color.filled())
             }))
             .map_err(|e| draw(&e))?

@@ -133,8 +133,12 @@ aarch64-linux-android | armv7-linux-androideabi)
         binary="$target_dir/$target/$profile/edgekd"
     else
         say "no Android NDK (cargo-ndk and ANDROID_NDK_HOME): building the C library as a static archive only"
-        cargo rustc -p edgekd-capi --lib --crate-type staticlib --profile "$profile" --target "$target" --target-dir "$target_dir" >&2
-        binary="$target_dir/$target/$profile/libedgekd.a"
+        # The C library unwinds (its entry points turn panics into errors): the capi profile
+        # in place of the binary's panic=abort device profile.
+        lib_profile=$profile
+        [ "$profile" = device ] && lib_profile=capi
+        cargo rustc -p edgekd-capi --lib --crate-type staticlib --profile "$lib_profile" --target "$target" --target-dir "$target_dir" >&2
+        binary="$target_dir/$target/$lib_profile/libedgekd.a"
     fi
     ;;
 *)

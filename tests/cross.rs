@@ -166,7 +166,7 @@ fn logits(json: &str) -> (String, Vec<Vec<f32>>) {
 
 /// The kernels the host's native engine picks (a static x86_64 build picks the same).
 fn edgekd_isa() -> &'static str {
-    edgekd_runtime::native::kernels::Isa::detect().name()
+    edgekd_runtime::kernel_isa()
 }
 
 fn argmax(v: &[f32]) -> usize {

@@ -4,7 +4,9 @@
 //! app or plain C can call it alike. The header is `include/edgekd.h`.
 //!
 //! Every function catches panics and reports failure through its return value; the reason is
-//! kept per thread for [`edgekd_last_error`].
+//! kept per thread for [`edgekd_last_error`]. That needs unwinding: build the library with the
+//! `capi` profile (`cargo build -p edgekd-capi --profile capi`), not the binary's `device`
+//! profile, whose `panic = "abort"` would end the app instead.
 
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
@@ -33,7 +35,13 @@ fn set_error(message: impl Into<String>) {
 
 /// Runs `f`, turning an error or a panic into `failed` and a message for `edgekd_last_error`.
 fn guarded<T>(failed: T, f: impl FnOnce() -> Result<T, String>) -> T {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    match catch_unwind(AssertUnwindSafe(|| {
+        #[cfg(feature = "test-panic")]
+        if std::env::var_os("EDGEKD_CAPI_TEST_PANIC").is_some() {
+            panic!("EDGEKD_CAPI_TEST_PANIC is set");
+        }
+        f()
+    })) {
         Ok(Ok(v)) => {
             set_error("");
             v

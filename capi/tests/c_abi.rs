@@ -162,3 +162,106 @@ fn c_program_loads_runs_and_frees_through_the_header() {
         assert!((a - b).abs() < 1e-5, "{stdout}");
     }
 }
+
+/// The profile the library ships in: the one whose panic strategy decides whether
+/// `catch_unwind` in the entry points does anything.
+const SHIPPED_PROFILE: &str = "capi";
+
+#[test]
+fn a_panic_inside_an_entry_point_comes_back_to_c_as_an_error() {
+    let Some(cc) = ["cc", "gcc", "clang"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok())
+    else {
+        if std::env::var_os("EDGEKD_REQUIRE_ALL").is_some() {
+            panic!("EDGEKD_REQUIRE_ALL is set but no C compiler (cc, gcc, clang) is installed");
+        }
+        eprintln!("SKIPPED: no C compiler to build the C ABI test with");
+        return;
+    };
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // A target directory of its own (beside this test's), so the nested cargo neither waits
+    // for nor disturbs the outer build.
+    let exe = std::env::current_exe().unwrap();
+    let target_dir = exe.ancestors().nth(3).unwrap().join("capi-profile");
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "-p",
+            "edgekd-capi",
+            "--lib",
+            "--features",
+            "test-panic",
+        ])
+        .args(["--profile", SHIPPED_PROFILE, "--target-dir"])
+        .arg(&target_dir)
+        .current_dir(manifest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "building the C library in the {SHIPPED_PROFILE} profile failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lib = target_dir.join(SHIPPED_PROFILE);
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("panics.c");
+    std::fs::write(
+        &source,
+        r#"#include <stdio.h>
+#include <string.h>
+#include "edgekd.h"
+int main(int argc, char **argv) {
+    (void)argc;
+    EdgekdModel *m = edgekd_model_load(argv[1], 1);
+    printf("%s|%s\n", m == NULL ? "null" : "model", edgekd_last_error());
+    edgekd_model_free(m);
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let program = dir.path().join("panics");
+    let built = Command::new(cc)
+        .args(["-std=c11", "-Wall", "-Werror", "-o"])
+        .arg(&program)
+        .arg(&source)
+        .arg("-I")
+        .arg(manifest.join("include"))
+        .arg("-L")
+        .arg(&lib)
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-ledgekd")
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let model = dir.path().join("mlp.onnx");
+    std::fs::write(&model, mlp()).unwrap();
+    let run = |panic: bool| {
+        let mut c = Command::new(&program);
+        c.arg(&model).env("LD_LIBRARY_PATH", &lib);
+        if panic {
+            c.env("EDGEKD_CAPI_TEST_PANIC", "1");
+        }
+        let out = c.output().unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
+    };
+    let (status, said) = run(true);
+    assert!(
+        status.success(),
+        "the process died of the panic ({status}): {said}"
+    );
+    assert_eq!(
+        said,
+        "null|edgekd panicked (a bug: please report it with the model)"
+    );
+    let (status, said) = run(false);
+    assert!(status.success() && said == "model|", "{status}: {said}");
+}

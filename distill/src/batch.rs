@@ -3,44 +3,13 @@
 use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_distr::{Beta, Distribution};
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{Dataset, Normalization};
+use crate::dataset::Dataset;
 use crate::error::{Error, Result};
-
-/// Independent random streams of one run, so that e.g. turning on jitter does not change the
-/// shuffling order, and a resumed epoch replays exactly.
-#[derive(Debug, Clone, Copy)]
-pub enum Stream {
-    /// Weight initialisation.
-    Init = 1,
-    /// Order of samples in an epoch.
-    Shuffle = 2,
-    /// Dropout masks.
-    Dropout = 3,
-    /// Jitter offsets and mixup pairs.
-    Augment = 4,
-}
-
-/// A generator for `stream` of run `seed` in `epoch` (0 for things that happen once).
-pub fn rng(seed: u64, stream: Stream, epoch: usize) -> StdRng {
-    // SplitMix64-style finaliser over the three inputs, so nearby seeds give unrelated streams.
-    let mut z = seed
-        ^ (stream as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    StdRng::seed_from_u64(z ^ (z >> 31))
-}
-
-/// The order in which an epoch visits the samples.
-pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..len).collect();
-    order.shuffle(&mut rng(seed, Stream::Shuffle, epoch));
-    order
-}
+use crate::input::Normalization;
 
 /// Data augmentation applied to training batches only.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
@@ -175,16 +144,7 @@ pub fn make_batch(
 mod tests {
     use super::*;
     use crate::dataset::tests::toy;
-
-    #[test]
-    fn shuffles_are_seeded_and_differ_by_epoch() {
-        assert_eq!(epoch_order(100, 7, 3), epoch_order(100, 7, 3));
-        assert_ne!(epoch_order(100, 7, 3), epoch_order(100, 7, 4));
-        assert_ne!(epoch_order(100, 7, 3), epoch_order(100, 8, 3));
-        let mut o = epoch_order(100, 7, 3);
-        o.sort();
-        assert_eq!(o, (0..100).collect::<Vec<_>>());
-    }
+    use crate::random::{rng, Stream};
 
     #[test]
     fn normalization_matches_the_formula() {

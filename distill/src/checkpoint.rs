@@ -43,9 +43,9 @@ fn tensors_from_bytes(
     path: &Path,
     device: &Device,
 ) -> Result<HashMap<String, Tensor>> {
-    candle_core::safetensors::load_buffer(bytes, device).map_err(|e| Error::Checkpoint {
+    candle_core::safetensors::load_buffer(bytes, device).map_err(|source| Error::Weights {
         path: path.into(),
-        reason: format!("not a readable safetensors file: {e}"),
+        source,
     })
 }
 
@@ -108,7 +108,12 @@ pub fn parse_spec(text: &str, path: &Path) -> Result<ModelSpec> {
     Ok(spec)
 }
 
-/// Rebuilds the model saved in `dir`.
+/// Rebuilds the model saved in `dir`, on the CPU (where edgekd trains).
+pub fn load(dir: &Path) -> Result<Model> {
+    load_model(dir, &Device::Cpu)
+}
+
+/// Rebuilds the model saved in `dir` on `device`.
 pub fn load_model(dir: &Path, device: &Device) -> Result<Model> {
     let spec = load_spec(dir)?;
     let path = dir.join(WEIGHTS_FILE);

@@ -1,12 +1,10 @@
 //! Labelled image datasets held in memory as bytes, and the MNIST directory layout.
 
-use std::path::{Path, PathBuf};
-
-use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::idx;
-use crate::spec::InputShape;
+use crate::input::InputShape;
 
 /// Images of one size with one class label each, pixels as `u8`.
 #[derive(Debug, Clone)]
@@ -210,34 +208,6 @@ fn write_gz(path: &Path, bytes: &[u8]) -> Result<()> {
     crate::atomic::write(path, &gz)
 }
 
-/// Per-pixel normalization applied to `pixel / 255`: `(x - mean) / std`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Normalization {
-    /// Subtracted after scaling to [0, 1].
-    pub mean: f32,
-    /// Divided by after subtracting the mean.
-    pub std: f32,
-}
-
-impl Normalization {
-    /// MNIST's training-set statistics, as torchvision uses them.
-    pub const MNIST: Normalization = Normalization {
-        mean: 0.1307,
-        std: 0.3081,
-    };
-
-    /// The normalized value of one pixel.
-    pub fn apply(&self, pixel: u8) -> f32 {
-        (pixel as f32 / 255.0 - self.mean) / self.std
-    }
-}
-
-impl Default for Normalization {
-    fn default() -> Self {
-        Self::MNIST
-    }
-}
-
 /// A train/test pair read from a directory of IDX files laid out as MNIST ships.
 #[derive(Debug, Clone)]
 pub struct Splits {
@@ -257,23 +227,6 @@ pub const MNIST_FILES: [&str; 4] = [
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 ];
-
-/// Finds `stem`, `stem.gz`, or the `stem.idx3-ubyte` spelling some mirrors use, in `dir`.
-fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
-    let dotted = stem.replacen("-idx", ".idx", 1);
-    for name in [
-        format!("{stem}.gz"),
-        stem.to_string(),
-        format!("{dotted}.gz"),
-        dotted.clone(),
-    ] {
-        let p = dir.join(&name);
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    Err(Error::Dataset { dir: dir.into(), reason: format!("no {stem}[.gz] here (expected the MNIST IDX layout, which `edgekd data fetch mnist --dir {}` downloads, or an image folder: one subfolder of PNG/JPEG files per class)", dir.display()) })
-}
 
 /// Refuses a dataset path that is missing or not a directory, saying which.
 pub(crate) fn require_dir(dir: &Path) -> Result<()> {
@@ -305,68 +258,6 @@ impl Splits {
     pub fn classes(&self) -> usize {
         let top = |d: &Dataset| d.labels.iter().max().map_or(0, |&m| m as usize + 1);
         top(&self.train).max(top(&self.test)).max(2)
-    }
-
-    /// Loads `train-*` and `t10k-*` IDX files (gzipped or raw) from `dir`, or, when `dir`
-    /// holds no IDX file and is laid out as an image folder (`class/image.png`, optionally
-    /// under `train/` and `test/`), its images at the size and colour of its first image
-    /// ([`crate::image_folder`]).
-    pub fn load(dir: &Path) -> Result<Splits> {
-        Splits::load_with(dir, 0, ImageOptions::default())
-    }
-
-    /// [`Splits::load`], with the seed that picks the held-out sixth of each class when an
-    /// image folder has no `test/` (IDX files and `train/` + `test/` folders ignore it), and
-    /// the size and colour an image folder is decoded to. IDX files are read as they are; a
-    /// size or colour they do not have is refused.
-    pub fn load_with(dir: &Path, split_seed: u64, image: ImageOptions) -> Result<Splits> {
-        require_dir(dir)?;
-        if Splits::is_image_folder(dir) {
-            return crate::image_folder::load_splits(dir, image, split_seed);
-        }
-        let p: Vec<PathBuf> = MNIST_FILES
-            .iter()
-            .map(|s| find(dir, s))
-            .collect::<Result<_>>()?;
-        let train = Dataset::from_idx(&p[0], &p[1])?;
-        let test = Dataset::from_idx(&p[2], &p[3])?;
-        if train.shape() != test.shape() {
-            return Err(Error::Dataset {
-                dir: dir.into(),
-                reason: format!(
-                    "train images are {} but test images are {}",
-                    train.shape(),
-                    test.shape()
-                ),
-            });
-        }
-        if train.is_empty() || test.is_empty() {
-            return Err(Error::Dataset {
-                dir: dir.into(),
-                reason: "train or test set is empty".into(),
-            });
-        }
-        let (shape, wanted) = (train.shape(), image.resolve(|| Ok(train.shape()))?);
-        if wanted != shape {
-            return Err(Error::Dataset {
-                dir: dir.into(),
-                reason: format!(
-                    "its IDX files hold {shape} images, not {wanted}; only image folders are \
-                     resized or converted when loaded"
-                ),
-            });
-        }
-        Ok(Splits {
-            train,
-            test,
-            class_names: vec![],
-        })
-    }
-
-    /// Whether [`Splits::load`] reads `dir` as an image folder: it holds no IDX files and is
-    /// laid out as one.
-    pub fn is_image_folder(dir: &Path) -> bool {
-        find(dir, MNIST_FILES[0]).is_err() && crate::image_folder::is_image_folder(dir)
     }
 
     /// Writes both splits as gzipped IDX files into `dir`.

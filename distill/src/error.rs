@@ -70,6 +70,15 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A checkpoint's weights are not a readable safetensors file.
+    #[error("checkpoint {}: not a readable safetensors file", path.display())]
+    Weights {
+        /// The weights file.
+        path: PathBuf,
+        /// candle's error (which holds the safetensors library's).
+        #[source]
+        source: candle_core::Error,
+    },
     /// An ONNX teacher cannot be loaded or used.
     #[error("teacher {}: {reason}", path.display())]
     Teacher {
@@ -77,6 +86,48 @@ pub enum Error {
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// The runtime could not load or run an ONNX teacher.
+    #[error("teacher {}: {action}", path.display())]
+    TeacherRuntime {
+        /// The ONNX file.
+        path: PathBuf,
+        /// What was being done ("loading it", "running it").
+        action: &'static str,
+        /// The runtime's error (boxed: it is large, and every result carries this enum).
+        #[source]
+        source: Box<edgekd_runtime::Error>,
+    },
+    /// A safetensors file could not be read or written.
+    #[error("{}: {action}", path.display())]
+    Safetensors {
+        /// The file at fault.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The safetensors library's error.
+        #[source]
+        source: safetensors::SafeTensorError,
+    },
+    /// An image could not be decoded.
+    #[error("{}: not a readable image", path.display())]
+    Image {
+        /// The file at fault.
+        path: PathBuf,
+        /// The decoder's error.
+        #[source]
+        source: edgekd_runtime::image::ImageError,
+    },
+    /// One run of an experiment failed.
+    #[error("training {model} into {}", dir.display())]
+    Run {
+        /// The model's spec name.
+        model: String,
+        /// Its checkpoint directory.
+        dir: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: Box<Error>,
     },
     /// A configuration value is out of range or inconsistent with another.
     #[error("invalid configuration: {0}")]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::dataset::{Dataset, ImageOptions, Splits, MAX_CLASSES};
 use crate::error::{Error, Result};
-use crate::spec::InputShape;
+use crate::input::InputShape;
 
 /// File extensions read as images (compared without case).
 pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
@@ -164,9 +164,9 @@ fn read_image<T>(
     read: impl FnOnce(&[u8]) -> std::result::Result<T, edgekd_runtime::image::ImageError>,
 ) -> Result<T> {
     let bytes = std::fs::read(path).map_err(Error::io("reading", path))?;
-    read(&bytes).map_err(|e| Error::Format {
+    read(&bytes).map_err(|source| Error::Image {
         path: path.into(),
-        reason: e.to_string(),
+        source,
     })
 }
 
@@ -246,7 +246,7 @@ pub fn load_splits(dir: &Path, image: ImageOptions, split_seed: u64) -> Result<S
         if members.is_empty() {
             continue;
         }
-        let order = crate::batch::epoch_order(members.len(), split_seed, class as usize);
+        let order = crate::random::permutation(members.len(), split_seed, class as usize);
         let held = ((members.len() as f64 * HELD_OUT).round() as usize).clamp(1, members.len());
         for (k, &o) in order.iter().enumerate() {
             if k < held { &mut test } else { &mut train }.push(members[o]);

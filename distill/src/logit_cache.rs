@@ -37,27 +37,13 @@ use safetensors::SafeTensors;
 use sha2::{Digest, Sha256};
 
 use crate::atomic;
-use crate::dataset::{Dataset, Normalization};
+use crate::digest::hex;
 use crate::error::{Error, Result};
+use crate::input::Normalization;
 use crate::teacher::Teacher;
 
 /// The `format` metadata value this module reads and writes.
 pub const FORMAT: &str = "edgekd-teacher-logits/2";
-
-/// SHA-256 of a dataset's images (channels, rows, cols, then every pixel): what the logits
-/// depend on.
-pub fn data_sha256(data: &Dataset) -> String {
-    let mut h = Sha256::new();
-    h.update((data.channels as u64).to_le_bytes());
-    h.update((data.rows as u64).to_le_bytes());
-    h.update((data.cols as u64).to_le_bytes());
-    h.update(&data.pixels);
-    hex(&h.finalize())
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// What identifies one cache file.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,8 +105,14 @@ pub fn write(dir: &Path, key: &CacheKey, logits: &Tensor) -> Result<PathBuf> {
     let (samples, classes) = logits.dims2()?;
     let values = logits.flatten_all()?.to_vec1::<f32>()?;
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view = TensorView::new(Dtype::F32, vec![samples, classes], &bytes)
-        .map_err(|e| Error::Config(format!("teacher logits: {e}")))?;
+    let path = key.path_in(dir);
+    let safetensors_error = |source| Error::Safetensors {
+        path: path.clone(),
+        action: "encoding teacher logits",
+        source,
+    };
+    let view =
+        TensorView::new(Dtype::F32, vec![samples, classes], &bytes).map_err(safetensors_error)?;
     let metadata: HashMap<String, String> = [
         ("format", FORMAT.to_string()),
         ("key", key.key()),
@@ -134,10 +126,9 @@ pub fn write(dir: &Path, key: &CacheKey, logits: &Tensor) -> Result<PathBuf> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let file = safetensors::serialize([("logits", view)], Some(metadata))
-        .map_err(|e| Error::Config(format!("teacher logits: {e}")))?;
+    let file =
+        safetensors::serialize([("logits", view)], Some(metadata)).map_err(safetensors_error)?;
     atomic::create_dir(dir)?;
-    let path = key.path_in(dir);
     atomic::write(&path, &file)?;
     Ok(path)
 }

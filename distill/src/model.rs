@@ -11,10 +11,10 @@ use candle_core::{DType, Device, Module, ModuleT, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use crate::batch::{rng, Stream};
 use crate::conv::Conv2dRelu;
 use crate::dense::Dense;
 use crate::error::{Error, Result};
+use crate::random::{rng, Stream};
 use crate::spec::{LayerPlan, ModelSpec, ParamInfo};
 
 /// A model's parameters, in [`ModelSpec::parameters`] order.
@@ -197,6 +197,14 @@ impl Model {
     /// Its parameters.
     pub fn params(&self) -> &Params {
         &self.params
+    }
+
+    /// The device its parameters live on (the CPU: edgekd's fused layers are CPU kernels).
+    pub fn device(&self) -> Device {
+        self.params
+            .vars
+            .first()
+            .map_or(Device::Cpu, |(_, v)| v.device().clone())
     }
 
     /// Restarts the dropout mask stream (the trainer does this per epoch, so resumed runs replay).

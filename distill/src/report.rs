@@ -2,8 +2,32 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::{DistillConfig, TrainConfig};
+use crate::evaluation::Evaluation;
+use crate::identity::RunIdentity;
 use crate::spec::ModelSpec;
-use crate::trainer::{DistillConfig, EpochStats, Evaluation, TrainConfig};
+
+/// One epoch's figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochStats {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean training loss.
+    pub train_loss: f64,
+    /// Training accuracy (on the original labels).
+    pub train_accuracy: f64,
+    /// Test accuracy after the epoch.
+    pub test_accuracy: f64,
+    /// Test errors after the epoch.
+    pub test_errors: usize,
+    /// Wall-clock seconds of training (not evaluation).
+    pub seconds: f64,
+    /// Training samples per second.
+    pub samples_per_second: f64,
+    /// Whether this was a hard-label fine-tune epoch.
+    #[serde(default)]
+    pub finetune: bool,
+}
 
 /// Everything a finished run measured, with the settings that reproduce it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +66,10 @@ pub struct Report {
     pub distill: Option<DistillConfig>,
     /// Data directory (or "shipped subset").
     pub data: String,
+    /// What the run was: `--resume` reuses a finished run only when this matches (reports
+    /// written before edgekd recorded it are never reused).
+    #[serde(default)]
+    pub identity: Option<RunIdentity>,
 }
 
 impl Report {
@@ -56,6 +84,7 @@ impl Report {
         train: TrainConfig,
         distill: Option<DistillConfig>,
         data: String,
+        identity: RunIdentity,
     ) -> Report {
         let trained: Vec<f64> = history.iter().map(|h| h.seconds).collect();
         Report {
@@ -76,6 +105,7 @@ impl Report {
             train,
             distill,
             data,
+            identity: Some(identity),
         }
     }
 }

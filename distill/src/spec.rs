@@ -3,8 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{Normalization, NUM_CLASSES};
+use crate::dataset::NUM_CLASSES;
 use crate::error::{Error, Result};
+use crate::input::{InputShape, Normalization};
 
 /// One 2-D convolution (stride 1), followed by ReLU and 2x2 max pooling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,48 +35,6 @@ pub enum Architecture {
         /// Hidden fully connected widths after flattening.
         fc: Vec<usize>,
     },
-}
-
-/// Input geometry: `channels x rows x cols` images.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InputShape {
-    /// Colour channels (1 for MNIST).
-    pub channels: usize,
-    /// Image height.
-    pub rows: usize,
-    /// Image width.
-    pub cols: usize,
-}
-
-impl InputShape {
-    /// MNIST's 1 x 28 x 28.
-    pub const MNIST: InputShape = InputShape {
-        channels: 1,
-        rows: 28,
-        cols: 28,
-    };
-
-    /// Values per sample.
-    pub fn len(&self) -> usize {
-        self.channels * self.rows * self.cols
-    }
-
-    /// Whether the shape holds no value.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl std::fmt::Display for InputShape {
-    /// `28x28 grayscale`, `32x32 RGB`, or `CxHxW` for other channel counts.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.channels {
-            1 => write!(f, "{}x{} grayscale", self.rows, self.cols),
-            3 => write!(f, "{}x{} RGB", self.rows, self.cols),
-            c => write!(f, "{c}x{}x{}", self.rows, self.cols),
-        }
-    }
 }
 
 /// Everything needed to rebuild a model: what `model.toml` in a checkpoint holds.

@@ -1,109 +1,32 @@
 //! The one training loop, for plain supervised training and for every kind of distillation.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor, Var, D};
+use candle_core::{Tensor, Var, D};
 use candle_nn::Module;
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 
-use crate::batch::{epoch_order, make_batch, rng, Augment, Batch, Stream};
-use crate::checkpoint::{self, state_dir};
-use crate::dataset::{Dataset, Normalization};
+use crate::batch::make_batch;
+use crate::checkpoint;
+use crate::config::{DistillConfig, TrainConfig};
+use crate::dataset::Dataset;
 use crate::dense::Dense;
 use crate::error::{Error, Result};
-use crate::logit_cache::{self, CacheKey, LogitStore, MappedLogits};
-use crate::loss::{self, distillation_loss, label_loss, KdConfig, SoftTargets};
+use crate::evaluation::{check_input, evaluate, Evaluation};
+use crate::identity::RunIdentity;
+use crate::logit_cache::LogitStore;
+use crate::loss::{self, distillation_loss, label_loss, SoftTargets};
 use crate::model::Model;
-use crate::optim::{Optimizer, OptimizerConfig, Schedule};
+use crate::optim::Optimizer;
 use crate::profile::{Phase, StepProfile};
-use crate::spec::ModelSpec;
+use crate::random::{permutation, rng, Stream};
+use crate::report::EpochStats;
 use crate::teacher::Teacher;
-
-/// Settings shared by every run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainConfig {
-    /// Passes over the training set.
-    pub epochs: usize,
-    /// Samples per update.
-    pub batch_size: usize,
-    /// Seeds initialisation, shuffling, dropout and augmentation.
-    pub seed: u64,
-    /// Update rule and its settings.
-    pub optimizer: OptimizerConfig,
-    /// Learning-rate schedule.
-    pub schedule: Schedule,
-    /// Training-time augmentation.
-    pub augment: Augment,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            epochs: 10,
-            batch_size: 128,
-            seed: 0,
-            optimizer: OptimizerConfig::default(),
-            schedule: Schedule::Cosine,
-            augment: Augment::default(),
-        }
-    }
-}
-
-impl TrainConfig {
-    /// Rejects settings with no meaning.
-    pub fn validate(&self) -> Result<()> {
-        if self.epochs == 0 || self.batch_size == 0 {
-            return Err(Error::Config(format!(
-                "epochs and batch size must be at least 1, got {} and {}",
-                self.epochs, self.batch_size
-            )));
-        }
-        if let Schedule::Step { every, gamma } = self.schedule {
-            if every == 0 || !(gamma > 0.0 && gamma <= 1.0) {
-                return Err(Error::Config(format!(
-                    "step schedule needs every >= 1 and gamma in (0, 1], got {every} and {gamma}"
-                )));
-            }
-        }
-        self.optimizer.validate()?;
-        self.augment.validate()
-    }
-}
-
-/// Distillation settings beyond the loss blend.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DistillConfig {
-    /// Temperature, alpha, which soft loss, hint weight.
-    pub kd: KdConfig,
-    /// Relative weight of each teacher (empty: equal weights).
-    #[serde(default)]
-    pub teacher_weights: Vec<f64>,
-    /// Epochs of hard-label-only training after distillation, at `finetune_lr`.
-    #[serde(default)]
-    pub finetune_epochs: usize,
-    /// Constant learning rate of the fine-tune.
-    #[serde(default = "default_finetune_lr")]
-    pub finetune_lr: f64,
-}
-
-fn default_finetune_lr() -> f64 {
-    1e-4
-}
-
-impl Default for DistillConfig {
-    fn default() -> Self {
-        DistillConfig {
-            kd: KdConfig::default(),
-            teacher_weights: vec![],
-            finetune_epochs: 0,
-            finetune_lr: default_finetune_lr(),
-        }
-    }
-}
+use crate::teacher_logits::{
+    non_finite_rows, teacher_logit_stores, teacher_outputs, teacher_weights,
+};
+use crate::train_state::{Progress, TrainState};
 
 /// What a run learns from.
 pub enum Objective<'a> {
@@ -137,28 +60,6 @@ pub struct BatchStats {
     pub samples: usize,
 }
 
-/// One epoch's figures.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochStats {
-    /// 1-based epoch.
-    pub epoch: usize,
-    /// Mean training loss.
-    pub train_loss: f64,
-    /// Training accuracy (on the original labels).
-    pub train_accuracy: f64,
-    /// Test accuracy after the epoch.
-    pub test_accuracy: f64,
-    /// Test errors after the epoch.
-    pub test_errors: usize,
-    /// Wall-clock seconds of training (not evaluation).
-    pub seconds: f64,
-    /// Training samples per second.
-    pub samples_per_second: f64,
-    /// Whether this was a hard-label fine-tune epoch.
-    #[serde(default)]
-    pub finetune: bool,
-}
-
 /// Hears about training as it happens; the library never prints.
 pub trait Observer {
     /// A long step that is not an epoch (e.g. computing teacher outputs).
@@ -175,173 +76,6 @@ pub trait Observer {
 pub struct Silent;
 impl Observer for Silent {}
 
-/// Accuracy of a model on a dataset.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Evaluation {
-    /// Correct predictions.
-    pub correct: usize,
-    /// Samples.
-    pub total: usize,
-    /// Predicted class per sample.
-    #[serde(skip)]
-    pub predictions: Vec<u32>,
-}
-
-impl Evaluation {
-    /// Fraction correct.
-    pub fn accuracy(&self) -> f64 {
-        self.correct as f64 / self.total.max(1) as f64
-    }
-    /// Wrong predictions.
-    pub fn errors(&self) -> usize {
-        self.total - self.correct
-    }
-    /// Fraction of samples on which two models predict the same class.
-    pub fn agreement(&self, other: &Evaluation) -> f64 {
-        top1_agreement(&self.predictions, &other.predictions)
-    }
-}
-
-/// Fraction of positions where two prediction lists name the same class.
-pub fn top1_agreement(a: &[u32], b: &[u32]) -> f64 {
-    let same = a.iter().zip(b).filter(|(x, y)| x == y).count();
-    same as f64 / a.len().max(1) as f64
-}
-
-const EVAL_BATCH: usize = 1000;
-
-/// Logits of `model` on all of `data`, in order, without augmentation.
-pub fn logits_of(
-    model: &Model,
-    data: &Dataset,
-    norm: Normalization,
-    device: &Device,
-) -> Result<Tensor> {
-    check_input(model.spec(), data)?;
-    // Detached: cached teacher logits must not drag the teacher's graph into every backward pass.
-    in_batches(data, norm, device, |x| {
-        Ok(model.forward(x, false)?.logits.detach())
-    })
-}
-
-/// [`teacher_logits_of`] over a training set, refused when any is NaN or infinite (naming the
-/// sample): what the trainer caches, and what `teacher-logits` writes.
-pub fn checked_teacher_logits(
-    teacher: &Teacher,
-    data: &Dataset,
-    norm: Normalization,
-    device: &Device,
-) -> Result<Tensor> {
-    let logits = teacher_logits_of(teacher, data, norm, device)?;
-    check_teacher_logits(teacher, &logits, |row| row)?;
-    Ok(logits)
-}
-
-/// Relative weight of each of `teachers` teachers: `given`, one per teacher, or equal weights
-/// when none are given.
-pub fn teacher_weights(given: &[f64], teachers: usize) -> Result<Vec<f64>> {
-    match given.len() {
-        0 => Ok(vec![1.0; teachers]),
-        n if n == teachers => Ok(given.to_vec()),
-        n => Err(Error::Config(format!(
-            "{n} teacher weights for {teachers} teachers"
-        ))),
-    }
-}
-
-/// A teacher's logits on all of `data`, in order, without augmentation, fed batches
-/// normalised with `norm` (the student's).
-pub fn teacher_logits_of(
-    teacher: &Teacher,
-    data: &Dataset,
-    norm: Normalization,
-    device: &Device,
-) -> Result<Tensor> {
-    in_batches(data, norm, device, |x| Ok(teacher.forward(x, norm)?.logits))
-}
-
-/// Each teacher's logits over `data`: mapped from the cache in `cache` when a file for this
-/// teacher, data and normalisation is there, else computed (and written there for later runs,
-/// while this one keeps them in memory). `phase` hears which.
-pub fn teacher_logit_stores(
-    teachers: &[Teacher],
-    data: &Dataset,
-    norm: Normalization,
-    cache: Option<&Path>,
-    device: &Device,
-    phase: &mut dyn FnMut(&str),
-) -> Result<Vec<LogitStore>> {
-    let data_sha256 = cache.map(|_| logit_cache::data_sha256(data));
-    let mut stores = Vec::with_capacity(teachers.len());
-    for t in teachers {
-        let key = match (cache, &data_sha256) {
-            (Some(dir), Some(hash)) => Some((dir, CacheKey::for_teacher(t, hash, norm)?)),
-            _ => None,
-        };
-        if let Some((dir, key)) = &key {
-            if let Some(m) = MappedLogits::open(dir, key, data.len())? {
-                phase(&format!(
-                    "reusing teacher logits cached in {}",
-                    m.path().display()
-                ));
-                stores.push(LogitStore::Mapped(m));
-                continue;
-            }
-        }
-        phase("computing teacher logits once for the whole run");
-        let logits = checked_teacher_logits(t, data, norm, device)?;
-        if let Some((dir, key)) = &key {
-            logit_cache::write(dir, key, &logits)?;
-        }
-        stores.push(LogitStore::Memory(logits));
-    }
-    Ok(stores)
-}
-
-/// Refuses data whose images are not the ones `spec` takes, saying both.
-fn check_input(spec: &ModelSpec, data: &Dataset) -> Result<()> {
-    if data.shape() == spec.input {
-        return Ok(());
-    }
-    Err(Error::Config(format!(
-        "{} takes {} images, the data holds {} ones",
-        spec.name,
-        spec.input,
-        data.shape()
-    )))
-}
-
-/// `f` over all of `data` in evaluation-sized batches, the results stacked in order.
-fn in_batches(
-    data: &Dataset,
-    norm: Normalization,
-    device: &Device,
-    f: impl Fn(&Tensor) -> Result<Tensor>,
-) -> Result<Tensor> {
-    let idx: Vec<usize> = (0..data.len()).collect();
-    let parts = idx
-        .chunks(EVAL_BATCH)
-        .map(|c| f(&make_batch(data, c, norm, None, device)?.images))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Tensor::cat(&parts, 0)?)
-}
-
-/// Accuracy of `model` on `data`.
-pub fn evaluate(model: &Model, data: &Dataset, device: &Device) -> Result<Evaluation> {
-    let logits = logits_of(model, data, model.spec().normalization, device)?;
-    let predictions = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
-    let correct = predictions
-        .iter()
-        .zip(&data.labels)
-        .filter(|(p, l)| **p == **l as u32)
-        .count();
-    Ok(Evaluation {
-        correct,
-        total: data.len(),
-        predictions,
-    })
-}
-
 /// What a finished (or paused) run returns.
 #[derive(Debug)]
 pub struct RunOutcome {
@@ -353,14 +87,8 @@ pub struct RunOutcome {
     pub paused: bool,
     /// Time per phase of the steps this call trained.
     pub profile: StepProfile,
-}
-
-/// Saved after every epoch so `--resume` can continue.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Progress {
-    epochs_done: usize,
-    fingerprint: String,
-    history: Vec<EpochStats>,
+    /// What the run was ([`RunIdentity`]): its report records it.
+    pub identity: RunIdentity,
 }
 
 /// Trains `student` on `train`, evaluating on `test` after each epoch and checkpointing into
@@ -393,7 +121,7 @@ impl Run<'_> {
         let cfg = self.config;
         cfg.validate()?;
         crate::memory::keep_freed_buffers();
-        let device = self.student.params().vars[0].1.device().clone();
+        let device = self.student.device();
         let norm = self.student.spec().normalization;
         check_input(self.student.spec(), self.train)?;
         check_input(self.student.spec(), self.test)?;
@@ -449,56 +177,21 @@ impl Run<'_> {
         }
         let mut opt = Optimizer::new(cfg.optimizer, vars)?;
 
-        let fingerprint = serde_json::to_string(&(
+        let identity = RunIdentity::new(
             cfg,
-            &dcfg,
+            dcfg.as_ref(),
             self.student.spec(),
-            teachers.iter().map(Teacher::name).collect::<Vec<_>>(),
-        ))
-        .expect("configs serialise");
-        let sdir = state_dir(self.out_dir);
-        let mut history = Vec::new();
-        let mut start_epoch = 0;
-        if self.resume {
-            let progress: Progress =
-                checkpoint::load_json(&sdir.join("progress.json")).map_err(|e| {
-                    Error::Checkpoint {
-                        path: sdir.clone(),
-                        reason: format!("nothing to resume: {e}"),
-                    }
-                })?;
-            if progress.fingerprint != fingerprint {
-                return Err(Error::Checkpoint { path: sdir, reason: "the checkpoint was made with different settings; resume with the same command line or config".into() });
-            }
-            let weights = checkpoint::load_tensors(
-                &sdir.join(state_file("weights", progress.epochs_done)),
-                &device,
-            )?;
-            for (p, var) in &self.student.params().vars {
-                let t = weights.get(&p.name).ok_or_else(|| Error::Checkpoint {
-                    path: sdir.clone(),
-                    reason: format!("weights lack {}", p.name),
-                })?;
-                var.set(t)?;
-            }
-            let state = checkpoint::load_tensors(
-                &sdir.join(state_file("optimizer", progress.epochs_done)),
-                &device,
-            )?;
-            opt.load_state(&state)?;
-            if let Some((w, b)) = &hint {
-                let get = |n: &str| {
-                    state.get(n).cloned().ok_or_else(|| Error::Checkpoint {
-                        path: sdir.clone(),
-                        reason: format!("state lacks {n}"),
-                    })
-                };
-                w.set(&get("hint.weight")?)?;
-                b.set(&get("hint.bias")?)?;
-            }
-            start_epoch = progress.epochs_done;
-            history = progress.history;
-        }
+            teachers,
+            self.train,
+            self.test,
+        )?;
+        let state = TrainState::of(self.out_dir);
+        let (mut history, start_epoch) = if self.resume {
+            let resumed = state.load(&identity, self.student, &mut opt, hint.as_ref(), &device)?;
+            (resumed.history, resumed.epochs_done)
+        } else {
+            (Vec::new(), 0)
+        };
 
         // Without augmentation the teachers see the same inputs every epoch: run them once.
         let needs_features = hint.is_some();
@@ -509,14 +202,10 @@ impl Run<'_> {
             && !needs_features
             && start_epoch < cfg.epochs
         {
-            let stores = teacher_logit_stores(
-                teachers,
-                self.train,
-                norm,
-                self.logit_cache,
-                &device,
-                &mut |m| observer.phase(m),
-            )?;
+            let stores =
+                teacher_logit_stores(teachers, self.train, norm, self.logit_cache, &mut |m| {
+                    observer.phase(m)
+                })?;
             profile.teacher_cache_seconds = cache_started.elapsed().as_secs_f64();
             Some(stores)
         } else {
@@ -533,12 +222,13 @@ impl Run<'_> {
                     last_eval,
                     paused: true,
                     profile,
+                    identity,
                 });
             }
             let finetune = epoch >= cfg.epochs;
             observer.epoch_start(epoch + 1, total_epochs, batches);
             self.student.reseed_dropout(cfg.seed, epoch);
-            let order = epoch_order(self.train.len(), cfg.seed, epoch);
+            let order = permutation(self.train.len(), cfg.seed, epoch);
             let mut aug_rng = rng(cfg.seed, Stream::Augment, epoch);
             let started = Instant::now();
             let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
@@ -643,7 +333,7 @@ impl Run<'_> {
                 profile.steps += 1;
             }
             let seconds = started.elapsed().as_secs_f64();
-            let eval = evaluate(self.student, self.test, &device)?;
+            let eval = evaluate(self.student, self.test)?;
             let stats = EpochStats {
                 epoch: epoch + 1,
                 train_loss: loss_sum / seen as f64,
@@ -655,13 +345,13 @@ impl Run<'_> {
                 finetune,
             };
             history.push(stats.clone());
-            self.save_state(
-                &sdir,
+            state.save(
+                self.student,
                 &opt,
                 hint.as_ref(),
                 &Progress {
                     epochs_done: epoch + 1,
-                    fingerprint: fingerprint.clone(),
+                    identity: identity.clone(),
                     history: history.clone(),
                 },
                 &device,
@@ -675,122 +365,22 @@ impl Run<'_> {
             last_eval,
             paused: false,
             profile,
+            identity,
         })
     }
-
-    fn save_state(
-        &self,
-        sdir: &PathBuf,
-        opt: &Optimizer,
-        hint: Option<&(Var, Var)>,
-        progress: &Progress,
-        device: &Device,
-    ) -> Result<()> {
-        crate::atomic::create_dir(sdir)?;
-        let mut state = opt.state(device)?;
-        if let Some((w, b)) = hint {
-            state.insert("hint.weight".into(), w.as_tensor().clone());
-            state.insert("hint.bias".into(), b.as_tensor().clone());
-        }
-        // Each epoch's tensors go to files named after it, and progress.json, written last and
-        // atomically, names the epoch to resume from: a run killed anywhere in here resumes from
-        // a consistent (weights, moments, epoch) triple. Overwriting fixed names instead left
-        // epoch N+1's weights beside epoch N's progress when killed between the writes.
-        let epoch = progress.epochs_done;
-        checkpoint::save_tensors(&sdir.join(state_file("optimizer", epoch)), &state)?;
-        checkpoint::save_tensors(
-            &sdir.join(state_file("weights", epoch)),
-            &self.student.params().tensors(),
-        )?;
-        checkpoint::save_json(&sdir.join("progress.json"), progress)?;
-        remove_stale_state(sdir, epoch);
-        Ok(())
-    }
-}
-
-/// `weights-3.safetensors`: what a state directory holds for the end of epoch 3.
-fn state_file(kind: &str, epoch: usize) -> String {
-    format!("{kind}-{epoch}.safetensors")
-}
-
-/// Deletes state files of epochs other than `keep` (best effort: a leftover costs disk, not
-/// correctness, since progress.json names the files to load).
-fn remove_stale_state(sdir: &Path, keep: usize) {
-    let Ok(entries) = std::fs::read_dir(sdir) else {
-        return;
-    };
-    let current = [state_file("weights", keep), state_file("optimizer", keep)];
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".safetensors") && !current.contains(&name) {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
-/// Rows of `[n, classes]` logits holding a NaN or infinity, each with its first bad value.
-fn non_finite_rows(logits: &Tensor) -> Result<Vec<(usize, f32)>> {
-    Ok(logits
-        .to_vec2::<f32>()?
-        .iter()
-        .enumerate()
-        .filter_map(|(r, row)| row.iter().find(|v| !v.is_finite()).map(|&v| (r, v)))
-        .collect())
-}
-
-/// Refuses teacher logits with a NaN or infinity, naming the training sample (`sample_of`
-/// maps a row to its dataset index): a broken teacher must not be distilled silently.
-fn check_teacher_logits(
-    teacher: &Teacher,
-    logits: &Tensor,
-    sample_of: impl Fn(usize) -> usize,
-) -> Result<()> {
-    match non_finite_rows(logits)?.first() {
-        Some(&(row, value)) => Err(Error::NonFiniteOutput {
-            model: format!("teacher {}", teacher.name()),
-            sample: sample_of(row),
-            value,
-        }),
-        None => Ok(()),
-    }
-}
-
-/// Teacher logits for a batch (from the cache when there is one) and the first teacher's features.
-fn teacher_outputs(
-    teachers: &[Teacher],
-    cached: Option<&[LogitStore]>,
-    batch: &Batch,
-    norm: Normalization,
-    features: bool,
-    device: &Device,
-) -> Result<(Vec<Tensor>, Option<Tensor>)> {
-    if let Some(cache) = cached {
-        return Ok((
-            cache
-                .iter()
-                .map(|c| c.rows(&batch.indices, device))
-                .collect::<Result<_>>()?,
-            None,
-        ));
-    }
-    let mut logits = Vec::with_capacity(teachers.len());
-    let mut feats = None;
-    for (i, t) in teachers.iter().enumerate() {
-        let out = t.forward(&batch.images, norm)?;
-        check_teacher_logits(t, &out.logits, |row| batch.indices[row])?;
-        if i == 0 && features {
-            feats = Some(out.features);
-        }
-        logits.push(out.logits);
-    }
-    Ok((logits, feats))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::state_dir;
     use crate::dataset::tests::toy;
+    use crate::evaluation::logits_of;
+    use crate::loss::KdConfig;
+    use crate::optim::OptimizerConfig;
     use crate::spec::ModelSpec;
+    use crate::train_state::state_file;
+    use candle_core::Device;
 
     #[test]
     fn cached_teacher_logits_carry_no_graph() {
@@ -798,7 +388,7 @@ mod tests {
         // the teacher's forward pass over the whole training set.
         let spec = ModelSpec::parse("cnn:lenet5-half").unwrap();
         let teacher = Model::new(&spec, 1, &Device::Cpu).unwrap();
-        let logits = logits_of(&teacher, &toy(8, 0), spec.normalization, &Device::Cpu).unwrap();
+        let logits = logits_of(&teacher, &toy(8, 0), spec.normalization).unwrap();
         let grads = logits.sum_all().unwrap().backward().unwrap();
         assert!(teacher
             .params()
@@ -882,7 +472,7 @@ mod tests {
         }
         .execute(&mut Silent)
         .unwrap();
-        let teacher_pred = evaluate(&teacher, &test, &Device::Cpu).unwrap();
+        let teacher_pred = evaluate(&teacher, &test).unwrap();
         assert!(
             teacher_pred.accuracy() > 0.8,
             "the teacher should learn: {}",
@@ -890,9 +480,7 @@ mod tests {
         );
         // A pure-KD student (alpha = 1) sees no label at all, yet learns the teacher's answers.
         let student = Model::new(&ModelSpec::parse("mlp:32").unwrap(), 2, &Device::Cpu).unwrap();
-        let before = evaluate(&student, &test, &Device::Cpu)
-            .unwrap()
-            .agreement(&teacher_pred);
+        let before = evaluate(&student, &test).unwrap().agreement(&teacher_pred);
         let config = DistillConfig {
             kd: KdConfig {
                 alpha: 1.0,
@@ -926,9 +514,7 @@ mod tests {
         }
         .execute(&mut Silent)
         .unwrap();
-        let after = evaluate(&student, &test, &Device::Cpu)
-            .unwrap()
-            .agreement(&teacher_pred);
+        let after = evaluate(&student, &test).unwrap().agreement(&teacher_pred);
         assert!(
             before < 0.3 && after > 0.75,
             "agreement {before} -> {after}"

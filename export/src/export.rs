@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use edgekd_distill::batch::epoch_order;
+use edgekd_distill::digest::hex;
+use edgekd_distill::random::permutation;
 use edgekd_distill::{checkpoint, Model, ModelSpec, Splits};
 use edgekd_runtime::Model as Runtime;
 use sha2::{Digest, Sha256};
@@ -349,7 +350,7 @@ pub fn export(
     })?;
     let weights_sha256 = hex(&Sha256::digest(&weights));
     let net = Network::from_model(&model)?;
-    let reference = reference(&model, &net, data, &device)?;
+    let reference = reference(&model, &net, data)?;
     let uses_static = options.variants.iter().any(|v| {
         matches!(
             v,
@@ -367,7 +368,7 @@ pub fn export(
         }
         let n = options.calibration_samples.min(data.train.len());
         progress.step(&format!("calibrating on {n} training images"));
-        let order = epoch_order(data.train.len(), 0, 0);
+        let order = permutation(data.train.len(), 0, 0);
         let samples = inputs(&data.train, &order[..n], net.spec.normalization);
         calibration_values(&net, &samples, reference.sample_len)?
     } else {
@@ -436,9 +437,9 @@ pub fn export(
 }
 
 /// The test split as network inputs, with the candle model's logits on it.
-fn reference(model: &Model, net: &Network, data: &Splits, device: &Device) -> Result<Reference> {
+fn reference(model: &Model, net: &Network, data: &Splits) -> Result<Reference> {
     let norm = net.spec.normalization;
-    let logits = edgekd_distill::trainer::logits_of(model, &data.test, norm, device)?;
+    let logits = edgekd_distill::evaluation::logits_of(model, &data.test, norm)?;
     let all: Vec<usize> = (0..data.test.len()).collect();
     Ok(Reference {
         inputs: inputs(&data.test, &all, norm),
@@ -447,8 +448,4 @@ fn reference(model: &Model, net: &Network, data: &Splits, device: &Device) -> Re
         logits: logits.flatten_all()?.to_vec1::<f32>()?,
         classes: net.spec.classes,
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -243,6 +243,7 @@ impl Dynamic {
     }
 
     /// f32 accumulator times `x_scale * weight_scale`, plus the f32 bias.
+    #[allow(clippy::too_many_arguments)]
     fn rescale(
         g: &mut Graph,
         acc: &str,

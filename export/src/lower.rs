@@ -58,7 +58,7 @@ pub fn lower(net: &Network, ops: &mut dyn WeightedOps) -> Lowered {
                     name: x.clone(),
                     dims: dims.clone(),
                 });
-                let y = ops.conv(&mut g, &x, c, taps.len() - 1, &format!("{}", c.name));
+                let y = ops.conv(&mut g, &x, c, taps.len() - 1, &c.name.to_string());
                 let r = g.node("Relu", &format!("{}.relu", c.name), &[&y], vec![]);
                 let (h, w) = (
                     dims[1] + 2 * c.padding + 1 - c.kernel,
@@ -208,7 +208,7 @@ pub fn finish(
     elem: Elem,
     with_taps: bool,
     metadata: &[(String, String)],
-) -> edgekd_runtime::pb::ModelProto {
+) -> edgekd_runtime::proto::ModelProto {
     let mut outputs = vec![onnx::batched(OUTPUT, elem, &[net.spec.classes])];
     if with_taps {
         outputs.extend(

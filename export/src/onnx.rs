@@ -1,11 +1,12 @@
-//! Building ONNX models from prost-generated protobuf types (`tract_onnx::pb`), so the
-//! encoding is the protobuf library's, never ours.
+//! Building ONNX models from the runtime's protobuf types ([`edgekd_runtime::proto`]: the
+//! schema the runtime reads is the one the exporter writes), so the encoding is prost's, never
+//! ours.
 //!
 //! Every model edgekd writes imports exactly one opset, the default `ai.onnx` domain at
 //! [`OPSET`], and declares IR version [`IR_VERSION`]: strict loaders refuse stray imports
 //! such as the `ai.onnx.training` that ONNX Runtime's own quantizer leaves behind.
 
-use edgekd_runtime::pb;
+use edgekd_runtime::proto as pb;
 use prost::Message;
 
 /// The default-domain opset every exported model imports. 13 is the first with per-axis
@@ -51,17 +52,17 @@ pub enum Attr {
 
 impl Attr {
     fn proto(self) -> pb::AttributeProto {
-        use pb::attribute_proto::AttributeType;
+        use pb::attribute_type;
         match self {
             Attr::Int(name, i) => pb::AttributeProto {
                 name: name.into(),
-                r#type: AttributeType::Int as i32,
+                r#type: attribute_type::INT,
                 i,
                 ..Default::default()
             },
             Attr::Ints(name, ints) => pb::AttributeProto {
                 name: name.into(),
-                r#type: AttributeType::Ints as i32,
+                r#type: attribute_type::INTS,
                 ints,
                 ..Default::default()
             },
@@ -159,25 +160,21 @@ impl Graph {
 
 /// Declares a tensor with a free batch dimension first: `[N, dims...]`.
 pub fn batched(name: &str, elem: Elem, dims: &[usize]) -> pb::ValueInfoProto {
-    use pb::tensor_shape_proto::{dimension::Value, Dimension};
+    use pb::{dimension::Value, Dimension};
     let mut shape = vec![Dimension {
         value: Some(Value::DimParam(BATCH.into())),
-        ..Default::default()
     }];
     shape.extend(dims.iter().map(|&d| Dimension {
         value: Some(Value::DimValue(d as i64)),
-        ..Default::default()
     }));
     pb::ValueInfoProto {
         name: name.into(),
         r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+            tensor_type: Some(pb::TensorTypeProto {
                 elem_type: elem as i32,
                 shape: Some(pb::TensorShapeProto { dim: shape }),
-            })),
-            ..Default::default()
+            }),
         }),
-        ..Default::default()
     }
 }
 
@@ -203,7 +200,7 @@ pub fn model(
             initializer: graph.initializers,
             input: inputs,
             output: outputs,
-            ..Default::default()
+            value_info: vec![],
         }),
         metadata_props: metadata
             .iter()
@@ -212,7 +209,6 @@ pub fn model(
                 value: v.clone(),
             })
             .collect(),
-        ..Default::default()
     }
 }
 

@@ -12,20 +12,24 @@ pub mod error;
 pub mod idx;
 #[cfg(feature = "image")]
 pub mod image;
+pub mod info;
 pub mod limits;
 pub mod model;
-pub mod native;
+mod native;
 pub mod preprocess;
 pub mod proto;
 pub mod stats;
 
 pub use classify::{softmax, top_k, Ranked};
 pub use error::{Error, Result};
+pub use info::{Dim, ElementType, ModelInfo, Output, TensorInfo};
 pub use limits::Limits;
-pub use model::{Backend, Dim, ElementType, Model, ModelInfo, Options, Output, TensorInfo};
+pub use model::{Backend, Model, Options};
 pub use preprocess::{class_names, Preprocess};
 pub use stats::{LatencySummary, OutlierWarning};
 
-/// The ONNX protobuf types, for tools that write models the runtime reads.
-#[cfg(feature = "tract")]
-pub use tract_onnx::pb;
+/// The instruction set the native engine's kernels run on here (`avx2`, `neon` or
+/// `portable`), detected once.
+pub fn kernel_isa() -> &'static str {
+    native::kernels::Isa::detect().name()
+}

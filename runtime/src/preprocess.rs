@@ -2,7 +2,7 @@
 //! `edgekd.input.image` and `edgekd.input.normalization` into every file it exports), so a
 //! device program does not have to repeat the training-time preprocessing by hand.
 
-use crate::model::{Dim, ModelInfo};
+use crate::info::{Dim, ModelInfo};
 
 /// How 8-bit pixels become input values: `x = (pixel · scale - mean) / std`, laid out as
 /// `channels x rows x cols`.

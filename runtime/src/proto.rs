@@ -1,8 +1,9 @@
-//! The subset of `onnx.proto` this runtime reads, as prost messages.
+//! The subset of `onnx.proto` edgekd reads and writes, as prost messages: the runtime decodes
+//! models with it, and the exporter encodes them with it, so there is one schema.
 //!
 //! The device-side crate decodes models without tract's protobuf types so that a build with
-//! only the native integer engine (no tract, no ONNX Runtime) can still read ONNX files.
-//! Fields a reader has no use for are left out; protobuf skips unknown fields, so files that
+//! only the native engine (no tract, no ONNX Runtime) can still read ONNX files. Fields
+//! neither side has a use for are left out; protobuf skips unknown fields, so files that
 //! carry them decode all the same. Field numbers are those of onnx.proto (IR version 10).
 
 /// `ModelProto`.
@@ -11,6 +12,12 @@ pub struct ModelProto {
     /// The IR version the file was written against.
     #[prost(int64, tag = "1")]
     pub ir_version: i64,
+    /// The tool that wrote the file.
+    #[prost(string, tag = "2")]
+    pub producer_name: String,
+    /// Its version.
+    #[prost(string, tag = "3")]
+    pub producer_version: String,
     /// Operator sets the graph uses.
     #[prost(message, repeated, tag = "8")]
     pub opset_import: Vec<OperatorSetIdProto>,
@@ -237,6 +244,22 @@ pub mod data_type {
     pub const FLOAT16: i32 = 10;
 }
 
+/// `AttributeProto.AttributeType` codes.
+pub mod attribute_type {
+    /// One float.
+    pub const FLOAT: i32 = 1;
+    /// One integer.
+    pub const INT: i32 = 2;
+    /// A string.
+    pub const STRING: i32 = 3;
+    /// A tensor.
+    pub const TENSOR: i32 = 4;
+    /// A list of floats.
+    pub const FLOATS: i32 = 6;
+    /// A list of integers.
+    pub const INTS: i32 = 7;
+}
+
 /// Decodes a model, mapping protobuf failures to [`crate::Error::Corrupt`].
 pub fn decode(bytes: &[u8]) -> crate::Result<ModelProto> {
     <ModelProto as prost::Message>::decode(bytes).map_err(|e| crate::Error::Corrupt {
@@ -279,7 +302,7 @@ impl ModelProto {
                 version: 13,
             }],
             graph: Some(graph),
-            metadata_props: vec![],
+            ..Default::default()
         }
     }
 }

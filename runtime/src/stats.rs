@@ -1,10 +1,10 @@
 //! Latency statistics reported the way hyperfine reports them: mean ± σ, min … max, median and
 //! tail percentiles, with a warning when outliers suggest interference.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Summary of repeated timings, in seconds.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LatencySummary {
     /// Number of timings.
     pub runs: usize,

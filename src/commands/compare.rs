@@ -4,11 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use super::bench::time_text;
+use crate::bench_report::{BenchReport, Measurement as Row};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use serde::Deserialize;
-
-use super::bench::time_text;
 
 /// Put `bench --json` reports from several machines side by side.
 #[derive(Debug, Args)]
@@ -23,40 +22,6 @@ pub struct CompareArgs {
     /// Also write the comparison as CSV
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Report {
-    host: String,
-    #[serde(default)]
-    platform: Option<Platform>,
-    measurements: Vec<Row>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Platform {
-    arch: String,
-    isa: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct Row {
-    model: String,
-    format: String,
-    backend: String,
-    engine: String,
-    batch: usize,
-    threads: usize,
-    latency: Latency,
-    accuracy: Option<f64>,
-    speedup: Option<f64>,
-    peak_rss_bytes: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Latency {
-    mean: f64,
-    std_dev: f64,
 }
 
 /// What identifies one configuration across machines.
@@ -75,11 +40,7 @@ fn key(r: &Row) -> Key {
 pub fn run(a: CompareArgs) -> Result<()> {
     let mut reports = Vec::new();
     for p in &a.reports {
-        let text =
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-        let r: Report = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not an `edgekd bench --json` report", p.display()))?;
-        reports.push(r);
+        reports.push(BenchReport::read(p)?);
     }
     if !a.label.is_empty() && a.label.len() != reports.len() {
         bail!(

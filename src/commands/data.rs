@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use edgekd_distill::batch::epoch_order;
 use edgekd_distill::fetch::{self, FileStatus, MNIST_MIRRORS};
+use edgekd_distill::random::permutation;
 use edgekd_distill::Splits;
 
 /// Datasets edgekd knows how to fetch.
@@ -140,7 +140,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
                 );
             }
             let pick = |n: usize, len: usize, stream: usize| {
-                let mut idx = epoch_order(len, a.seed, stream);
+                let mut idx = permutation(len, a.seed, stream);
                 idx.truncate(n);
                 idx.sort_unstable();
                 idx

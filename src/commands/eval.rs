@@ -3,10 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use candle_core::Device;
 use clap::Args;
-use edgekd_distill::checkpoint::load_model;
-use edgekd_distill::trainer::evaluate;
+use edgekd_distill::checkpoint;
+use edgekd_distill::evaluation::evaluate;
 use edgekd_distill::{ImageOptions, Splits};
 
 use crate::args::shipped_subset;
@@ -35,20 +34,19 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    let device = Device::Cpu;
-    let model = load_model(&args.model, &device)
+    let model = checkpoint::load(&args.model)
         .with_context(|| format!("loading checkpoint {}", args.model.display()))?;
     let dir = args.data.unwrap_or_else(shipped_subset);
     // An image folder is decoded at the model's input size and colour.
     let image = ImageOptions::exactly(model.spec().input);
     let data = Splits::load_with(&dir, args.split_seed, image)
         .with_context(|| format!("loading dataset from {}", dir.display()))?;
-    let eval = evaluate(&model, &data.test, &device)?;
+    let eval = evaluate(&model, &data.test)?;
     let agreement = match &args.teacher {
         Some(t) => {
-            let teacher = load_model(t, &device)
-                .with_context(|| format!("loading teacher {}", t.display()))?;
-            Some(eval.agreement(&evaluate(&teacher, &data.test, &device)?))
+            let teacher =
+                checkpoint::load(t).with_context(|| format!("loading teacher {}", t.display()))?;
+            Some(eval.agreement(&evaluate(&teacher, &data.test)?))
         }
         None => None,
     };

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
 use clap::Args;
+use edgekd_distill::digest::images_sha256;
 use edgekd_distill::logit_cache::{self, CacheKey, MappedLogits};
-use edgekd_distill::trainer::checked_teacher_logits;
+use edgekd_distill::teacher_logits::checked_teacher_logits;
 
 use super::distill::load_teachers;
 use crate::args::{ColorArg, ImageSize, TeacherOpts, TrainOpts};
@@ -71,7 +71,7 @@ pub fn run(args: TeacherLogitsArgs) -> Result<()> {
     // The batches distill feeds teachers are normalised the student's way; the key records it.
     let norm = opts.normalization()?;
     let hashed = Instant::now();
-    let data_sha256 = logit_cache::data_sha256(&data.train);
+    let data_sha256 = images_sha256(&data.train);
     eprintln!(
         "{} training images hashed in {:.2} s",
         data.train.len(),
@@ -88,7 +88,7 @@ pub fn run(args: TeacherLogitsArgs) -> Result<()> {
             continue;
         }
         let started = Instant::now();
-        let logits = checked_teacher_logits(t, &data.train, norm, &Device::Cpu)
+        let logits = checked_teacher_logits(t, &data.train, norm)
             .with_context(|| format!("running teacher {}", path.display()))?;
         let computed = started.elapsed().as_secs_f64();
         let file = logit_cache::write(&dir, &key, &logits)?;

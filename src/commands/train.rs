@@ -2,12 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
-use edgekd_distill::Objective;
+use edgekd_distill::experiment::{Setup, Trained, Training};
 
-use super::{describe, train_one, RunSetup, Trained};
 use crate::args::{read_config, TrainFile, TrainOpts};
+use crate::console::{describe, Console};
 
 /// Train a model on the labels alone: a teacher, or a student baseline.
 ///
@@ -61,7 +61,6 @@ pub fn train_model(model: &str, out: &Path, opts: &TrainOpts) -> Result<Option<T
     let config = opts.train_config()?;
     let data = opts.load_data()?;
     let spec = opts.spec_for(model, &data)?;
-    let data_name = opts.data_dir().display().to_string();
     eprintln!(
         "training {} ({} parameters) on {} images, testing on {}",
         spec.name,
@@ -69,18 +68,18 @@ pub fn train_model(model: &str, out: &Path, opts: &TrainOpts) -> Result<Option<T
         data.train.len(),
         data.test.len()
     );
-    let setup = RunSetup {
-        label: spec.name.clone(),
-        config,
+    let setup = Setup {
         data: &data,
-        data_name: &data_name,
+        data_name: opts.data_dir().display().to_string(),
         resume: opts.resume,
         stop_after: opts.stop_after,
-        quiet: opts.quiet,
-        profile: opts.profile,
-        teacher_predictions: None,
-        teacher_names: vec![],
         logit_cache: None,
     };
-    train_one(&spec, Objective::Labels, &setup, out)
+    let mut console = Console {
+        quiet: opts.quiet,
+        profile: opts.profile,
+    };
+    Training { spec, config }
+        .run(&setup, out, &mut console)
+        .with_context(|| format!("training {model} into {}", out.display()))
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::proto as pb;
 
 use crate::error::{Error, Result};
-use crate::model::{Dim, ElementType, ModelInfo, TensorInfo};
+use crate::info::{Dim, ElementType, ModelInfo, TensorInfo};
 
 /// ONNX `TensorProto.DataType` codes this runtime names.
 fn element_type(code: i32) -> ElementType {

@@ -13,7 +13,7 @@ use ort::session::Session;
 use ort::value::{Tensor, ValueType};
 
 use crate::error::{Error, Result};
-use crate::model::{ElementType, ModelInfo, Output};
+use crate::info::{ElementType, ModelInfo, Output};
 
 const BACKEND: &str = "ort";
 

@@ -11,7 +11,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::model::typed::{TypedRunnableModel, TypedSimpleState};
 
 use crate::error::{Error, Result};
-use crate::model::{ElementType, ModelInfo, Output};
+use crate::info::{ElementType, ModelInfo, Output};
 
 const BACKEND: &str = "tract";
 

@@ -7,16 +7,21 @@
 //! path gives the exact integer result. Weights holding -128 are run on the portable path.
 
 /// Every packed row is padded with zeros to a multiple of this many bytes.
-pub const K_ALIGN: usize = 32;
+pub(crate) const K_ALIGN: usize = 32;
 
 /// `k` rounded up to the padding unit.
-pub fn padded(k: usize) -> usize {
+pub(crate) fn padded(k: usize) -> usize {
     k.div_ceil(K_ALIGN) * K_ALIGN
 }
 
-/// The instruction set a kernel runs on, chosen once when a model is loaded.
+/// The instruction set the kernels run on. Only [`Isa::detect`] (and [`Isa::PORTABLE`]) make
+/// one, so holding an `Isa` that names AVX2 proves the CPU has it: the unsafe SIMD paths
+/// below rely on that, and nothing outside this module can forge it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Isa {
+pub(crate) struct Isa(Set);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Set {
     /// Plain Rust (any CPU).
     Portable,
     /// x86_64 with AVX2.
@@ -28,37 +33,55 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The best set this CPU supports.
-    pub fn detect() -> Isa {
+    /// Plain Rust, on any CPU.
+    pub(crate) const PORTABLE: Isa = Isa(Set::Portable);
+
+    /// The best set this CPU supports, detected once per process.
+    pub(crate) fn detect() -> Isa {
+        static DETECTED: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::is_x86_feature_detected!("avx2") {
+                    return Isa(Set::Avx2);
+                }
+            }
+            #[cfg(target_arch = "aarch64")]
+            {
+                return Isa(Set::Neon);
+            }
+            #[allow(unreachable_code)]
+            Isa::PORTABLE
+        })
+    }
+
+    /// Whether it is x86_64's AVX2 (then the CPU has AVX2).
+    pub(crate) fn is_avx2(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx2") {
-                return Isa::Avx2;
-            }
+            self.0 == Set::Avx2
         }
-        #[cfg(target_arch = "aarch64")]
+        #[cfg(not(target_arch = "x86_64"))]
         {
-            return Isa::Neon;
+            false
         }
-        #[allow(unreachable_code)]
-        Isa::Portable
     }
 
     /// Its name, for reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Isa::Portable => "portable",
+    pub(crate) fn name(self) -> &'static str {
+        match self.0 {
+            Set::Portable => "portable",
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => "avx2",
+            Set::Avx2 => "avx2",
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon => "neon",
+            Set::Neon => "neon",
         }
     }
 }
 
 /// Which operand of [`dots`] holds the weights (the one kept within [-127, 127]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Weights {
+pub(crate) enum Weights {
     /// The rows of `b` are weights (a dense layer: one activation row against every filter).
     Rows,
     /// `a` is the weight row (a convolution: one filter against every patch).
@@ -68,10 +91,10 @@ pub enum Weights {
 /// `out[j] = Σ_p a[p] · b[j·k + p]` for every row `j` of `b`.
 ///
 /// `a.len() == k`, `b.len() == out.len() · k`, `k` a multiple of [`K_ALIGN`]; the operand
-/// `weights` names must not hold -128 unless `isa` is [`Isa::Portable`]. Violations of the
+/// `weights` names must not hold -128 unless `isa` is [`Isa::PORTABLE`]. Violations of the
 /// lengths are caught here, not in the unsafe loops.
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-pub fn dots(isa: Isa, weights: Weights, a: &[i8], b: &[i8], k: usize, out: &mut [i32]) {
+pub(crate) fn dots(isa: Isa, weights: Weights, a: &[i8], b: &[i8], k: usize, out: &mut [i32]) {
     assert!(
         k % K_ALIGN == 0 && a.len() == k && b.len() == out.len() * k,
         "kernel contract violated: k {k}, a {}, b {}, out {}",
@@ -79,11 +102,11 @@ pub fn dots(isa: Isa, weights: Weights, a: &[i8], b: &[i8], k: usize, out: &mut 
         b.len(),
         out.len()
     );
-    match isa {
-        Isa::Portable => dots_portable(a, b, k, out),
-        // SAFETY: AVX2 was detected at load; the lengths were checked above.
+    match isa.0 {
+        Set::Portable => dots_portable(a, b, k, out),
+        // SAFETY: only detection makes an AVX2 `Isa`; the lengths were checked above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe {
+        Set::Avx2 => unsafe {
             match weights {
                 Weights::Rows => x86::dots_avx2::<false>(a, b, k, out),
                 Weights::Shared => x86::dots_avx2::<true>(a, b, k, out),
@@ -91,7 +114,7 @@ pub fn dots(isa: Isa, weights: Weights, a: &[i8], b: &[i8], k: usize, out: &mut 
         },
         // SAFETY: NEON is part of the aarch64 baseline; the lengths were checked above.
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon => unsafe { arm::dots_neon(a, b, k, out) },
+        Set::Neon => unsafe { arm::dots_neon(a, b, k, out) },
     }
 }
 
@@ -105,10 +128,10 @@ const F32_LANES: usize = 8;
 /// or the blocking: lane `l` of eight accumulates the products at `p ≡ l (mod 8)` in
 /// increasing `p`, the `k mod 8` tail is summed on its own, then the lanes are added in a
 /// fixed tree and the tail last; no fused multiply-add. So every CPU gives the same bits.
-pub fn matmul_f32(isa: Isa, a: &[f32], b: &[f32], k: usize, n: usize, out: &mut [f32]) {
+pub(crate) fn matmul_f32(isa: Isa, a: &[f32], b: &[f32], k: usize, n: usize, out: &mut [f32]) {
     // `n` is given, not derived from `b.len() / k`: with k = 0 (an empty layer) `b` is empty
     // whatever `n` is, and every output is an empty sum.
-    let rows = if n == 0 { 0 } else { out.len() / n };
+    let rows = out.len().checked_div(n).unwrap_or(0);
     assert!(
         b.len() == n * k && a.len() == rows * k && out.len() == rows * n,
         "kernel contract violated: k {k}, n {n}, a {}, b {}, out {}",
@@ -170,15 +193,14 @@ fn f32_tile<const R: usize, const C: usize>(
     let xs: [&[f32]; R] = std::array::from_fn(|i| &a[(r + i) * k..(r + i + 1) * k]);
     let ws: [&[f32]; C] = std::array::from_fn(|c| &b[(j + c) * k..(j + c + 1) * k]);
     let split = k - k % F32_LANES;
-    let acc: [[Lanes; C]; R] = match isa {
-        // SAFETY: AVX2 was detected when the model was loaded; every row holds `k >= split`
-        // values.
+    let acc: [[Lanes; C]; R] = match isa.0 {
+        // SAFETY: only detection makes an AVX2 `Isa`; every row holds `k >= split` values.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::lane_sums_f32(xs, ws, split) },
+        Set::Avx2 => unsafe { x86::lane_sums_f32(xs, ws, split) },
         // SAFETY: NEON is part of the aarch64 baseline; rows hold `k >= split` values.
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon => unsafe { arm::lane_sums_f32(xs, ws, split) },
-        Isa::Portable => lane_sums_portable(xs, ws, split),
+        Set::Neon => unsafe { arm::lane_sums_f32(xs, ws, split) },
+        Set::Portable => lane_sums_portable(xs, ws, split),
     };
     for i in 0..R {
         for c in 0..C {
@@ -459,7 +481,7 @@ mod tests {
                 .collect();
             let mut want = vec![0f32; rows * n];
             let mut got = vec![0f32; rows * n];
-            matmul_f32(Isa::Portable, &a, &b, k, n, &mut want);
+            matmul_f32(Isa::PORTABLE, &a, &b, k, n, &mut want);
             matmul_f32(isa, &a, &b, k, n, &mut got);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "{} {rows}x{n} k={k}", isa.name());
@@ -491,12 +513,12 @@ mod tests {
             let b = pattern(n * k, 11, -127);
             let mut want = vec![0; n];
             let mut got = vec![0; n];
-            dots(Isa::Portable, Weights::Rows, &a, &b, k, &mut want);
+            dots(Isa::PORTABLE, Weights::Rows, &a, &b, k, &mut want);
             dots(isa, Weights::Rows, &a, &b, k, &mut got);
             assert_eq!(got, want, "{} n={n} k={k}", isa.name());
             // Roles swapped: the shared row is the weights, the rows reach -128.
             let (w, x) = (pattern(k, 5, -127), pattern(n * k, 3, -128));
-            dots(Isa::Portable, Weights::Shared, &w, &x, k, &mut want);
+            dots(Isa::PORTABLE, Weights::Shared, &w, &x, k, &mut want);
             dots(isa, Weights::Shared, &w, &x, k, &mut got);
             assert_eq!(got, want, "{} shared n={n} k={k}", isa.name());
         }

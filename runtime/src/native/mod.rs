@@ -6,27 +6,26 @@
 //! CPUs without AVX-512 VNNI (measured on an AVX2 host: 784x64 int8 layer 740-790 µs at
 //! batch 1 against 5.8 µs in f32), so int8 never paid off. The engine covers the operators
 //! students are made of; anything else is refused with [`crate::Error::UnsupportedOp`] and
+pub(crate) mod kernels;
 /// the default backend hands such models, and float ones, to tract when it is built in.
-pub mod graph;
-pub mod kernels;
-pub mod ops;
-pub mod tensor;
+pub(crate) mod lower;
+pub(crate) mod ops;
+pub(crate) mod tensor;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use graph::{Plan, Ref, BACKEND};
 use kernels::Isa;
+use lower::{Plan, Ref, BACKEND};
 use tensor::Tensor;
 
 use crate::error::{Error, Result};
-use crate::model::{ElementType, ModelInfo, Output};
+use crate::info::{ElementType, ModelInfo, Output};
 use crate::proto::ModelProto;
 
 /// A model lowered onto the native engine.
 #[derive(Debug)]
 pub struct NativeModel {
     plan: Plan,
-    isa: Isa,
     /// The graph takes float16: inputs are rounded to it, as a cast to the file's type would.
     half_input: bool,
     threads: usize,
@@ -51,11 +50,9 @@ impl NativeModel {
                 })
             }
         };
-        let isa = Isa::detect();
-        let plan = graph::lower(graph, &input.name, isa)?;
+        let plan = lower::lower(graph, &input.name, Isa::detect())?;
         Ok(NativeModel {
             plan,
-            isa,
             half_input,
             threads: threads.max(1),
         })
@@ -64,11 +61,6 @@ impl NativeModel {
     /// Whether the graph does any integer arithmetic (what the engine is for).
     pub fn is_integer(&self) -> bool {
         self.plan.integer_steps > 0
-    }
-
-    /// The instruction set its kernels run on.
-    pub fn isa(&self) -> &'static str {
-        self.isa.name()
     }
 
     /// Runs one batch of f32 values of the given concrete shape.

@@ -251,6 +251,11 @@ impl Op for Softmax {
     }
 }
 
+/// `x` rounded to the nearest float16 (ties to even), as f32.
+pub fn round_f16(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,9 +287,4 @@ mod tests {
         let bad = Tensor::f32(vec![4], vec![0.0; 4]).unwrap();
         assert!(Binary(Arith::Add).run(&[Some(&a), Some(&bad)], 1).is_err());
     }
-}
-
-/// `x` rounded to the nearest float16 (ties to even), as f32.
-pub fn round_f16(x: f32) -> f32 {
-    half::f16::from_f32(x).to_f32()
 }

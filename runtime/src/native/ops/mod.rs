@@ -83,7 +83,7 @@ pub fn par_rows<T: Send>(
     work_per_row: usize,
     f: impl Fn(usize, &mut [T]) + Sync,
 ) {
-    let rows = if row_len == 0 { 0 } else { out.len() / row_len };
+    let rows = out.len().checked_div(row_len).unwrap_or(0);
     // Spawning a thread costs tens of microseconds: below ~a million multiply-adds the
     // split loses more than it gains.
     let worth = rows.saturating_mul(work_per_row) >= 1 << 20;

@@ -1,9 +1,74 @@
-//! Progress display for training runs: a bar per epoch on a terminal, a summary line per epoch always.
+//! What the training commands show: a progress bar per epoch on a terminal, a line per
+//! epoch, a line for each thing an experiment does, and one-line summaries of finished runs.
 
 use std::time::Instant;
 
-use edgekd_distill::trainer::{BatchStats, EpochStats, Observer};
+use edgekd_distill::experiment::{Event, Reporter, Trained};
+use edgekd_distill::report::EpochStats;
+use edgekd_distill::trainer::{BatchStats, Observer};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Reports an experiment on the terminal: progress on stderr, `--profile` tables on stdout.
+pub struct Console {
+    /// Print only each run's final line.
+    pub quiet: bool,
+    /// Print where each run's steps' time went.
+    pub profile: bool,
+}
+
+impl Reporter for Console {
+    fn run_started(&mut self, label: &str) -> Box<dyn Observer + '_> {
+        Box::new(Bars::new(label, self.quiet))
+    }
+
+    fn event(&mut self, event: Event<'_>) {
+        match event {
+            Event::TeacherTested {
+                name,
+                errors,
+                total,
+            } => eprintln!(
+                "teacher {name}: {:.2}% test accuracy ({errors} errors of {total})",
+                100.0 * (total - errors) as f64 / total.max(1) as f64,
+            ),
+            Event::Relabelled { dir, images } => eprintln!(
+                "{images} unlabelled images from {}, labelled by the teachers' top-1 (training accuracy is agreement with them)",
+                dir.display()
+            ),
+            Event::Reused { label, dir } if !self.quiet => {
+                eprintln!("[{label}] already finished in {}; reusing it", dir.display())
+            }
+            Event::Paused { label, epochs } => eprintln!(
+                "[{label}] stopped after epoch {epochs} as asked; continue with --resume"
+            ),
+            Event::Assistant { run } => eprintln!("{}", describe(run)),
+            Event::Finished { label, profile, .. } if self.profile && profile.steps > 0 => {
+                print!("[{label}] {}", profile.table())
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One summary line for a finished run.
+pub fn describe(t: &Trained) -> String {
+    let r = &t.report;
+    let agree = r
+        .teacher_agreement
+        .map(|a| format!(", {:.2}% agreement with the teacher", 100.0 * a))
+        .unwrap_or_default();
+    format!(
+        "{}: {:.2}% test accuracy ({} errors of {}){agree}; {} parameters, {:.1} kMAC/sample, {:.2} s/epoch -> {}",
+        r.model,
+        100.0 * r.test_accuracy,
+        r.test_errors,
+        r.test_total,
+        r.parameters,
+        r.macs as f64 / 1e3,
+        r.seconds_per_epoch,
+        t.dir.display()
+    )
+}
 
 /// Shows an indicatif bar per epoch (on a terminal) and prints one line per finished epoch to stderr.
 pub struct Bars {
