@@ -207,6 +207,56 @@ fn distill_reports_the_kd_gain_over_seeds() {
     assert!(r["teacher_agreement"].as_f64().unwrap() > 0.5);
 }
 
+/// Regression: resume fingerprinted a run by its teachers' spec names, so a different
+/// `mlp:16` teacher resumed silently; finished-run reuse compared paths instead.
+#[test]
+fn resuming_with_another_teacher_of_the_same_spec_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    stdout(quick_train("mlp:16", &a, 1).args(["--seed", "1"]));
+    stdout(quick_train("mlp:16", &b, 1).args(["--seed", "2"]));
+    let out = dir.path().join("s");
+    let distill = |teacher: &Path, extra: &[&str]| {
+        let mut c = edgekd();
+        c.args(["distill", "--teacher"])
+            .arg(teacher)
+            .args([
+                "--student",
+                "mlp:8",
+                "--train-limit",
+                "300",
+                "--epochs",
+                "2",
+            ])
+            .args(["--no-logit-cache", "--out"])
+            .arg(&out)
+            .args(extra);
+        c
+    };
+    let (_, said) = outputs(&mut distill(&a, &["--stop-after", "1"]));
+    assert!(said.contains("continue with --resume"), "{said}");
+    let err = fails(&mut distill(&b, &["--resume"]));
+    assert!(
+        err.contains("teacher 1 differs: other weights or another file")
+            && err.contains("without --resume"),
+        "{err}"
+    );
+    // The same teacher (under another path) resumes and finishes; run again, it is reused.
+    let a2 = dir.path().join("a-copy");
+    std::fs::create_dir(&a2).unwrap();
+    for f in ["model.toml", "model.safetensors"] {
+        std::fs::copy(a.join(f), a2.join(f)).unwrap();
+    }
+    outputs(&mut distill(&a2, &["--resume"]));
+    let (_, said) = outputs(&mut distill(&a, &["--resume"]));
+    assert!(
+        said.contains("already finished") && said.contains("reusing it"),
+        "{said}"
+    );
+    let err = fails(&mut distill(&b, &["--resume"]));
+    assert!(err.contains("teacher 1 differs"), "{err}");
+}
+
 #[test]
 fn distill_variants_run_end_to_end() {
     let dir = tempfile::tempdir().unwrap();

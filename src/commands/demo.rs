@@ -183,12 +183,19 @@ pub fn run(args: DemoArgs) -> Result<()> {
     if let Some(g) = &distilled.gain {
         println!("{}", g.line());
     }
+    println!(
+        "ONNX files in {}, each verified on the {} test images against its checkpoint:",
+        onnx.display(),
+        data.test.len()
+    );
     for e in [&teacher_export, &student_export] {
         for f in &e.files {
             let v = &f.verification;
             println!(
-                "{:<34} {:>9}  {:.2}% test accuracy, {:.2}% agreement with the checkpoint, max |Δlogit| {:.4}",
-                f.path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                "  {:<34} {:>9}  {:.2}% accuracy, {:.2}% top-1 agreement, max |Δlogit| {:.4}",
+                f.path
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
                 bytes(f.bytes as u64),
                 v.accuracy,
                 v.agreement,
@@ -196,15 +203,15 @@ pub fn run(args: DemoArgs) -> Result<()> {
             );
         }
     }
+    println!("latency on the default engine, one thread (mean ± σ per batch):");
     for m in &bench.measurements {
         println!(
-            "{:<28} batch {:>2}  {:>9} ± {:<9} on {} ({:.2}% accuracy)",
+            "  {:<28} batch {:>2}  {:>9} ± {:<9}  {}",
             m.model,
             m.batch,
             super::bench::time_text(m.latency.mean),
             super::bench::time_text(m.latency.std_dev),
             m.engine,
-            100.0 * m.accuracy.unwrap_or(f64::NAN),
         );
     }
     println!(
