@@ -88,32 +88,32 @@ fn numbers(line: &str, tag: &str) -> Vec<f32> {
         .collect()
 }
 
-#[test]
-fn c_program_loads_runs_and_frees_through_the_header() {
-    let Some(cc) = ["cc", "gcc", "clang"]
+/// A C compiler, or None after saying why the test is skipped (a failure under
+/// EDGEKD_REQUIRE_ALL).
+fn c_compiler() -> Option<&'static str> {
+    let found = ["cc", "gcc", "clang"]
         .into_iter()
-        .find(|c| Command::new(c).arg("--version").output().is_ok())
-    else {
+        .find(|c| Command::new(c).arg("--version").output().is_ok());
+    if found.is_none() {
         if std::env::var_os("EDGEKD_REQUIRE_ALL").is_some() {
             panic!("EDGEKD_REQUIRE_ALL is set but no C compiler (cc, gcc, clang) is installed");
         }
         eprintln!("SKIPPED: no C compiler to build the C ABI test with");
-        return;
-    };
+    }
+    found
+}
+
+/// Compiles `source` into `exe` against the header and the `libedgekd` in `lib`.
+fn compile_against(cc: &str, source: &Path, exe: &Path, lib: &Path) {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("mlp.onnx");
-    std::fs::write(&model, mlp()).unwrap();
-    let lib = library_dir();
-    let exe = dir.path().join("classify");
     let out = Command::new(cc)
         .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-o"])
-        .arg(&exe)
-        .arg(manifest.join("tests/c/classify.c"))
+        .arg(exe)
+        .arg(source)
         .arg("-I")
         .arg(manifest.join("include"))
         .arg("-L")
-        .arg(&lib)
+        .arg(lib)
         .arg(format!("-Wl,-rpath,{}", lib.display()))
         .arg("-ledgekd")
         .output()
@@ -123,6 +123,20 @@ fn c_program_loads_runs_and_frees_through_the_header() {
         "{cc} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn c_program_loads_runs_and_frees_through_the_header() {
+    let Some(cc) = c_compiler() else {
+        return;
+    };
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("mlp.onnx");
+    std::fs::write(&model, mlp()).unwrap();
+    let lib = library_dir();
+    let exe = dir.path().join("classify");
+    compile_against(cc, &manifest.join("tests/c/classify.c"), &exe, &lib);
     // cargo test's own LD_LIBRARY_PATH lists the target directory, whose libedgekd.so may be
     // an older build, and it outranks the rpath: point the loader at this run's library.
     let out = Command::new(&exe)
@@ -169,14 +183,7 @@ const SHIPPED_PROFILE: &str = "capi";
 
 #[test]
 fn a_panic_inside_an_entry_point_comes_back_to_c_as_an_error() {
-    let Some(cc) = ["cc", "gcc", "clang"]
-        .into_iter()
-        .find(|c| Command::new(c).arg("--version").output().is_ok())
-    else {
-        if std::env::var_os("EDGEKD_REQUIRE_ALL").is_some() {
-            panic!("EDGEKD_REQUIRE_ALL is set but no C compiler (cc, gcc, clang) is installed");
-        }
-        eprintln!("SKIPPED: no C compiler to build the C ABI test with");
+    let Some(cc) = c_compiler() else {
         return;
     };
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -212,7 +219,7 @@ fn a_panic_inside_an_entry_point_comes_back_to_c_as_an_error() {
 #include <string.h>
 #include "edgekd.h"
 int main(int argc, char **argv) {
-    (void)argc;
+    if (argc != 2) return 2;
     EdgekdModel *m = edgekd_model_load(argv[1], 1);
     printf("%s|%s\n", m == NULL ? "null" : "model", edgekd_last_error());
     edgekd_model_free(m);
@@ -222,23 +229,7 @@ int main(int argc, char **argv) {
     )
     .unwrap();
     let program = dir.path().join("panics");
-    let built = Command::new(cc)
-        .args(["-std=c11", "-Wall", "-Werror", "-o"])
-        .arg(&program)
-        .arg(&source)
-        .arg("-I")
-        .arg(manifest.join("include"))
-        .arg("-L")
-        .arg(&lib)
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .arg("-ledgekd")
-        .output()
-        .unwrap();
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    compile_against(cc, &source, &program, &lib);
     let model = dir.path().join("mlp.onnx");
     std::fs::write(&model, mlp()).unwrap();
     let run = |panic: bool| {
