@@ -135,9 +135,8 @@ impl OrtCheck {
             .sample_len()
             .context("the model's input has free dimensions past the batch")?;
         let norm = edgekd_distill::checkpoint::load_spec(&report.checkpoint)?.normalization;
-        let lut: Vec<f32> = (0..=255u8).map(|p| norm.apply(p)).collect();
         let n = data.test.len();
-        let inputs: Vec<f32> = data.test.pixels.iter().map(|&p| lut[p as usize]).collect();
+        let inputs = data.test.normalized(&(0..n).collect::<Vec<_>>(), norm);
         let dir = tempfile::tempdir()?;
         let (in_path, out_path) = (dir.path().join("inputs.f32"), dir.path().join("logits.f32"));
         std::fs::write(

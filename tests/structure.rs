@@ -22,8 +22,12 @@ const CRATES: [&str; 6] = [
 /// Lines of code (tests and comments excluded) a file may hold.
 const MAX_LINES: usize = 520;
 
+/// The workspace checked: this one, or another checkout named by EDGEKD_STRUCTURE_ROOT (to
+/// list what an older tree had).
 fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("EDGEKD_STRUCTURE_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -33,7 +33,7 @@ fn kd_step(c: &mut Criterion, teacher: &str, student: &str) {
                 let tl = t.forward(&x, false).unwrap().logits.detach();
                 let targets = SoftTargets::combine(&[tl], &[1.0], kd.temperature).unwrap();
                 let out = s.forward(&x, true).unwrap();
-                let hard = label_loss(&out.logits, &labels, None).unwrap();
+                let hard = label_loss(&out.logits, &labels, None, 0.0).unwrap();
                 let loss = distillation_loss(&kd, &out.logits, &targets, hard, None)
                     .unwrap()
                     .total;

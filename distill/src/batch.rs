@@ -15,19 +15,24 @@ use crate::input::Normalization;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Augment {
-    /// Random translation of each image by up to this many pixels in x and y (0 = off).
-    /// Hinton et al. (2015) used 2.
+    /// Random translation of each image by up to this many pixels in x and y, the uncovered
+    /// border zero (0 = off): the same as a random crop of the image padded with this many
+    /// zeros on every side (`RandomCrop(size, padding)`). Hinton et al. (2015) used 2, CIFAR
+    /// ResNets 4.
     #[serde(default)]
     pub jitter: usize,
     /// Mixup with mixing weight drawn from Beta(a, a) (None = off; 0.2 is common).
     #[serde(default)]
     pub mixup: Option<f32>,
+    /// Mirror each image left to right with probability 1/2 (never for digits).
+    #[serde(default)]
+    pub flip: bool,
 }
 
 impl Augment {
     /// Whether any augmentation is on (then teacher outputs change every epoch and cannot be cached).
     pub fn is_active(&self) -> bool {
-        self.jitter > 0 || self.mixup.is_some()
+        self.jitter > 0 || self.mixup.is_some() || self.flip
     }
 
     /// Rejects impossible settings.
@@ -81,7 +86,9 @@ pub fn make_batch(
 ) -> Result<Batch> {
     let n = indices.len();
     let (rows, cols) = (data.rows, data.cols);
-    let lut: Vec<f32> = (0..=255u8).map(|p| norm.apply(p)).collect();
+    let luts: Vec<Vec<f32>> = (0..data.channels)
+        .map(|c| (0..=255u8).map(|p| norm.apply(c, p)).collect())
+        .collect();
     let mut x = Vec::with_capacity(n * data.image_len());
     let (aug, mut rng) = match augment {
         Some((a, r)) => (*a, Some(r)),
@@ -89,27 +96,39 @@ pub fn make_batch(
     };
     for &i in indices {
         let img = data.image(i);
-        match (&mut rng, aug.jitter) {
-            (Some(r), j) if j > 0 => {
-                let j = j as i64;
-                let (dy, dx) = (r.random_range(-j..=j), r.random_range(-j..=j));
-                // One shift for the whole image: every colour plane moves together.
-                for plane in img.chunks_exact(rows * cols) {
-                    for y in 0..rows as i64 {
-                        for xx in 0..cols as i64 {
-                            let (sy, sx) = (y - dy, xx - dx);
-                            let inside = sy >= 0 && sy < rows as i64 && sx >= 0 && sx < cols as i64;
-                            let p = if inside {
-                                plane[(sy as usize) * cols + sx as usize]
-                            } else {
-                                0
-                            };
-                            x.push(lut[p as usize]);
-                        }
+        // One shift and one flip for the whole image: every colour plane moves together.
+        let (dy, dx, flip) = match &mut rng {
+            Some(r) => {
+                let j = aug.jitter as i64;
+                let (dy, dx) = if j > 0 {
+                    (r.random_range(-j..=j), r.random_range(-j..=j))
+                } else {
+                    (0, 0)
+                };
+                (dy, dx, aug.flip && r.random::<bool>())
+            }
+            None => (0, 0, false),
+        };
+        for (plane, lut) in img.chunks_exact(rows * cols).zip(&luts) {
+            if (dy, dx, flip) == (0, 0, false) {
+                x.extend(plane.iter().map(|&p| lut[p as usize]));
+                continue;
+            }
+            for y in 0..rows as i64 {
+                for xx in 0..cols as i64 {
+                    let (sy, mut sx) = (y - dy, xx - dx);
+                    if flip {
+                        sx = cols as i64 - 1 - sx;
                     }
+                    let inside = sy >= 0 && sy < rows as i64 && sx >= 0 && sx < cols as i64;
+                    let p = if inside {
+                        plane[(sy as usize) * cols + sx as usize]
+                    } else {
+                        0
+                    };
+                    x.push(lut[p as usize]);
                 }
             }
-            _ => x.extend(img.iter().map(|&p| lut[p as usize])),
         }
     }
     let labels: Vec<u32> = indices.iter().map(|&i| data.labels[i] as u32).collect();
@@ -152,10 +171,7 @@ mod tests {
         let b = make_batch(
             &d,
             &[1],
-            Normalization {
-                mean: 0.5,
-                std: 0.25,
-            },
+            Normalization::uniform(0.5, 0.25),
             None,
             &Device::Cpu,
         )
@@ -171,12 +187,9 @@ mod tests {
         let d = toy(1, 0);
         let aug = Augment {
             jitter: 2,
-            mixup: None,
+            ..Default::default()
         };
-        let norm = Normalization {
-            mean: 0.0,
-            std: 1.0,
-        };
+        let norm = Normalization::uniform(0.0, 1.0);
         let mut moved = false;
         for e in 0..10 {
             let mut r = rng(1, Stream::Augment, e);
@@ -207,12 +220,9 @@ mod tests {
         };
         let aug = Augment {
             jitter: 2,
-            mixup: None,
+            ..Default::default()
         };
-        let norm = Normalization {
-            mean: 0.0,
-            std: 1.0 / 255.0,
-        };
+        let norm = Normalization::uniform(0.0, 1.0 / 255.0);
         let mut shifted = false;
         for e in 0..10 {
             let mut r = rng(3, Stream::Augment, e);
@@ -237,13 +247,10 @@ mod tests {
     fn mixup_blends_pairs_with_the_reported_weight() {
         let d = toy(8, 0);
         let aug = Augment {
-            jitter: 0,
             mixup: Some(0.4),
+            ..Default::default()
         };
-        let norm = Normalization {
-            mean: 0.0,
-            std: 1.0,
-        };
+        let norm = Normalization::uniform(0.0, 1.0);
         let mut r = rng(1, Stream::Augment, 0);
         let idx: Vec<usize> = (0..8).collect();
         let b = make_batch(&d, &idx, norm, Some((&aug, &mut r)), &Device::Cpu).unwrap();

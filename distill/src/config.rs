@@ -24,6 +24,12 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     /// Training-time augmentation.
     pub augment: Augment,
+    /// Epochs of linear learning-rate warm-up from zero before the schedule.
+    #[serde(default)]
+    pub warmup_epochs: usize,
+    /// Label smoothing of the hard-label cross-entropy (0: none).
+    #[serde(default)]
+    pub label_smoothing: f64,
 }
 
 impl Default for TrainConfig {
@@ -35,6 +41,8 @@ impl Default for TrainConfig {
             optimizer: OptimizerConfig::default(),
             schedule: Schedule::Cosine,
             augment: Augment::default(),
+            warmup_epochs: 0,
+            label_smoothing: 0.0,
         }
     }
 }
@@ -54,6 +62,18 @@ impl TrainConfig {
                     "step schedule needs every >= 1 and gamma in (0, 1], got {every} and {gamma}"
                 )));
             }
+        }
+        if self.warmup_epochs >= self.epochs {
+            return Err(Error::Config(format!(
+                "{} warm-up epochs leave none of the {} epochs to train at the schedule's rate",
+                self.warmup_epochs, self.epochs
+            )));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(Error::Config(format!(
+                "label smoothing must be in [0, 1), got {}",
+                self.label_smoothing
+            )));
         }
         self.optimizer.validate()?;
         self.augment.validate()

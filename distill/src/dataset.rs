@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::idx;
-use crate::input::InputShape;
+use crate::input::{InputShape, Normalization};
 
 /// Images of one size with one class label each, pixels as `u8`.
 #[derive(Debug, Clone)]
@@ -51,6 +51,22 @@ impl Dataset {
     pub fn image(&self, i: usize) -> &[u8] {
         let n = self.image_len();
         &self.pixels[i * n..(i + 1) * n]
+    }
+
+    /// The images at `indices` as model input: pixels scaled to [0, 1] and normalized channel
+    /// by channel, image after image (NCHW).
+    pub fn normalized(&self, indices: &[usize], norm: Normalization) -> Vec<f32> {
+        let plane = self.rows * self.cols;
+        let luts: Vec<Vec<f32>> = (0..self.channels)
+            .map(|c| (0..=255u8).map(|p| norm.apply(c, p)).collect())
+            .collect();
+        let mut out = Vec::with_capacity(indices.len() * self.image_len());
+        for &i in indices {
+            for (pixels, lut) in self.image(i).chunks(plane.max(1)).zip(&luts) {
+                out.extend(pixels.iter().map(|&p| lut[p as usize]));
+            }
+        }
+        out
     }
 
     /// The images at `indices`, in that order.

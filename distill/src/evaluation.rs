@@ -46,13 +46,22 @@ pub fn top1_agreement(a: &[u32], b: &[u32]) -> f64 {
     same as f64 / a.len().max(1) as f64
 }
 
+/// Samples per evaluation batch: 1000, fewer for models whose feature maps would make a
+/// layer's output larger than [`EVAL_VALUES`] floats (above glibc's mmap threshold every such
+/// buffer is mapped and page-faulted afresh).
 const EVAL_BATCH: usize = 1000;
+/// Floats one layer's output may hold in an evaluation batch (16 MiB).
+const EVAL_VALUES: usize = 4 << 20;
+
+fn eval_batch(spec: &ModelSpec) -> usize {
+    (EVAL_VALUES / spec.largest_activation().max(1)).clamp(1, EVAL_BATCH)
+}
 
 /// Logits of `model` on all of `data`, in order, without augmentation.
 pub fn logits_of(model: &Model, data: &Dataset, norm: Normalization) -> Result<Tensor> {
     check_input(model.spec(), data)?;
     // Detached: cached teacher logits must not drag the teacher's graph into every backward pass.
-    in_batches(data, norm, &model.device(), |x| {
+    in_batches(data, norm, &model.device(), eval_batch(model.spec()), |x| {
         Ok(model.forward(x, false)?.logits.detach())
     })
 }
@@ -60,7 +69,8 @@ pub fn logits_of(model: &Model, data: &Dataset, norm: Normalization) -> Result<T
 /// A teacher's logits on all of `data`, in order, without augmentation, fed batches
 /// normalised with `norm` (the student's).
 pub fn teacher_logits_of(teacher: &Teacher, data: &Dataset, norm: Normalization) -> Result<Tensor> {
-    in_batches(data, norm, &teacher.device(), |x| {
+    let batch = teacher.model().map_or(EVAL_BATCH, |m| eval_batch(m.spec()));
+    in_batches(data, norm, &teacher.device(), batch, |x| {
         Ok(teacher.forward(x, norm)?.logits)
     })
 }
@@ -83,11 +93,12 @@ fn in_batches(
     data: &Dataset,
     norm: Normalization,
     device: &Device,
+    batch: usize,
     f: impl Fn(&Tensor) -> Result<Tensor>,
 ) -> Result<Tensor> {
     let idx: Vec<usize> = (0..data.len()).collect();
     let parts = idx
-        .chunks(EVAL_BATCH)
+        .chunks(batch)
         .map(|c| f(&make_batch(data, c, norm, None, device)?.images))
         .collect::<Result<Vec<_>>>()?;
     Ok(Tensor::cat(&parts, 0)?)

@@ -9,11 +9,14 @@
 //! assistants, seeds and same-seed baselines.
 #![warn(missing_docs)]
 
+pub mod architecture;
 pub mod atomic;
 pub mod batch;
+pub mod batchnorm;
 pub mod checkpoint;
 pub mod config;
 pub mod conv;
+pub mod conv2d;
 pub mod dataset;
 pub mod dense;
 pub mod digest;
@@ -32,6 +35,8 @@ pub mod memory;
 pub mod model;
 pub mod onnx_teacher;
 pub mod optim;
+pub mod params;
+pub mod plan;
 pub mod profile;
 pub mod random;
 pub mod report;
@@ -41,6 +46,7 @@ pub mod teacher;
 pub mod teacher_logits;
 mod train_state;
 pub mod trainer;
+pub mod zoo;
 
 pub use config::{DistillConfig, TrainConfig};
 pub use dataset::{Dataset, ImageOptions, Splits};

@@ -184,14 +184,32 @@ pub struct LossParts {
     pub hint: Option<Tensor>,
 }
 
-/// Hard-label cross-entropy, mixup-aware: `lambda * CE(y) + (1 - lambda) * CE(y_partner)`.
-pub fn label_loss(logits: &Tensor, labels: &Tensor, mix: Option<(&Tensor, f64)>) -> Result<Tensor> {
-    let ce = cross_entropy(logits, labels)?;
+/// Cross-entropy against labels smoothed by `eps`: the target puts `1 - eps` on the label and
+/// `eps` spread evenly over all classes, so the loss is `(1 - eps) · CE(y) + eps · mean_k
+/// (-log p_k)`, as PyTorch's `cross_entropy(label_smoothing=eps)`.
+pub fn smoothed_cross_entropy(logits: &Tensor, labels: &Tensor, eps: f64) -> Result<Tensor> {
+    if eps == 0.0 {
+        return cross_entropy(logits, labels);
+    }
+    let log_p = log_softmax(logits, D::Minus1)?;
+    let nll = candle_nn::loss::nll(&log_p, labels)?;
+    let uniform = log_p.mean(D::Minus1)?.mean(0)?.neg()?;
+    Ok(((nll * (1.0 - eps))? + (uniform * eps)?)?)
+}
+
+/// Hard-label cross-entropy, label-smoothed by `smoothing` and mixup-aware:
+/// `lambda * CE(y) + (1 - lambda) * CE(y_partner)`.
+pub fn label_loss(
+    logits: &Tensor,
+    labels: &Tensor,
+    mix: Option<(&Tensor, f64)>,
+    smoothing: f64,
+) -> Result<Tensor> {
+    let ce = smoothed_cross_entropy(logits, labels, smoothing)?;
     match mix {
         None => Ok(ce),
-        Some((partner, lambda)) => {
-            Ok(((ce * lambda)? + (cross_entropy(logits, partner)? * (1.0 - lambda))?)?)
-        }
+        Some((partner, lambda)) => Ok(((ce * lambda)?
+            + (smoothed_cross_entropy(logits, partner, smoothing)? * (1.0 - lambda))?)?),
     }
 }
 
@@ -277,6 +295,18 @@ mod tests {
     }
 
     #[test]
+    fn label_smoothing_matches_the_hand_computed_value() {
+        // p = [0.25, 0.75], label 1, eps 0.1: the target is [0.05, 0.95], so the loss is
+        // -(0.05 ln 0.25 + 0.95 ln 0.75) = 0.0693147 + 0.2732980 = 0.3426127.
+        let logits = t(&[&[ln(1.0), ln(3.0)]]);
+        let labels = Tensor::new(&[1u32], &Device::Cpu).unwrap();
+        let loss = scalar(&smoothed_cross_entropy(&logits, &labels, 0.1).unwrap());
+        assert!((loss - 0.342_612_7).abs() < 1e-6, "{loss}");
+        let plain = scalar(&smoothed_cross_entropy(&logits, &labels, 0.0).unwrap());
+        assert!((plain - 0.287_682_1).abs() < 1e-6, "{plain}");
+    }
+
+    #[test]
     fn cross_entropy_and_mse_match_hand_values() {
         // -ln 0.7 = 0.3566749.
         let logits = t(&[&[ln(0.7), ln(0.3)]]);
@@ -291,7 +321,7 @@ mod tests {
         assert!((scalar(&m) - 1.5).abs() < 1e-6);
         // Mixup label loss with lambda 0.25: 0.25 * -ln 0.7 + 0.75 * -ln 0.3 = 0.9921.
         let partner = Tensor::new(&[1u32], &Device::Cpu).unwrap();
-        let mixed = scalar(&label_loss(&logits, &labels, Some((&partner, 0.25))).unwrap());
+        let mixed = scalar(&label_loss(&logits, &labels, Some((&partner, 0.25)), 0.0).unwrap());
         assert!(
             (mixed - (0.25 * 0.356_674_9 + 0.75 * 1.203_972_8)).abs() < 1e-6,
             "{mixed}"
@@ -364,7 +394,7 @@ mod tests {
         let teacher = t(&[&[ln(0.8), ln(0.2)]]);
         let labels = Tensor::new(&[1u32], &Device::Cpu).unwrap();
         let targets = SoftTargets::combine(&[teacher], &[1.0], 1.0).unwrap();
-        let hard = label_loss(&student, &labels, None).unwrap(); // -ln 0.3 = 1.2039728
+        let hard = label_loss(&student, &labels, None, 0.0).unwrap(); // -ln 0.3 = 1.2039728
         let cfg = KdConfig {
             temperature: 1.0,
             alpha: 0.25,

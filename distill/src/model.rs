@@ -1,124 +1,35 @@
-//! The models a [`ModelSpec`] describes, as candle modules over seeded parameters.
-//!
-//! Parameters live in [`Params`], an ordered list of candle `Var`s, rather than a `VarMap`
-//! filled through `VarBuilder` initialisers: candle's CPU random generator cannot be seeded,
-//! and edgekd promises the same result for the same seed.
+//! The models a [`ModelSpec`] describes, as candle modules over seeded parameters
+//! ([`crate::params`]): MLPs, LeNet-style CNNs, ResNets and MobileNetV2s, walked from the
+//! spec's [`LayerPlan`].
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
-use candle_core::{DType, Device, Module, ModuleT, Tensor, Var};
+use candle_core::{Device, Module, ModuleT, Tensor};
 use rand::rngs::StdRng;
 use rand::Rng;
 
+use crate::batchnorm::{add_act, BatchNorm};
 use crate::conv::Conv2dRelu;
+use crate::conv2d::Conv2d;
 use crate::dense::Dense;
 use crate::error::{Error, Result};
+pub use crate::params::Params;
+use crate::plan::Activation;
 use crate::random::{rng, Stream};
-use crate::spec::{LayerPlan, ModelSpec, ParamInfo};
-
-/// A model's parameters, in [`ModelSpec::parameters`] order.
-#[derive(Debug, Clone)]
-pub struct Params {
-    /// (description, variable) pairs.
-    pub vars: Vec<(ParamInfo, Var)>,
-}
-
-impl Params {
-    /// Fresh parameters drawn like PyTorch's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-    pub fn init(spec: &ModelSpec, seed: u64, device: &Device) -> Result<Params> {
-        let mut r = rng(seed, Stream::Init, 0);
-        let vars = spec
-            .parameters()
-            .into_iter()
-            .map(|p| {
-                let bound = 1.0 / (p.fan_in as f32).sqrt();
-                let n: usize = p.shape.iter().product();
-                let values: Vec<f32> = (0..n).map(|_| r.random_range(-bound..bound)).collect();
-                let var = Var::from_tensor(&Tensor::from_vec(values, p.shape.clone(), device)?)?;
-                Ok((p, var))
-            })
-            .collect::<Result<_>>()?;
-        Ok(Params { vars })
-    }
-
-    /// Parameters from named tensors (a safetensors file), checked name by name against the spec.
-    pub fn from_tensors(
-        spec: &ModelSpec,
-        mut tensors: HashMap<String, Tensor>,
-        source: &std::path::Path,
-    ) -> Result<Params> {
-        let bad = |reason: String| Error::Checkpoint {
-            path: source.into(),
-            reason,
-        };
-        let mut vars = Vec::new();
-        for p in spec.parameters() {
-            let t = tensors.remove(&p.name).ok_or_else(|| {
-                bad(format!(
-                    "tensor `{}` of spec {} is missing",
-                    p.name, spec.name
-                ))
-            })?;
-            if t.dims() != p.shape.as_slice() {
-                return Err(bad(format!(
-                    "tensor `{}` has shape {:?}, spec {} needs {:?}",
-                    p.name,
-                    t.dims(),
-                    spec.name,
-                    p.shape
-                )));
-            }
-            let t = t.to_dtype(DType::F32)?;
-            // A NaN or infinite weight poisons every output; say where instead of training on it.
-            if let Some((i, v)) = t
-                .flatten_all()?
-                .to_vec1::<f32>()?
-                .iter()
-                .enumerate()
-                .find(|(_, v)| !v.is_finite())
-            {
-                return Err(bad(format!(
-                    "tensor `{}` holds {v} at element {i}; the checkpoint is broken",
-                    p.name
-                )));
-            }
-            vars.push((p, Var::from_tensor(&t)?));
-        }
-        if let Some(extra) = tensors.keys().next() {
-            return Err(bad(format!(
-                "unexpected tensor `{extra}` for spec {}",
-                spec.name
-            )));
-        }
-        Ok(Params { vars })
-    }
-
-    /// The variables alone, for the optimizer.
-    pub fn vars(&self) -> Vec<Var> {
-        self.vars.iter().map(|(_, v)| v.clone()).collect()
-    }
-
-    /// Named tensors, for saving.
-    pub fn tensors(&self) -> HashMap<String, Tensor> {
-        self.vars
-            .iter()
-            .map(|(p, v)| (p.name.clone(), v.as_tensor().clone()))
-            .collect()
-    }
-
-    fn get(&self, name: &str) -> Tensor {
-        self.vars
-            .iter()
-            .find(|(p, _)| p.name == name)
-            .map(|(_, v)| v.as_tensor().clone())
-            .expect("plan and parameters come from one spec")
-    }
-}
+use crate::spec::{LayerPlan, ModelSpec};
 
 enum Layer {
     /// Convolution with its ReLU fused, then 2x2 max pooling.
     Conv(Conv2dRelu),
+    /// Convolution, then batch normalization with its activation fused.
+    ConvBn(Conv2d, BatchNorm),
+    /// `act(main(x) + shortcut(x))`.
+    Residual {
+        main: Vec<Layer>,
+        shortcut: Option<Box<Layer>>,
+        act: Activation,
+    },
+    GlobalAvgPool,
     Flatten,
     /// A hidden layer carries its ReLU (fused into the layer) and then dropout.
     Dense {
@@ -132,7 +43,8 @@ enum Layer {
 pub struct Output {
     /// `[n, classes]` unnormalised scores.
     pub logits: Tensor,
-    /// `[n, feature_dim]` activations of the last hidden layer (the input when there is none).
+    /// `[n, feature_dim]`: the output layer's input (the input itself when there is no
+    /// hidden layer).
     pub features: Tensor,
 }
 
@@ -152,6 +64,61 @@ impl std::fmt::Debug for Model {
     }
 }
 
+fn build(plan: Vec<LayerPlan>, params: &Params) -> Vec<Layer> {
+    plan.into_iter()
+        .map(|l| match l {
+            LayerPlan::Conv { name, conv, .. } => Layer::Conv(Conv2dRelu::new(
+                params.get(&format!("{name}.weight")),
+                params.get(&format!("{name}.bias")),
+                conv.padding,
+            )),
+            LayerPlan::ConvBn { name, conv, act } => {
+                let bn = |what: &str| format!("{name}.bn.{what}");
+                Layer::ConvBn(
+                    Conv2d::new(
+                        params.get(&format!("{name}.weight")),
+                        conv.stride,
+                        conv.padding,
+                        conv.groups,
+                    ),
+                    BatchNorm::new(
+                        params.get(&bn("weight")),
+                        params.get(&bn("bias")),
+                        params.var(&bn("running_mean")),
+                        params.var(&bn("running_var")),
+                        act,
+                    ),
+                )
+            }
+            LayerPlan::Residual {
+                main,
+                shortcut,
+                act,
+            } => Layer::Residual {
+                main: build(main, params),
+                shortcut: shortcut.map(|s| {
+                    Box::new(
+                        build(vec![*s], params)
+                            .pop()
+                            .expect("one layer in, one out"),
+                    )
+                }),
+                act,
+            },
+            LayerPlan::GlobalAvgPool => Layer::GlobalAvgPool,
+            LayerPlan::Flatten => Layer::Flatten,
+            LayerPlan::Linear { name, hidden, .. } => Layer::Dense {
+                dense: Dense::new(
+                    params.get(&format!("{name}.weight")),
+                    params.get(&format!("{name}.bias")),
+                    hidden,
+                ),
+                hidden,
+            },
+        })
+        .collect()
+}
+
 impl Model {
     /// A model with fresh, seeded parameters.
     pub fn new(spec: &ModelSpec, seed: u64, device: &Device) -> Result<Model> {
@@ -161,26 +128,7 @@ impl Model {
     /// A model over existing parameters (which must match the spec).
     pub fn from_params(spec: &ModelSpec, params: Params) -> Result<Model> {
         spec.validate()?;
-        let layers = spec
-            .plan()
-            .into_iter()
-            .map(|l| match l {
-                LayerPlan::Conv { name, conv, .. } => Layer::Conv(Conv2dRelu::new(
-                    params.get(&format!("{name}.weight")),
-                    params.get(&format!("{name}.bias")),
-                    conv.padding,
-                )),
-                LayerPlan::Flatten => Layer::Flatten,
-                LayerPlan::Linear { name, hidden, .. } => Layer::Dense {
-                    dense: Dense::new(
-                        params.get(&format!("{name}.weight")),
-                        params.get(&format!("{name}.bias")),
-                        hidden,
-                    ),
-                    hidden,
-                },
-            })
-            .collect();
+        let layers = build(spec.plan(), &params);
         Ok(Model {
             spec: spec.clone(),
             params,
@@ -213,23 +161,29 @@ impl Model {
             rng(seed, Stream::Dropout, epoch);
     }
 
-    /// Forward pass on `[n, features]` input; `train` switches dropout on.
+    /// Forward pass on `[n, features]` input; `train` switches dropout on and makes batch
+    /// normalization use (and update its running statistics from) the batch.
     pub fn forward(&self, xs: &Tensor, train: bool) -> Result<Output> {
         let n = xs.dim(0)?;
-        let mut x = if matches!(self.layers.first(), Some(Layer::Conv(_))) {
-            let s = self.spec.input;
-            xs.reshape((n, s.channels, s.rows, s.cols))?
-        } else {
-            self.dropout(xs, self.spec.input_dropout, train)?
+        let mut x = match self.layers.first() {
+            Some(Layer::Dense { .. }) | None => self.dropout(xs, self.spec.input_dropout, train)?,
+            _ => {
+                let s = self.spec.input;
+                xs.reshape((n, s.channels, s.rows, s.cols))?
+            }
         };
         let mut features = x.clone();
         for layer in &self.layers {
             x = match layer {
-                Layer::Conv(c) => c.forward(&x)?.max_pool2d(2)?,
                 Layer::Flatten => {
                     let flat = x.flatten_from(1)?;
                     features = flat.clone();
                     self.dropout(&flat, self.spec.dropout, train)?
+                }
+                Layer::GlobalAvgPool => {
+                    let pooled = x.mean((2, 3))?;
+                    features = pooled.clone();
+                    self.dropout(&pooled, self.spec.dropout, train)?
                 }
                 Layer::Dense {
                     dense,
@@ -239,10 +193,7 @@ impl Model {
                     features = h.clone();
                     self.dropout(&h, self.spec.dropout, train)?
                 }
-                Layer::Dense {
-                    dense,
-                    hidden: false,
-                } => dense.forward(&x)?,
+                other => run(other, &x, train)?,
             };
         }
         Ok(Output {
@@ -266,6 +217,32 @@ impl Model {
         };
         Ok((x * Tensor::from_vec(mask, x.shape(), x.device())?)?)
     }
+}
+
+/// One layer of the convolutional trunk (no dropout, no features to record).
+fn run(layer: &Layer, x: &Tensor, train: bool) -> Result<Tensor> {
+    Ok(match layer {
+        Layer::Conv(c) => c.forward(x)?.max_pool2d(2)?,
+        Layer::ConvBn(conv, bn) => bn.forward(&conv.forward(x)?, train)?,
+        Layer::Residual {
+            main,
+            shortcut,
+            act,
+        } => {
+            let mut y = x.clone();
+            for l in main {
+                y = run(l, &y, train)?;
+            }
+            let s = match shortcut {
+                Some(s) => run(s, x, train)?,
+                None => x.clone(),
+            };
+            add_act(&y, &s, *act)?
+        }
+        Layer::GlobalAvgPool => x.mean((2, 3))?,
+        Layer::Flatten => x.flatten_from(1)?,
+        Layer::Dense { dense, .. } => dense.forward(x)?,
+    })
 }
 
 impl ModuleT for Model {
@@ -292,6 +269,7 @@ pub(crate) fn logits_vec(m: &Model, x: &Tensor) -> Vec<Vec<f32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::DType;
 
     #[test]
     fn forward_shapes_for_every_kind() {
@@ -308,6 +286,31 @@ mod tests {
             let out = m.forward(&x, true).unwrap();
             assert_eq!(out.logits.dims(), &[3, 10], "{s}");
             assert_eq!(out.features.dims(), &[3, spec.feature_dim()], "{s}");
+        }
+    }
+
+    #[test]
+    fn resnets_and_mobilenets_take_any_image_size() {
+        for (s, c, h) in [
+            ("resnet:8", 1, 28),
+            ("resnet:14-w8", 3, 32),
+            ("mobilenetv2:0.25", 3, 32),
+            ("mobilenetv2:0.35", 1, 28),
+        ] {
+            let mut spec = ModelSpec::parse(s).unwrap();
+            spec.input = crate::InputShape {
+                channels: c,
+                rows: h,
+                cols: h,
+            };
+            spec.validate().unwrap();
+            let m = Model::new(&spec, 1, &Device::Cpu).unwrap();
+            let x = Tensor::ones((2, c * h * h), DType::F32, &Device::Cpu).unwrap();
+            let out = m.forward(&x, true).unwrap();
+            assert_eq!(out.logits.dims(), &[2, 10], "{s}");
+            assert_eq!(out.features.dims(), &[2, spec.feature_dim()], "{s}");
+            let eval = m.forward(&x, false).unwrap();
+            assert_eq!(eval.logits.dims(), &[2, 10], "{s}");
         }
     }
 

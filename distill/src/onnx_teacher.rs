@@ -132,8 +132,8 @@ impl OnnxTeacher {
         }
         preprocess.scale = options.scale.unwrap_or(preprocess.scale);
         let channels = preprocess.channels;
-        let per_channel = |given: &Option<Vec<f32>>, model: f32, what: &str| match given {
-            None => Ok(vec![model; channels]),
+        let per_channel = |given: &Option<Vec<f32>>, model: [f32; 3], what: &str| match given {
+            None => Ok((0..channels).map(|c| model[c.min(2)]).collect()),
             Some(v) if v.len() == 1 => Ok(vec![v[0]; channels]),
             Some(v) if v.len() == channels => Ok(v.clone()),
             Some(v) => Err(bad(format!(
@@ -262,8 +262,9 @@ impl OnnxTeacher {
         let mut input = Vec::with_capacity(x.len());
         for (k, values) in x.chunks_exact(plane).enumerate() {
             let c = k % p.channels;
-            let a = norm.std * 255.0 * p.scale / self.std[c];
-            let b = (norm.mean * 255.0 * p.scale - self.mean[c]) / self.std[c];
+            let (student_mean, student_std) = norm.channel(c);
+            let a = student_std * 255.0 * p.scale / self.std[c];
+            let b = (student_mean * 255.0 * p.scale - self.mean[c]) / self.std[c];
             input.extend(values.iter().map(|&v| v * a + b));
         }
         if self.channels_last {
@@ -406,8 +407,8 @@ mod tests {
     }
 
     fn one_image(first_pixel: u8, norm: Normalization) -> Tensor {
-        let mut x = vec![norm.apply(0); 784];
-        x[0] = norm.apply(first_pixel);
+        let mut x = vec![norm.apply(0, 0); 784];
+        x[0] = norm.apply(0, first_pixel);
         Tensor::from_vec(x, (1, 784), &Device::Cpu).unwrap()
     }
 
@@ -514,10 +515,7 @@ mod tests {
     #[test]
     fn rgb_reaches_channels_first_and_channels_last_teachers_alike() {
         let dir = tempfile::tempdir().unwrap();
-        let norm = Normalization {
-            mean: 0.0,
-            std: 1.0,
-        };
+        let norm = Normalization::uniform(0.0, 1.0);
         let mut x = vec![0.0f32; 3 * 64];
         x[2 * 64 + 5] = 1.0;
         let image = Tensor::from_vec(x, (1, 3 * 64), &Device::Cpu).unwrap();

@@ -48,6 +48,9 @@ pub struct OptimizerConfig {
     pub eps: f64,
     /// Rescale gradients whose global L2 norm exceeds this (None = never).
     pub clip_norm: Option<f64>,
+    /// SGD with Nesterov momentum (Sutskever et al. 2013), as PyTorch computes it.
+    #[serde(default)]
+    pub nesterov: bool,
 }
 
 impl Default for OptimizerConfig {
@@ -61,6 +64,7 @@ impl Default for OptimizerConfig {
             beta2: 0.999,
             eps: 1e-8,
             clip_norm: None,
+            nesterov: false,
         }
     }
 }
@@ -146,11 +150,14 @@ enum Rule {
         mu: f32,
         wd: f32,
         lr: f32,
+        nesterov: bool,
     },
 }
 
 impl Rule {
-    fn new(c: &OptimizerConfig, step: u64, lr: f64) -> Rule {
+    /// The rule for one step; `decays` says whether weight decay applies to this parameter.
+    fn new(c: &OptimizerConfig, step: u64, lr: f64, decays: bool) -> Rule {
+        let wd = if decays { c.weight_decay } else { 0.0 };
         match c.kind {
             OptimizerKind::AdamW => Rule::AdamW {
                 b1: c.beta1 as f32,
@@ -159,14 +166,15 @@ impl Rule {
                 one_b2: (1.0 - c.beta2) as f32,
                 scale_m: (1.0 / (1.0 - c.beta1.powi(step as i32))) as f32,
                 scale_v: (1.0 / (1.0 - c.beta2.powi(step as i32))) as f32,
-                decay: (1.0 - lr * c.weight_decay) as f32,
+                decay: (1.0 - lr * wd) as f32,
                 eps: c.eps as f32,
                 lr: lr as f32,
             },
             OptimizerKind::Sgd => Rule::Sgd {
                 mu: c.momentum as f32,
-                wd: c.weight_decay as f32,
+                wd: wd as f32,
                 lr: lr as f32,
+                nesterov: c.nesterov,
             },
         }
     }
@@ -289,11 +297,18 @@ fn apply_portable(
                 None => params.for_each(|p| update(p, 0.0)),
             }
         }
-        Rule::Sgd { mu, wd, lr } => {
+        Rule::Sgd {
+            mu,
+            wd,
+            lr,
+            nesterov,
+        } => {
+            // PyTorch's SGD: the buffer accumulates the decayed gradient; Nesterov steps along
+            // the gradient plus the momentum looked ahead.
             let update = |(w, m): (&mut f32, &mut f32), g: f32| {
                 let g = g + wd * *w;
                 *m = mu * *m + g;
-                *w -= lr * *m;
+                *w -= lr * if nesterov { g + mu * *m } else { *m };
             };
             let params = w.iter_mut().zip(m.iter_mut());
             match grad {
@@ -340,6 +355,8 @@ fn sum_of_squares(xs: &[f32]) -> f64 {
 pub struct Optimizer {
     cfg: OptimizerConfig,
     vars: Vec<Var>,
+    /// Whether weight decay applies, per variable.
+    decays: Vec<bool>,
     /// First moments (AdamW) or momentum buffers (SGD).
     m: Vec<Vec<f32>>,
     /// Second moments (AdamW only).
@@ -348,9 +365,16 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
-    /// A fresh optimizer for `vars`.
+    /// A fresh optimizer for `vars`, weight decay applying to all of them.
     pub fn new(cfg: OptimizerConfig, vars: Vec<Var>) -> Result<Optimizer> {
+        Optimizer::with_decay(cfg, vars.into_iter().map(|v| (v, true)).collect())
+    }
+
+    /// A fresh optimizer for `vars`, each with whether weight decay applies to it (not to
+    /// biases and normalization parameters, in the networks that use batch normalization).
+    pub fn with_decay(cfg: OptimizerConfig, vars: Vec<(Var, bool)>) -> Result<Optimizer> {
         cfg.validate()?;
+        let (vars, decays): (Vec<Var>, Vec<bool>) = vars.into_iter().unzip();
         let zeros = |v: &Var| vec![0f32; v.elem_count()];
         let m = vars.iter().map(zeros).collect();
         let v = if cfg.kind == OptimizerKind::AdamW {
@@ -361,6 +385,7 @@ impl Optimizer {
         Ok(Optimizer {
             cfg,
             vars,
+            decays,
             m,
             v,
             steps: 0,
@@ -392,9 +417,10 @@ impl Optimizer {
             _ => 1.0,
         };
         self.steps += 1;
-        let rule = Rule::new(&self.cfg, self.steps, lr);
+        let rules = [false, true].map(|d| Rule::new(&self.cfg, self.steps, lr, d));
         let mut no_v: [f32; 0] = [];
         for (i, (var, g)) in self.vars.iter().zip(&gs).enumerate() {
+            let rule = rules[usize::from(self.decays[i])];
             let v: &mut [f32] = match self.v.get_mut(i) {
                 Some(v) => v,
                 None => &mut no_v,

@@ -3,39 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::architecture::{Architecture, ConvLayer, InvertedResidual, ResBlock};
 use crate::dataset::NUM_CLASSES;
 use crate::error::{Error, Result};
 use crate::input::{InputShape, Normalization};
-
-/// One 2-D convolution (stride 1), followed by ReLU and 2x2 max pooling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConvLayer {
-    /// Output channels.
-    pub out_channels: usize,
-    /// Square kernel size.
-    pub kernel: usize,
-    /// Zero padding on each side.
-    pub padding: usize,
-}
-
-/// The layer structure of a model.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum Architecture {
-    /// Fully connected layers with ReLU between them.
-    Mlp {
-        /// Hidden layer widths (empty: a linear classifier).
-        hidden: Vec<usize>,
-    },
-    /// Convolution blocks, then fully connected layers.
-    Cnn {
-        /// Convolution blocks, each conv + ReLU + 2x2 max pool.
-        convs: Vec<ConvLayer>,
-        /// Hidden fully connected widths after flattening.
-        fc: Vec<usize>,
-    },
-}
+pub use crate::plan::LayerPlan;
+use crate::plan::{output_shape, Shape};
+use crate::zoo::{lenet, mobilenetv2, resnet};
 
 /// Everything needed to rebuild a model: what `model.toml` in a checkpoint holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,50 +35,85 @@ pub struct ModelSpec {
     pub normalization: Normalization,
 }
 
+/// How a parameter starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    /// Uniform in `[-bound, bound)`.
+    Uniform(f32),
+    /// Every element this value (batch normalization's scale 1, shift 0, running statistics).
+    Constant(f32),
+}
+
 /// One parameter tensor of a model.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ParamInfo {
     /// Name in the safetensors file, e.g. `fc1.weight`.
     pub name: String,
     /// Tensor shape.
     pub shape: Vec<usize>,
-    /// Inputs feeding each output unit (for initialisation).
+    /// Inputs feeding each output unit.
     pub fan_in: usize,
+    /// How it is initialised.
+    pub init: Init,
+    /// Whether the optimizer updates it (batch normalization's running statistics are
+    /// updated by the forward pass instead).
+    pub trainable: bool,
+    /// Whether weight decay applies: to weights, not to biases or normalization parameters.
+    pub decay: bool,
 }
 
-/// A layer as the forward pass walks it; exporters lower models from this list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LayerPlan {
-    /// Convolution (stride 1), then ReLU and 2x2 max pooling.
-    Conv {
-        /// Parameter prefix, e.g. `conv1` (`conv1.weight`, `conv1.bias`).
-        name: String,
-        /// Input channels.
-        in_channels: usize,
-        /// Output channels, kernel and padding.
-        conv: ConvLayer,
-    },
-    /// `[n, c, h, w]` to `[n, c*h*w]`.
-    Flatten,
-    /// Dense layer `x W^T + b`, followed by ReLU when `hidden`.
-    Linear {
-        /// Parameter prefix, e.g. `fc1` or `out`.
-        name: String,
-        /// Input width.
-        inputs: usize,
-        /// Output width.
-        outputs: usize,
-        /// Whether ReLU (and, in training, dropout) follows.
-        hidden: bool,
-    },
+impl ParamInfo {
+    fn weight(name: String, shape: Vec<usize>, fan_in: usize, bound: f32) -> ParamInfo {
+        ParamInfo {
+            name,
+            shape,
+            fan_in,
+            init: Init::Uniform(bound),
+            trainable: true,
+            decay: true,
+        }
+    }
+
+    fn bias(name: String, outputs: usize, fan_in: usize) -> ParamInfo {
+        ParamInfo {
+            name,
+            shape: vec![outputs],
+            fan_in,
+            init: Init::Uniform(1.0 / (fan_in as f32).sqrt()),
+            trainable: true,
+            decay: false,
+        }
+    }
+
+    /// Batch normalization's four tensors under `{prefix}.bn`.
+    fn batch_norm(prefix: &str, channels: usize) -> [ParamInfo; 4] {
+        let p = |what: &str, value: f32, trainable: bool| ParamInfo {
+            name: format!("{prefix}.bn.{what}"),
+            shape: vec![channels],
+            fan_in: 1,
+            init: Init::Constant(value),
+            trainable,
+            decay: false,
+        };
+        [
+            p("weight", 1.0, true),
+            p("bias", 0.0, true),
+            p("running_mean", 0.0, false),
+            p("running_var", 1.0, false),
+        ]
+    }
 }
 
 impl ModelSpec {
-    /// Parses a spec string for MNIST-shaped input, with no dropout.
+    /// Parses a spec string for MNIST-shaped input, with no dropout (callers set the input
+    /// and classes from their data).
     ///
     /// - `mlp:H1-H2-...` (e.g. `mlp:1200-1200`, `mlp:64`; `mlp:` alone is logistic regression)
     /// - `cnn:lenet5`, `cnn:lenet5-half`
     /// - `cnn:cA-cB-fC` (5x5 same-padded conv blocks with A and B channels, then an FC layer of C)
+    /// - `resnet:N` (N = 6n + 2: 8, 14, 20, 32, 44, 56, 110) and `resnet:N-wK` (first stage K
+    ///   channels wide instead of 16)
+    /// - `mobilenetv2:W` (width multiplier W, e.g. 0.25, 0.5, 1.0)
     ///
     /// ```
     /// let s = edgekd_distill::ModelSpec::parse("mlp:800-800").unwrap();
@@ -115,9 +124,9 @@ impl ModelSpec {
             spec: spec.into(),
             reason: reason.into(),
         };
-        let (kind, body) = spec
-            .split_once(':')
-            .ok_or_else(|| bad("expected KIND:LAYERS, e.g. mlp:800-800 or cnn:lenet5"))?;
+        let (kind, body) = spec.split_once(':').ok_or_else(|| {
+            bad("expected KIND:LAYERS, e.g. mlp:800-800, cnn:lenet5, resnet:20 or mobilenetv2:0.5")
+        })?;
         let num = |t: &str| -> Result<usize> {
             match t.parse::<usize>() {
                 Ok(n) if (1..=65536).contains(&n) => Ok(n),
@@ -132,38 +141,60 @@ impl ModelSpec {
                     body.split('-').map(num).collect::<Result<_>>()?
                 },
             },
-            "cnn" => {
-                match body {
-                    "lenet5" => lenet(6, 16, 120, 84),
-                    "lenet5-half" => lenet(3, 8, 60, 42),
-                    _ => {
-                        let (mut convs, mut fc) = (vec![], vec![]);
-                        for tok in body.split('-') {
-                            if let Some(c) = tok.strip_prefix('c') {
-                                if !fc.is_empty() {
-                                    return Err(bad("conv blocks (cN) must come before fully connected layers (fN)"));
-                                }
-                                convs.push(ConvLayer {
-                                    out_channels: num(c)?,
-                                    kernel: 5,
-                                    padding: 2,
-                                });
-                            } else if let Some(f) = tok.strip_prefix('f') {
-                                fc.push(num(f)?);
-                            } else {
-                                return Err(bad("CNN layers are lenet5, lenet5-half, or cN (conv) and fN (dense) tokens, e.g. cnn:c32-c64-f1024"));
+            "cnn" => match body {
+                "lenet5" => lenet(6, 16, 120, 84),
+                "lenet5-half" => lenet(3, 8, 60, 42),
+                _ => {
+                    let (mut convs, mut fc) = (vec![], vec![]);
+                    for tok in body.split('-') {
+                        if let Some(c) = tok.strip_prefix('c') {
+                            if !fc.is_empty() {
+                                return Err(bad(
+                                    "conv blocks (cN) must come before fully connected layers (fN)",
+                                ));
                             }
+                            convs.push(ConvLayer {
+                                out_channels: num(c)?,
+                                kernel: 5,
+                                padding: 2,
+                            });
+                        } else if let Some(f) = tok.strip_prefix('f') {
+                            fc.push(num(f)?);
+                        } else {
+                            return Err(bad("CNN layers are lenet5, lenet5-half, or cN (conv) and fN (dense) tokens, e.g. cnn:c32-c64-f1024"));
                         }
-                        if convs.is_empty() {
-                            return Err(bad("a CNN needs at least one conv block (cN)"));
-                        }
-                        Architecture::Cnn { convs, fc }
                     }
+                    if convs.is_empty() {
+                        return Err(bad("a CNN needs at least one conv block (cN)"));
+                    }
+                    Architecture::Cnn { convs, fc }
                 }
+            },
+            "resnet" => {
+                let (depth, width) = match body.split_once("-w") {
+                    Some((d, w)) => (d, num(w)?),
+                    None => (body, 16),
+                };
+                let depth: usize = depth
+                    .parse()
+                    .map_err(|_| bad("expected resnet:N or resnet:N-wK, e.g. resnet:20"))?;
+                resnet(depth, width).ok_or_else(|| {
+                    bad("the depth N must be 6n + 2: 8, 14, 20, 32, 44, 56, 110, ...")
+                })?
+            }
+            "mobilenetv2" => {
+                let width: f64 = body
+                    .parse()
+                    .ok()
+                    .filter(|w: &f64| (0.1..=4.0).contains(w))
+                    .ok_or_else(|| {
+                        bad("expected a width multiplier from 0.1 to 4, e.g. mobilenetv2:0.5")
+                    })?;
+                mobilenetv2(width)
             }
             _ => {
                 return Err(bad(&format!(
-                    "unknown model kind `{kind}` (use mlp or cnn)"
+                    "unknown model kind `{kind}` (use mlp, cnn, resnet or mobilenetv2)"
                 )))
             }
         };
@@ -189,7 +220,8 @@ impl ModelSpec {
         Ok(self)
     }
 
-    /// Checks rates and that every conv block leaves a non-empty feature map.
+    /// Checks rates, and that every layer takes what the one before it gives (a conv block
+    /// that leaves no feature map, a block whose shortcut does not match, ...).
     pub fn validate(&self) -> Result<()> {
         let bad = |reason: String| Error::Spec {
             spec: self.name.clone(),
@@ -209,149 +241,164 @@ impl ModelSpec {
                 self.classes, self.input
             )));
         }
-        let (mut h, mut w) = (self.input.rows, self.input.cols);
-        if let Architecture::Cnn { convs, .. } = &self.architecture {
-            for (i, c) in convs.iter().enumerate() {
-                let (oh, ow) = (
-                    (h + 2 * c.padding).checked_sub(c.kernel - 1),
-                    (w + 2 * c.padding).checked_sub(c.kernel - 1),
-                );
-                match (oh, ow) {
-                    (Some(oh), Some(ow)) if oh >= 2 && ow >= 2 => (h, w) = (oh / 2, ow / 2),
-                    _ => {
-                        return Err(bad(format!(
-                            "conv block {} leaves no {h}x{w} feature map to pool",
-                            i + 1
-                        )))
-                    }
-                }
-            }
+        let i = self.input;
+        let mut shape = match self.architecture {
+            Architecture::Mlp { .. } => Shape::Flat(i.len()),
+            _ => Shape::Map(i.channels, i.rows, i.cols),
+        };
+        for (k, layer) in self.plan().iter().enumerate() {
+            shape = output_shape(layer, shape).ok_or_else(|| {
+                bad(match layer {
+                    LayerPlan::Conv { .. } => format!(
+                        "conv block {} leaves no feature map to pool from {}",
+                        k + 1,
+                        show(shape)
+                    ),
+                    _ => format!("layer {} cannot take {}", k + 1, show(shape)),
+                })
+            })?;
         }
         Ok(())
     }
 
     /// The forward pass's layers, in order, with their sizes.
     pub fn plan(&self) -> Vec<LayerPlan> {
-        let mut plan = Vec::new();
-        let linear = |plan: &mut Vec<LayerPlan>, inputs: usize, widths: &[usize]| {
-            let mut inputs = inputs;
-            for (i, &w) in widths.iter().enumerate() {
-                plan.push(LayerPlan::Linear {
-                    name: format!("fc{}", i + 1),
-                    inputs,
-                    outputs: w,
-                    hidden: true,
-                });
-                inputs = w;
-            }
-            plan.push(LayerPlan::Linear {
-                name: "out".into(),
-                inputs,
-                outputs: self.classes,
-                hidden: false,
-            });
-        };
-        match &self.architecture {
-            Architecture::Mlp { hidden } => linear(&mut plan, self.input.len(), hidden),
-            Architecture::Cnn { convs, fc } => {
-                let (mut ch, mut h, mut w) =
-                    (self.input.channels, self.input.rows, self.input.cols);
-                for (i, c) in convs.iter().enumerate() {
-                    plan.push(LayerPlan::Conv {
-                        name: format!("conv{}", i + 1),
-                        in_channels: ch,
-                        conv: *c,
-                    });
-                    ch = c.out_channels;
-                    h = (h + 2 * c.padding + 1 - c.kernel) / 2;
-                    w = (w + 2 * c.padding + 1 - c.kernel) / 2;
-                }
-                plan.push(LayerPlan::Flatten);
-                linear(&mut plan, ch * h * w, fc);
-            }
-        }
-        plan
+        crate::plan::layers(&self.architecture, self.input, self.classes)
     }
 
-    /// Every parameter tensor, in a fixed order.
+    /// Every parameter tensor (and batch-normalization statistic), in a fixed order.
     pub fn parameters(&self) -> Vec<ParamInfo> {
-        let mut out = Vec::new();
-        for layer in self.plan() {
-            match layer {
-                LayerPlan::Conv {
-                    name,
-                    in_channels,
-                    conv,
-                } => {
-                    let fan_in = in_channels * conv.kernel * conv.kernel;
-                    out.push(ParamInfo {
-                        name: format!("{name}.weight"),
-                        shape: vec![conv.out_channels, in_channels, conv.kernel, conv.kernel],
-                        fan_in,
-                    });
-                    out.push(ParamInfo {
-                        name: format!("{name}.bias"),
-                        shape: vec![conv.out_channels],
-                        fan_in,
-                    });
+        fn walk(layers: &[LayerPlan], out: &mut Vec<ParamInfo>) {
+            for layer in layers {
+                match layer {
+                    LayerPlan::Conv {
+                        name,
+                        in_channels,
+                        conv,
+                    } => {
+                        let fan_in = in_channels * conv.kernel * conv.kernel;
+                        out.push(ParamInfo::weight(
+                            format!("{name}.weight"),
+                            vec![conv.out_channels, *in_channels, conv.kernel, conv.kernel],
+                            fan_in,
+                            1.0 / (fan_in as f32).sqrt(),
+                        ));
+                        out.push(ParamInfo::bias(
+                            format!("{name}.bias"),
+                            conv.out_channels,
+                            fan_in,
+                        ));
+                    }
+                    LayerPlan::ConvBn { name, conv, .. } => {
+                        let fan_in = conv.fan_in();
+                        // He et al.'s variance 2 / fan_in, for layers followed by ReLU.
+                        out.push(ParamInfo::weight(
+                            format!("{name}.weight"),
+                            vec![
+                                conv.out_channels,
+                                conv.in_channels / conv.groups,
+                                conv.kernel,
+                                conv.kernel,
+                            ],
+                            fan_in,
+                            (6.0 / fan_in as f32).sqrt(),
+                        ));
+                        out.extend(ParamInfo::batch_norm(name, conv.out_channels));
+                    }
+                    LayerPlan::Residual { main, shortcut, .. } => {
+                        walk(main, out);
+                        if let Some(s) = shortcut {
+                            walk(std::slice::from_ref(s), out);
+                        }
+                    }
+                    LayerPlan::Linear {
+                        name,
+                        inputs,
+                        outputs,
+                        ..
+                    } => {
+                        out.push(ParamInfo::weight(
+                            format!("{name}.weight"),
+                            vec![*outputs, *inputs],
+                            *inputs,
+                            1.0 / (*inputs as f32).sqrt(),
+                        ));
+                        out.push(ParamInfo::bias(format!("{name}.bias"), *outputs, *inputs));
+                    }
+                    LayerPlan::Flatten | LayerPlan::GlobalAvgPool => {}
                 }
-                LayerPlan::Linear {
-                    name,
-                    inputs,
-                    outputs,
-                    ..
-                } => {
-                    out.push(ParamInfo {
-                        name: format!("{name}.weight"),
-                        shape: vec![outputs, inputs],
-                        fan_in: inputs,
-                    });
-                    out.push(ParamInfo {
-                        name: format!("{name}.bias"),
-                        shape: vec![outputs],
-                        fan_in: inputs,
-                    });
-                }
-                LayerPlan::Flatten => {}
             }
         }
+        let mut out = Vec::new();
+        walk(&self.plan(), &mut out);
         out
     }
 
-    /// Number of trainable scalars.
+    /// Number of trainable scalars (batch normalization's running statistics excluded).
     pub fn param_count(&self) -> usize {
         self.parameters()
             .iter()
+            .filter(|p| p.trainable)
             .map(|p| p.shape.iter().product::<usize>())
             .sum()
     }
 
     /// Multiply-accumulates for one sample's forward pass (convolutions and dense layers).
     pub fn macs(&self) -> usize {
-        let (mut h, mut w) = (self.input.rows, self.input.cols);
-        let mut total = 0;
-        for layer in self.plan() {
-            match layer {
-                LayerPlan::Conv {
-                    in_channels, conv, ..
-                } => {
-                    let (oh, ow) = (
-                        h + 2 * conv.padding + 1 - conv.kernel,
-                        w + 2 * conv.padding + 1 - conv.kernel,
-                    );
-                    total += oh * ow * conv.out_channels * in_channels * conv.kernel * conv.kernel;
-                    (h, w) = (oh / 2, ow / 2);
+        fn walk(layers: &[LayerPlan], mut shape: Shape, total: &mut usize) -> Shape {
+            for layer in layers {
+                let out = output_shape(layer, shape).expect("validated specs fit");
+                match (layer, out) {
+                    (
+                        LayerPlan::Conv {
+                            in_channels, conv, ..
+                        },
+                        Shape::Map(_, h, w),
+                    ) => {
+                        // Before pooling: twice the pooled size (floor), as the conv ran.
+                        let (oh, ow) = match shape {
+                            Shape::Map(_, ih, iw) => (
+                                ih + 2 * conv.padding + 1 - conv.kernel,
+                                iw + 2 * conv.padding + 1 - conv.kernel,
+                            ),
+                            Shape::Flat(_) => (2 * h, 2 * w),
+                        };
+                        *total +=
+                            oh * ow * conv.out_channels * in_channels * conv.kernel * conv.kernel;
+                    }
+                    (LayerPlan::ConvBn { conv, .. }, Shape::Map(c, h, w)) => {
+                        *total += h * w * c * conv.fan_in();
+                    }
+                    (LayerPlan::Residual { main, shortcut, .. }, _) => {
+                        walk(main, shape, total);
+                        if let Some(s) = shortcut {
+                            walk(std::slice::from_ref(s), shape, total);
+                        }
+                    }
+                    (
+                        LayerPlan::Linear {
+                            inputs, outputs, ..
+                        },
+                        _,
+                    ) => *total += inputs * outputs,
+                    _ => {}
                 }
-                LayerPlan::Linear {
-                    inputs, outputs, ..
-                } => total += inputs * outputs,
-                LayerPlan::Flatten => {}
+                shape = out;
             }
+            shape
         }
+        let i = self.input;
+        let start = match self.architecture {
+            Architecture::Mlp { .. } => Shape::Flat(i.len()),
+            _ => Shape::Map(i.channels, i.rows, i.cols),
+        };
+        let mut total = 0;
+        walk(&self.plan(), start, &mut total);
         total
     }
 
-    /// Width of the features the model exposes for hint distillation (its last hidden layer).
+    /// Width of the features the model exposes for hint distillation: the input of its output
+    /// layer (an MLP's last hidden layer, a ResNet's or MobileNet's pooled last feature map).
     pub fn feature_dim(&self) -> usize {
         self.plan()
             .iter()
@@ -367,27 +414,27 @@ impl ModelSpec {
             .expect("every plan ends in the output layer")
     }
 
-    /// Size of the weights in bytes at 4 bytes per parameter.
+    /// The most values one layer produces for one sample (the widest feature map): what a
+    /// batch's activations cost.
+    pub fn largest_activation(&self) -> usize {
+        let i = self.input;
+        let start = match self.architecture {
+            Architecture::Mlp { .. } => Shape::Flat(i.len()),
+            _ => Shape::Map(i.channels, i.rows, i.cols),
+        };
+        crate::plan::walk_shapes(&self.plan(), start).map_or(i.len(), |(_, largest)| largest)
+    }
+
+    /// Size of the trainable weights in bytes at 4 bytes per parameter.
     pub fn f32_bytes(&self) -> usize {
         self.param_count() * 4
     }
 }
 
-fn lenet(c1: usize, c2: usize, f1: usize, f2: usize) -> Architecture {
-    Architecture::Cnn {
-        convs: vec![
-            ConvLayer {
-                out_channels: c1,
-                kernel: 5,
-                padding: 2,
-            },
-            ConvLayer {
-                out_channels: c2,
-                kernel: 5,
-                padding: 0,
-            },
-        ],
-        fc: vec![f1, f2],
+fn show(shape: Shape) -> String {
+    match shape {
+        Shape::Map(c, h, w) => format!("{c}x{h}x{w} feature maps"),
+        Shape::Flat(n) => format!("{n} values"),
     }
 }
 

@@ -170,12 +170,12 @@ impl Run<'_> {
             }
             _ => None,
         };
-        let mut vars = self.student.params().vars();
+        let mut vars = self.student.params().trainable();
         if let Some((w, b)) = &hint {
-            vars.push(w.clone());
-            vars.push(b.clone());
+            vars.push((w.clone(), true));
+            vars.push((b.clone(), true));
         }
-        let mut opt = Optimizer::new(cfg.optimizer, vars)?;
+        let mut opt = Optimizer::with_decay(cfg.optimizer, vars)?;
 
         let identity = RunIdentity::new(
             cfg,
@@ -213,7 +213,6 @@ impl Run<'_> {
         };
 
         let batches = self.train.len().div_ceil(cfg.batch_size);
-        let total_steps = batches * cfg.epochs;
         let mut last_eval = None;
         for epoch in start_epoch..total_epochs {
             if self.stop_after.is_some_and(|s| epoch >= s) {
@@ -236,8 +235,7 @@ impl Run<'_> {
                 let lr = if finetune {
                     dcfg.as_ref().map_or(cfg.optimizer.lr, |d| d.finetune_lr)
                 } else {
-                    cfg.schedule
-                        .lr(cfg.optimizer.lr, epoch, epoch * batches + b, total_steps)
+                    learning_rate(cfg, epoch, epoch * batches + b, batches)
                 };
                 let augment = cfg
                     .augment
@@ -273,6 +271,7 @@ impl Run<'_> {
                     &out.logits,
                     &batch.labels,
                     batch.mix.as_ref().map(|m| (&m.partner_labels, m.lambda)),
+                    cfg.label_smoothing,
                 )?;
                 let total = match (&kd, teacher) {
                     (Some(kd), Some((t_logits, t_features))) => {
@@ -368,6 +367,23 @@ impl Run<'_> {
             identity,
         })
     }
+}
+
+/// The learning rate of global step `step` (in `epoch`, `batches` steps an epoch): a linear
+/// ramp from zero over the warm-up epochs, then the schedule over the epochs that remain.
+fn learning_rate(cfg: &TrainConfig, epoch: usize, step: usize, batches: usize) -> f64 {
+    let peak = cfg.optimizer.lr;
+    let warmup = cfg.warmup_epochs * batches;
+    if step < warmup {
+        return peak * (step + 1) as f64 / warmup as f64;
+    }
+    let epochs = cfg.epochs - cfg.warmup_epochs;
+    cfg.schedule.lr(
+        peak,
+        epoch - cfg.warmup_epochs,
+        step - warmup,
+        epochs * batches,
+    )
 }
 
 #[cfg(test)]

@@ -177,12 +177,13 @@ fn metadata(
             "edgekd.input.image".into(),
             format!("{}x{}x{}", s.input.channels, s.input.rows, s.input.cols),
         ),
-        (
-            "edgekd.input.normalization".into(),
-            serde_json::json!({ "scale": 1.0 / 255.0, "mean": n.mean, "std": n.std,
-                "formula": "x = (pixel / 255 - mean) / std" })
-            .to_string(),
-        ),
+        ("edgekd.input.normalization".into(), {
+            // Numbers when every channel shares them, per-channel lists otherwise.
+            let mut v = serde_json::to_value(n).unwrap_or_default();
+            v["scale"] = serde_json::json!(1.0 / 255.0);
+            v["formula"] = "x = (pixel / 255 - mean[c]) / std[c]".into();
+            v.to_string()
+        }),
         ("edgekd.source.weights_sha256".into(), weights_sha256.into()),
     ];
     let quantization = match variant {
@@ -220,15 +221,11 @@ fn metadata(
 
 /// The normalized inputs of `data`'s images `indices`, laid out for the network.
 fn inputs(
-    splits_data: &edgekd_distill::Dataset,
+    data: &edgekd_distill::Dataset,
     indices: &[usize],
     norm: edgekd_distill::Normalization,
 ) -> Vec<f32> {
-    let lut: Vec<f32> = (0..=255u8).map(|p| norm.apply(p)).collect();
-    indices
-        .iter()
-        .flat_map(|&i| splits_data.image(i).iter().map(|&p| lut[p as usize]))
-        .collect()
+    data.normalized(indices, norm)
 }
 
 /// Runs the f32 graph with every weighted layer's input exposed, on the calibration samples,
@@ -298,11 +295,8 @@ fn build(
             // The first layer reads the model input, whose range the normalization fixes
             // exactly: no calibration method should clip it (entropy would clip MNIST's
             // saturated ink, a tenth of the pixels, into the background's neighbourhood).
-            let n = net.spec.normalization;
-            let input = Range {
-                lo: n.apply(0).min(n.apply(255)),
-                hi: n.apply(0).max(n.apply(255)),
-            };
+            let (lo, hi) = net.spec.normalization.range(net.spec.input.channels);
+            let input = Range { lo, hi };
             let acts = calib
                 .iter()
                 .enumerate()

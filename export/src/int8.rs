@@ -189,7 +189,7 @@ impl WeightedOps for Static {
         let wq = quantize::per_channel(&c.weight, c.out_channels, self.encoding.weight_levels());
         let bias = quantize::bias(&c.bias, a.scale, &wq.scales);
         let scales = acc_scales(a.scale, &wq);
-        let dims = [c.out_channels, c.in_channels, c.kernel, c.kernel];
+        let dims = c.weight_dims();
         let [xq, s, z] = quantize_input(g, x, &c.name, self.encoding, a);
         match self.encoding {
             Encoding::QOperator => {
@@ -222,6 +222,36 @@ impl WeightedOps for Static {
                 g.node("Conv", out, &[&xd, &w, &b], conv_attrs(c))
             }
         }
+    }
+
+    /// QOperator: the two float inputs are added as they are (each convolution already
+    /// rescaled its int32 accumulator to f32, so the scales are reconciled in float, and the
+    /// next layer quantizes the sum at its own calibrated scale). QDQ: each input is
+    /// quantized at its own calibrated scale and dequantized before a float `Add`, the
+    /// DQ-Add-Q pattern ONNX Runtime fuses into one integer addition (which rescales both
+    /// inputs to the output's scale).
+    fn add(&mut self, g: &mut Graph, a: &str, b: &str, index: usize, out: &str) -> String {
+        match self.encoding {
+            Encoding::QOperator => g.node("Add", out, &[a, b], vec![]),
+            Encoding::Qdq => {
+                let da = self.fake_quantize(g, a, &format!("{out}.a"), index);
+                let db = self.fake_quantize(g, b, &format!("{out}.b"), index + 1);
+                g.node("Add", out, &[&da, &db], vec![])
+            }
+        }
+    }
+}
+
+impl Static {
+    /// `DequantizeLinear(QuantizeLinear(x))` at tap `index`'s calibrated parameters.
+    fn fake_quantize(&self, g: &mut Graph, x: &str, name: &str, index: usize) -> String {
+        let [q, s, z] = quantize_input(g, x, name, self.encoding, self.acts[index]);
+        g.node(
+            "DequantizeLinear",
+            &format!("{name}.x_dq"),
+            &[&q, &s, &z],
+            vec![],
+        )
     }
 }
 
@@ -289,7 +319,7 @@ impl WeightedOps for Dynamic {
 
     fn conv(&mut self, g: &mut Graph, x: &str, c: &Conv, _: usize, out: &str) -> String {
         let wq = quantize::per_channel(&c.weight, c.out_channels, Dynamic::WEIGHT_LEVELS);
-        let dims = [c.out_channels, c.in_channels, c.kernel, c.kernel];
+        let dims = c.weight_dims();
         let [xq, xs, xz] = Self::quantize(g, x, &c.name);
         let w = g.i8s(&format!("{}.w_q", c.name), &dims, &wq.values);
         let acc = g.node(

@@ -4,8 +4,8 @@
 
 use crate::info::{Dim, ModelInfo};
 
-/// How 8-bit pixels become input values: `x = (pixel · scale - mean) / std`, laid out as
-/// `channels x rows x cols`.
+/// How 8-bit pixels become input values: `x = (pixel · scale - mean[c]) / std[c]` for a
+/// pixel of channel `c`, laid out as `channels x rows x cols`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Preprocess {
     /// Input channels (1: grayscale, 3: RGB).
@@ -16,10 +16,10 @@ pub struct Preprocess {
     pub cols: usize,
     /// Pixel scale (1/255 maps bytes to [0, 1]).
     pub scale: f32,
-    /// Mean subtracted after scaling.
-    pub mean: f32,
-    /// Standard deviation divided by after that.
-    pub std: f32,
+    /// Mean subtracted after scaling, per channel (a grayscale image reads the first).
+    pub mean: [f32; 3],
+    /// Standard deviation divided by after that, per channel.
+    pub std: [f32; 3],
 }
 
 impl Preprocess {
@@ -57,19 +57,37 @@ impl Preprocess {
         let norm: Option<serde_json::Value> = meta
             .get("edgekd.input.normalization")
             .and_then(|s| serde_json::from_str(s).ok());
-        let field = |k: &str, default: f32| {
-            norm.as_ref()
-                .and_then(|n| n.get(k))
-                .and_then(|v| v.as_f64())
-                .map_or(default, |v| v as f32)
+        let field = |k: &str| norm.as_ref().and_then(|n| n.get(k));
+        // A number for every channel, or one per channel (edgekd writes a list when they differ).
+        let per_channel = |k: &str, default: f32| -> [f32; 3] {
+            match field(k) {
+                Some(serde_json::Value::Number(v)) => {
+                    [v.as_f64().unwrap_or(default as f64) as f32; 3]
+                }
+                Some(serde_json::Value::Array(a)) => {
+                    let v: Vec<f32> = a
+                        .iter()
+                        .filter_map(|x| x.as_f64())
+                        .map(|x| x as f32)
+                        .collect();
+                    match v[..] {
+                        [x] => [x; 3],
+                        [r, g, b] => [r, g, b],
+                        _ => [default; 3],
+                    }
+                }
+                _ => [default; 3],
+            }
         };
         Some(Preprocess {
             channels,
             rows,
             cols,
-            scale: field("scale", 1.0 / 255.0),
-            mean: field("mean", 0.0),
-            std: field("std", 1.0),
+            scale: field("scale")
+                .and_then(|v| v.as_f64())
+                .map_or(1.0 / 255.0, |v| v as f32),
+            mean: per_channel("mean", 0.0),
+            std: per_channel("std", 1.0),
         })
     }
 
@@ -83,12 +101,21 @@ impl Preprocess {
         self.len() == 0
     }
 
-    /// Normalizes planar (`C x H x W`) pixels.
+    /// Mean and std of channel `c`.
+    pub fn channel(&self, c: usize) -> (f32, f32) {
+        let c = c.min(2);
+        (self.mean[c], self.std[c])
+    }
+
+    /// Normalizes planar (`C x H x W`) pixels of one or more images, image after image.
     pub fn apply(&self, pixels: &[u8]) -> Vec<f32> {
-        pixels
-            .iter()
-            .map(|&p| (p as f32 * self.scale - self.mean) / self.std)
-            .collect()
+        let plane = (self.rows * self.cols).max(1);
+        let mut out = Vec::with_capacity(pixels.len());
+        for (k, chunk) in pixels.chunks(plane).enumerate() {
+            let (mean, std) = self.channel(k % self.channels.max(1));
+            out.extend(chunk.iter().map(|&p| (p as f32 * self.scale - mean) / std));
+        }
+        out
     }
 }
 

@@ -12,7 +12,7 @@ use edgekd_distill::{
 };
 use serde::Deserialize;
 
-use super::values::{ColorArg, ImageSize, OptimizerArg, ScheduleArg};
+use super::values::{one_or_many, ColorArg, ImageSize, OptimizerArg, ScheduleArg};
 
 /// Training options. Every one may also be set in the `--config` file under the same name
 /// (with `_` for `-`).
@@ -46,6 +46,10 @@ pub struct TrainOpts {
     /// SGD momentum [default: 0.9]
     #[arg(long)]
     pub momentum: Option<f64>,
+    /// SGD with Nesterov momentum (as PyTorch's SGD(nesterov=True))
+    #[arg(long)]
+    #[serde(default)]
+    pub nesterov: bool,
     /// Clip gradients to this global L2 norm [default: off]
     #[arg(long, value_name = "NORM")]
     pub clip_norm: Option<f64>,
@@ -58,9 +62,23 @@ pub struct TrainOpts {
     /// Decay factor of the step schedule [default: 0.1]
     #[arg(long)]
     pub step_gamma: Option<f64>,
-    /// Random translation of up to this many pixels (Hinton et al. used 2) [default: 0]
-    #[arg(long, value_name = "PX")]
+    /// Epochs of linear learning-rate warm-up from 0 before the schedule starts [default: 0]
+    #[arg(long, value_name = "EPOCHS")]
+    pub warmup_epochs: Option<usize>,
+    /// Label smoothing of the true-label cross-entropy: the target puts EPS on the other
+    /// classes, spread evenly (Szegedy et al. 2016) [default: 0]
+    #[arg(long, value_name = "EPS")]
+    pub label_smoothing: Option<f64>,
+    /// Random translation of up to this many pixels, the uncovered border zero: the same as
+    /// a random crop of the image zero-padded by PX on every side (--crop-pad). Hinton et al.
+    /// used 2 on MNIST, CIFAR ResNets 4 [default: 0]
+    #[arg(long, value_name = "PX", visible_alias = "crop-pad")]
+    #[serde(alias = "crop_pad")]
     pub jitter: Option<usize>,
+    /// Mirror training images left to right at random (not for digits or text) [default: off]
+    #[arg(long)]
+    #[serde(default)]
+    pub flip: bool,
     /// Mixup with Beta(A, A) weights, e.g. 0.2 [default: off]
     #[arg(long, value_name = "A")]
     pub mixup: Option<f32>,
@@ -96,9 +114,27 @@ pub struct TrainOpts {
     /// Colour an image folder is decoded to [default: the teacher's input, else RGB when the first image is in colour]
     #[arg(long, value_enum)]
     pub color: Option<ColorArg>,
-    /// Input normalization of the trained model, applied to pixels scaled to [0, 1]: (x - MEAN) / STD; recorded in the checkpoint and the exported ONNX [default: MNIST's 0.1307,0.3081]
-    #[arg(long, value_name = "MEAN,STD", value_delimiter = ',')]
+    /// Input normalization of the trained model, applied to pixels scaled to [0, 1]: (x - MEAN) / STD for every channel; recorded in the checkpoint and the exported ONNX, and applied by run, bench and the C library [default: MNIST's 0.1307,0.3081]
+    #[arg(long, value_name = "MEAN,STD", value_delimiter = ',', conflicts_with_all = ["normalize_mean", "normalize_std"])]
     pub normalize: Option<Vec<f32>>,
+    /// Per-channel input means (R,G,B), with --normalize-std: (x - MEAN[c]) / STD[c]
+    #[arg(
+        long,
+        value_name = "M1,M2,M3",
+        value_delimiter = ',',
+        requires = "normalize_std"
+    )]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub normalize_mean: Option<Vec<f32>>,
+    /// Per-channel input standard deviations, with --normalize-mean
+    #[arg(
+        long,
+        value_name = "S1,S2,S3",
+        value_delimiter = ',',
+        requires = "normalize_mean"
+    )]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub normalize_std: Option<Vec<f32>>,
     /// Threads for training: the matrix products, and convolution blocks [default: every core, or RAYON_NUM_THREADS]. Both cores of a small machine help the big MLPs most (measured in README, Training speed)
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -118,6 +154,8 @@ impl TrainOpts {
 
     /// Fills every option not given on the command line from the experiment file.
     pub fn merge(mut self, file: &TrainOpts) -> TrainOpts {
+        self.nesterov |= file.nesterov;
+        self.flip |= file.flip;
         prefer_flags!(
             self,
             file,
@@ -134,6 +172,8 @@ impl TrainOpts {
             schedule,
             step_every,
             step_gamma,
+            warmup_epochs,
+            label_smoothing,
             jitter,
             mixup,
             dropout,
@@ -142,6 +182,8 @@ impl TrainOpts {
             image_size,
             color,
             normalize,
+            normalize_mean,
+            normalize_std,
             threads
         );
         self
@@ -165,6 +207,7 @@ impl TrainOpts {
             weight_decay: self.weight_decay.unwrap_or(d.weight_decay),
             momentum: self.momentum.unwrap_or(d.momentum),
             clip_norm: self.clip_norm,
+            nesterov: self.nesterov,
             ..d
         };
         let schedule = match self.schedule.unwrap_or(ScheduleArg::Cosine) {
@@ -184,7 +227,10 @@ impl TrainOpts {
             augment: Augment {
                 jitter: self.jitter.unwrap_or(0),
                 mixup: self.mixup,
+                flip: self.flip,
             },
+            warmup_epochs: self.warmup_epochs.unwrap_or(0),
+            label_smoothing: self.label_smoothing.unwrap_or(0.0),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -206,6 +252,12 @@ impl TrainOpts {
         s.classes = data.classes();
         s.class_names = data.class_names.clone();
         s.input = data.train.shape();
+        if !s.normalization.is_uniform() && s.input.channels != 3 {
+            bail!(
+                "per-channel normalization is for RGB images; the data's are {}: give one MEAN,STD with --normalize",
+                s.input
+            );
+        }
         s.validate()
             .with_context(|| format!("for the data's {} images", s.input))?;
         Ok(s)
@@ -222,14 +274,25 @@ impl TrainOpts {
         }
     }
 
-    /// The input normalization --normalize asks for (MNIST's statistics by default).
+    /// The input normalization --normalize (or --normalize-mean and --normalize-std) asks
+    /// for; MNIST's statistics by default.
     pub fn normalization(&self) -> Result<Normalization> {
-        match self.normalize.as_deref() {
-            None => Ok(Normalization::default()),
-            Some(&[mean, std]) if mean.is_finite() && std.is_finite() && std > 0.0 => {
-                Ok(Normalization { mean, std })
-            }
-            Some(v) => bail!("--normalize takes MEAN,STD with a positive STD, got {v:?}"),
+        let (mean, std, flags) = match (&self.normalize, &self.normalize_mean, &self.normalize_std) {
+            (None, None, None) => return Ok(Normalization::default()),
+            (Some(v), None, None) => match v[..] {
+                [mean, std] => (vec![mean], vec![std], "--normalize MEAN,STD"),
+                _ => bail!(
+                    "--normalize takes MEAN,STD (one pair for every channel), got {v:?}; give per-channel values with --normalize-mean and --normalize-std"
+                ),
+            },
+            (None, Some(m), Some(s)) => (m.clone(), s.clone(), "--normalize-mean/--normalize-std"),
+            (None, _, _) => bail!("--normalize-mean and --normalize-std go together"),
+            (Some(_), _, _) => bail!("--normalize and --normalize-mean/--normalize-std are alternatives; give one"),
+        };
+        match Normalization::per_channel(&mean, &std) {
+            Some(n) if n.is_valid() => Ok(n),
+            Some(_) => bail!("{flags}: means must be finite and standard deviations positive, got {mean:?} and {std:?}"),
+            None => bail!("{flags} takes one value for every channel or one per channel (3 for RGB), got {} means and {} standard deviations", mean.len(), std.len()),
         }
     }
 

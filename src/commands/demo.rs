@@ -247,7 +247,7 @@ fn config(epochs: usize, lr: f64, jitter: usize, seed: u64) -> TrainConfig {
         },
         augment: edgekd_distill::batch::Augment {
             jitter,
-            mixup: None,
+            ..Default::default()
         },
         ..Default::default()
     }
