@@ -1685,3 +1685,124 @@ fn run_ranks_a_foreign_classifier_by_its_probabilities() {
     assert!((best - row[2]).abs() < 1e-6, "{best} vs {row:?}");
     assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-4);
 }
+
+/// The edge-class networks end to end on a colour folder: a ResNet teacher and a MobileNetV2
+/// student with per-channel normalization, distilled beside the same student alone, exported
+/// to f32 and int8 (QOperator and QDQ, batch normalization folded, depthwise convolutions,
+/// residual additions, ReLU6 as Clip), each verified, then run and benchmarked.
+#[test]
+fn resnet_and_mobilenetv2_train_distill_export_and_run_on_a_colour_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("hues");
+    hue_folder(&folder, 60, 20);
+    let recipe = [
+        "--image-size",
+        "16",
+        "--color",
+        "rgb",
+        "--normalize-mean",
+        "0.3,0.2,0.1",
+        "--normalize-std",
+        "0.3,0.25,0.2",
+        "--optimizer",
+        "sgd",
+        "--nesterov",
+        "--lr",
+        "0.05",
+        "--warmup-epochs",
+        "1",
+        "--crop-pad",
+        "1",
+        "--flip",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "6",
+        "-q",
+    ];
+    let teacher = dir.path().join("teacher");
+    outputs(
+        edgekd()
+            .args(["train", "--model", "resnet:8-w4", "--data"])
+            .arg(&folder)
+            .args(recipe)
+            .arg("--out")
+            .arg(&teacher),
+    );
+    let spec = std::fs::read_to_string(teacher.join("model.toml")).unwrap();
+    assert!(
+        spec.contains("kind = \"resnet\"") && spec.contains("mean = [0.3, 0.2, 0.1]"),
+        "{spec}"
+    );
+    let report = json(&teacher.join("report.json"));
+    assert!(
+        report["test_accuracy"].as_f64().unwrap() >= 0.9,
+        "the teacher tells the hues apart: {report}"
+    );
+    let student = dir.path().join("student");
+    let text = stdout(
+        edgekd()
+            .args(["distill", "--teacher"])
+            .arg(&teacher)
+            .args(["--student", "mobilenetv2:0.25", "--label-smoothing", "0.1"])
+            .args(["--baseline", "--seeds", "1", "--data"])
+            .arg(&folder)
+            .args(recipe)
+            .arg("--out")
+            .arg(&student),
+    );
+    assert!(
+        text.contains("mobilenetv2:0.25 on 40 test images over 1 seed(s)"),
+        "{text}"
+    );
+    let spec = std::fs::read_to_string(student.join("model.toml")).unwrap();
+    assert!(spec.contains("kind = \"mobilenetv2\""), "{spec}");
+
+    let onnx = dir.path().join("onnx");
+    let mut export = quick_export(&student, &onnx, "f32,int8", "qoperator,qdq");
+    export.arg("--data").arg(&folder);
+    if let Some(python) = onnxruntime_python() {
+        export.arg("--onnxruntime").arg(python);
+    }
+    let table = stdout(&mut export);
+    for v in ["f32", "int8-qop-percentile", "int8-qdq-percentile"] {
+        assert!(onnx.join(format!("student.{v}.onnx")).is_file(), "{table}");
+    }
+    let report = json(&onnx.join("student.export.json"));
+    let ops = |v: &str| {
+        report["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["variant"] == v)
+            .unwrap()["ops"]
+            .to_string()
+    };
+    for op in ["Conv", "Clip", "Add", "GlobalAveragePool"] {
+        assert!(ops("f32").contains(op), "{op}: {}", ops("f32"));
+    }
+    assert!(
+        !ops("f32").contains("BatchNormalization"),
+        "folded into the convolutions"
+    );
+    assert!(ops("int8-qop-percentile").contains("ConvInteger"));
+    // Depthwise convolutions carry their group count.
+    let model = std::fs::read(onnx.join("student.f32.onnx")).unwrap();
+    let proto = <edgekd_runtime::proto::ModelProto as prost::Message>::decode(&model[..]).unwrap();
+    let grouped =
+        proto.graph.unwrap().node.iter().any(|n| {
+            n.op_type == "Conv" && n.attribute.iter().any(|a| a.name == "group" && a.i > 1)
+        });
+    assert!(grouped, "no depthwise Conv in the export");
+
+    for v in ["f32", "int8-qop-percentile"] {
+        let run = stdout(
+            edgekd()
+                .arg("run")
+                .arg(onnx.join(format!("student.{v}.onnx")))
+                .args(["--backend", "native", "--input"])
+                .arg(folder.join("test/red/007.png")),
+        );
+        assert!(run.contains("red"), "{v}: {run}");
+    }
+}

@@ -28,15 +28,16 @@ fn subcommands(args: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// Every `edgekd ...` (or `cargo run --release -- ...`) command line in the README's code
-/// blocks, continuation lines joined.
+/// Every `edgekd ...` (or `cargo run --release -- ...`) command line in the README's shell
+/// code blocks (```sh; transcripts in ```text blocks are output, not commands), continuation
+/// lines joined.
 fn example_commands(readme: &str) -> Vec<Vec<String>> {
     let mut commands = Vec::new();
     let mut in_block = false;
     let mut pending = String::new();
     for line in readme.lines() {
-        if line.trim_start().starts_with("```") {
-            in_block = !in_block;
+        if let Some(info) = line.trim_start().strip_prefix("```") {
+            in_block = !in_block && matches!(info.trim(), "sh" | "bash" | "shell");
             pending.clear();
             continue;
         }

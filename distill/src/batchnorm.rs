@@ -110,20 +110,30 @@ struct BnOp {
     batch: Arc<Mutex<Option<BatchStats>>>,
 }
 
-fn activate(act: Activation, v: f32) -> f32 {
+/// `y = act(x · a + b)`, one loop per activation (so each vectorizes).
+fn affine_act(y: &mut [f32], x: &[f32], a: f32, b: f32, act: Activation) {
+    let pairs = y.iter_mut().zip(x);
     match act {
-        Activation::Identity => v,
-        Activation::Relu => v.max(0.0),
-        Activation::Relu6 => v.clamp(0.0, 6.0),
+        Activation::Identity => pairs.for_each(|(d, &v)| *d = v * a + b),
+        Activation::Relu => pairs.for_each(|(d, &v)| *d = (v * a + b).max(0.0)),
+        Activation::Relu6 => pairs.for_each(|(d, &v)| *d = (v * a + b).clamp(0.0, 6.0)),
     }
 }
 
-/// Whether the gradient passes an activation whose output is `y`.
-fn passes(act: Activation, y: f32) -> bool {
+/// The output gradient where the activation (whose output is `y`) passes it, zero elsewhere.
+fn masked(dy: &[f32], y: &[f32], act: Activation, out: &mut [f32]) {
     match act {
-        Activation::Identity => true,
-        Activation::Relu => y > 0.0,
-        Activation::Relu6 => y > 0.0 && y < 6.0,
+        Activation::Identity => out.copy_from_slice(dy),
+        Activation::Relu => out
+            .iter_mut()
+            .zip(dy)
+            .zip(y)
+            .for_each(|((o, &g), &y)| *o = if y > 0.0 { g } else { 0.0 }),
+        Activation::Relu6 => out
+            .iter_mut()
+            .zip(dy)
+            .zip(y)
+            .for_each(|((o, &g), &y)| *o = if y > 0.0 && y < 6.0 { g } else { 0.0 }),
     }
 }
 
@@ -137,17 +147,54 @@ fn dims(layout: &Layout) -> CandleResult<(usize, usize, usize)> {
     }
 }
 
-/// Per-channel mean and biased variance of `x` (`[n, c, plane]`), summed in f64.
+/// Sums of `v` and of `v²` in eight f32 lanes (vectorized), added up in f64 per plane so a
+/// long batch does not drown small values.
+fn sums(v: &[f32]) -> (f64, f64) {
+    let (mut s, mut s2) = ([0f32; 8], [0f32; 8]);
+    let chunks = v.chunks_exact(8);
+    let (mut ts, mut ts2) = (0f64, 0f64);
+    for &x in chunks.remainder() {
+        ts += x as f64;
+        ts2 += (x as f64) * (x as f64);
+    }
+    for c in chunks {
+        for l in 0..8 {
+            s[l] += c[l];
+            s2[l] += c[l] * c[l];
+        }
+    }
+    let add = |a: [f32; 8]| a.iter().map(|&v| v as f64).sum::<f64>();
+    (add(s) + ts, add(s2) + ts2)
+}
+
+/// `Σ a · b` in eight f32 lanes, added up in f64.
+fn dot(a: &[f32], b: &[f32]) -> f64 {
+    let mut lanes = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f64 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(&x, &y)| x as f64 * y as f64)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for l in 0..8 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    lanes.iter().map(|&v| v as f64).sum::<f64>() + tail
+}
+
+/// Per-channel mean and biased variance of `x` (`[n, c, plane]`).
 fn channel_stats(x: &[f32], n: usize, c: usize, plane: usize) -> (Vec<f32>, Vec<f32>) {
     (0..c)
         .into_par_iter()
         .map(|ch| {
             let (mut s, mut s2) = (0f64, 0f64);
             for i in 0..n {
-                for &v in &x[(i * c + ch) * plane..][..plane] {
-                    s += v as f64;
-                    s2 += (v as f64) * (v as f64);
-                }
+                let (a, b) = sums(&x[(i * c + ch) * plane..][..plane]);
+                s += a;
+                s2 += b;
             }
             let m = (n * plane) as f64;
             let mean = s / m;
@@ -202,9 +249,7 @@ impl CustomOp3 for BnOp {
                     let a = gamma[ch] / (var[ch] + EPS).sqrt();
                     let b = beta[ch] - mean[ch] * a;
                     let (yc, xc) = (&mut y[ch * plane..][..plane], &x[ch * plane..][..plane]);
-                    for (d, &v) in yc.iter_mut().zip(xc) {
-                        *d = activate(self.act, v * a + b);
-                    }
+                    affine_act(yc, xc, a, b, self.act);
                 }
             });
         if self.running.is_none() {
@@ -236,47 +281,49 @@ impl CustomOp3 for BnOp {
                 with_values(res, "batch norm output", |yv| {
                     with_values(grad, "batch norm output gradient", |dy| {
                         let (mean, var) = self.statistics(xv, n, c, plane);
+                        // dx first holds the gradient the activation lets through.
+                        let mut dx = vec![0f32; xv.len()];
+                        dx.par_chunks_mut(c * plane)
+                            .zip(dy.par_chunks(c * plane))
+                            .zip(yv.par_chunks(c * plane))
+                            .for_each(|((d, g), y)| masked(g, y, self.act, d));
+                        // Per channel: Σ g and Σ g · x̂ (x̂ = (x - mean) / σ).
                         let per_channel: Vec<(f32, f32)> = (0..c)
                             .into_par_iter()
                             .map(|ch| {
-                                let inv = 1.0 / (var[ch] + EPS).sqrt();
                                 let (mut sg, mut sgx) = (0f64, 0f64);
                                 for i in 0..n {
                                     let at = (i * c + ch) * plane;
-                                    for q in at..at + plane {
-                                        if passes(self.act, yv[q]) {
-                                            let g = dy[q] as f64;
-                                            sg += g;
-                                            sgx += g * ((xv[q] - mean[ch]) * inv) as f64;
-                                        }
-                                    }
+                                    let (g, x) = (&dx[at..at + plane], &xv[at..at + plane]);
+                                    sg += g.iter().map(|&v| v as f64).sum::<f64>();
+                                    sgx += dot(g, x);
                                 }
-                                (sg as f32, sgx as f32)
+                                let inv = 1.0 / (var[ch] as f64 + EPS as f64).sqrt();
+                                (sg as f32, ((sgx - mean[ch] as f64 * sg) * inv) as f32)
                             })
                             .collect();
-                        let mut dx = vec![0f32; xv.len()];
                         let train = self.running.is_none();
-                        dx.par_chunks_mut(c * plane).enumerate().for_each(|(i, d)| {
-                            for ch in 0..c {
-                                let inv = 1.0 / (var[ch] + EPS).sqrt();
-                                let (sg, sgx) = per_channel[ch];
-                                let scale = gv[ch] * inv;
-                                let at = (i * c + ch) * plane;
-                                for q in 0..plane {
-                                    let g = if passes(self.act, yv[at + q]) {
-                                        dy[at + q]
+                        dx.par_chunks_mut(c * plane)
+                            .zip(xv.par_chunks(c * plane))
+                            .for_each(|(d, x)| {
+                                for ch in 0..c {
+                                    let inv = 1.0 / (var[ch] + EPS).sqrt();
+                                    let (sg, sgx) = per_channel[ch];
+                                    let scale = gv[ch] * inv;
+                                    let (d, x) =
+                                        (&mut d[ch * plane..][..plane], &x[ch * plane..][..plane]);
+                                    if train {
+                                        // scale · (g - Σg/m - x̂ · Σgx̂/m), as a·g + b·x + c.
+                                        let kx = -scale * sgx / m * inv;
+                                        let k0 = -scale * sg / m - kx * mean[ch];
+                                        for (d, &x) in d.iter_mut().zip(x) {
+                                            *d = scale * *d + kx * x + k0;
+                                        }
                                     } else {
-                                        0.0
-                                    };
-                                    d[ch * plane + q] = if train {
-                                        let xh = (xv[at + q] - mean[ch]) * inv;
-                                        scale * (g - sg / m - xh * sgx / m)
-                                    } else {
-                                        scale * g
-                                    };
+                                        d.iter_mut().for_each(|v| *v *= scale);
+                                    }
                                 }
-                            }
-                        });
+                            });
                         let dgamma = per_channel.iter().map(|p| p.1).collect::<Vec<f32>>();
                         let dbeta = per_channel.iter().map(|p| p.0).collect::<Vec<f32>>();
                         Ok((dx, dgamma, dbeta))
@@ -321,11 +368,13 @@ impl CustomOp2 for AddActOp {
             values(a, a_layout, "residual input")?,
             values(b, b_layout, "shortcut input")?,
         );
-        let y = a
-            .iter()
-            .zip(b)
-            .map(|(&p, &q)| activate(self.act, p + q))
-            .collect();
+        let mut y = vec![0f32; a.len()];
+        let it = y.iter_mut().zip(a).zip(b);
+        match self.act {
+            Activation::Identity => it.for_each(|((d, &p), &q)| *d = p + q),
+            Activation::Relu => it.for_each(|((d, &p), &q)| *d = (p + q).max(0.0)),
+            Activation::Relu6 => it.for_each(|((d, &p), &q)| *d = (p + q).clamp(0.0, 6.0)),
+        }
         Ok((CpuStorage::F32(y), a_layout.shape().clone()))
     }
 
@@ -338,11 +387,9 @@ impl CustomOp2 for AddActOp {
     ) -> CandleResult<(Option<Tensor>, Option<Tensor>)> {
         let g = with_values(grad, "residual output gradient", |dy| {
             with_values(res, "residual output", |y| {
-                Ok(dy
-                    .iter()
-                    .zip(y)
-                    .map(|(&g, &y)| if passes(self.act, y) { g } else { 0.0 })
-                    .collect::<Vec<f32>>())
+                let mut g = vec![0f32; dy.len()];
+                masked(dy, y, self.act, &mut g);
+                Ok(g)
             })
         })?;
         let g = Tensor::from_vec(g, a.shape(), a.device())?;

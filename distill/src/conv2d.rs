@@ -221,9 +221,7 @@ impl Geometry {
                             let row = &plane[sy * self.w..][..self.w];
                             let dst = &mut out[oy * self.ow..][lo..hi];
                             let start = lo * self.stride + j - self.pad;
-                            for (d, xx) in dst.iter_mut().zip((start..).step_by(self.stride)) {
-                                *d += wt * row[xx];
-                            }
+                            axpy(dst, &row[start..], self.stride, wt);
                         }
                     }
                 }
@@ -259,14 +257,10 @@ impl Geometry {
                             let start = lo * self.stride + j - self.pad;
                             let gs = &g[oy * self.ow..][lo..hi];
                             let row = &plane[sy * self.w..][..self.w];
-                            for (&gv, xx) in gs.iter().zip((start..).step_by(self.stride)) {
-                                sum += gv * row[xx];
-                            }
+                            sum += dot(gs, &row[start..], self.stride);
                             if let Some(dx) = dx.as_deref_mut() {
                                 let drow = &mut dx[(ch * self.h + sy) * self.w..][..self.w];
-                                for (&gv, xx) in gs.iter().zip((start..).step_by(self.stride)) {
-                                    drow[xx] += wt * gv;
-                                }
+                                scatter_axpy(&mut drow[start..], gs, self.stride, wt);
                             }
                         }
                     }
@@ -275,6 +269,59 @@ impl Geometry {
             }
         }
     }
+}
+
+/// `dst[i] += a · src[i · stride]`: a contiguous loop (vectorized) for stride 1.
+fn axpy(dst: &mut [f32], src: &[f32], stride: usize, a: f32) {
+    if stride == 1 {
+        let src = &src[..dst.len()];
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d += a * v;
+        }
+    } else {
+        for (d, &v) in dst.iter_mut().zip(src.iter().step_by(stride)) {
+            *d += a * v;
+        }
+    }
+}
+
+/// `dst[i · stride] += a · src[i]`.
+fn scatter_axpy(dst: &mut [f32], src: &[f32], stride: usize, a: f32) {
+    if stride == 1 {
+        for (d, &v) in dst[..src.len()].iter_mut().zip(src) {
+            *d += a * v;
+        }
+    } else {
+        for (d, &v) in dst.iter_mut().step_by(stride).zip(src) {
+            *d += a * v;
+        }
+    }
+}
+
+/// `Σ g[i] · x[i · stride]`, in eight partial sums for stride 1 (so it vectorizes).
+fn dot(g: &[f32], x: &[f32], stride: usize) -> f32 {
+    if stride != 1 {
+        return g
+            .iter()
+            .zip(x.iter().step_by(stride))
+            .map(|(a, b)| a * b)
+            .sum();
+    }
+    let x = &x[..g.len()];
+    let mut lanes = [0f32; 8];
+    let (gc, xc) = (g.chunks_exact(8), x.chunks_exact(8));
+    let tail: f32 = gc
+        .remainder()
+        .iter()
+        .zip(xc.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    for (a, b) in gc.zip(xc) {
+        for l in 0..8 {
+            lanes[l] += a[l] * b[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 impl CustomOp2 for ConvOp {
