@@ -1,0 +1,177 @@
+//! Depthwise convolutions (one filter per channel) on channels-last activations: for each
+//! output pixel, each tap's pointer reaches the input pixel's channels (or a row of the zero
+//! point in the padding), and the channels are summed eight to a register.
+
+use super::sgemm::FloatMode;
+use super::Isa;
+
+/// int8 depthwise weights, `[tap][channel]`, widened to int32.
+#[derive(Debug, Clone)]
+pub(crate) struct QDepthwise {
+    /// Channels.
+    pub c: usize,
+    /// Kernel taps.
+    pub taps: usize,
+    /// `[tap][channel]`.
+    pub w: Vec<i32>,
+    /// Per channel, the sum of its taps' weights (for the input zero point).
+    pub sums: Vec<i32>,
+}
+
+impl QDepthwise {
+    /// Packs `c` channels of `taps` weights, `w(channel, tap)` each.
+    pub fn pack(c: usize, taps: usize, w: impl Fn(usize, usize) -> i8) -> QDepthwise {
+        let mut packed = vec![0i32; taps * c];
+        let mut sums = vec![0i32; c];
+        for ch in 0..c {
+            for t in 0..taps {
+                let v = w(ch, t) as i32;
+                packed[t * c + ch] = v;
+                sums[ch] += v;
+            }
+        }
+        QDepthwise {
+            c,
+            taps,
+            w: packed,
+            sums,
+        }
+    }
+
+    /// `acc[ch] = Σ_t x_t[ch] · w[t][ch]` for one output pixel, `ptrs[t]` its taps' inputs.
+    ///
+    /// # Safety
+    /// Every pointer must be valid for `c` bytes.
+    pub unsafe fn pixel(&self, isa: Isa, ptrs: &[*const i8], acc: &mut [i32]) {
+        let mut ch = 0;
+        #[cfg(target_arch = "x86_64")]
+        if isa.is_avx2() {
+            ch = x86::q_pixel(self, ptrs, acc);
+        }
+        let _ = isa;
+        for ch in ch..self.c {
+            let mut s = 0i32;
+            for (t, p) in ptrs.iter().enumerate().take(self.taps) {
+                s += *p.add(ch) as i32 * self.w[t * self.c + ch];
+            }
+            acc[ch] = s;
+        }
+    }
+}
+
+/// f32 depthwise weights, `[tap][channel]`.
+#[derive(Debug, Clone)]
+pub(crate) struct FDepthwise {
+    /// Channels.
+    pub c: usize,
+    /// Kernel taps.
+    pub taps: usize,
+    /// `[tap][channel]`.
+    pub w: Vec<f32>,
+}
+
+impl FDepthwise {
+    /// Packs `c` channels of `taps` weights, `w(channel, tap)` each.
+    pub fn pack(c: usize, taps: usize, w: impl Fn(usize, usize) -> f32) -> FDepthwise {
+        let mut packed = vec![0f32; taps * c];
+        for ch in 0..c {
+            for t in 0..taps {
+                packed[t * c + ch] = w(ch, t);
+            }
+        }
+        FDepthwise { c, taps, w: packed }
+    }
+
+    /// `out[ch] = Σ_t x_t[ch] · w[t][ch]` for one output pixel.
+    ///
+    /// # Safety
+    /// Every pointer must be valid for `c` floats.
+    pub unsafe fn pixel(&self, isa: Isa, mode: FloatMode, ptrs: &[*const f32], out: &mut [f32]) {
+        let mut ch = 0;
+        #[cfg(target_arch = "x86_64")]
+        if mode == FloatMode::Fast && isa.has_fma() {
+            ch = x86::f_pixel(self, ptrs, out);
+        }
+        let _ = (isa, mode);
+        for ch in ch..self.c {
+            let mut s = 0f32;
+            for (t, p) in ptrs.iter().enumerate().take(self.taps) {
+                s += *p.add(ch) * self.w[t * self.c + ch];
+            }
+            out[ch] = s;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{FDepthwise, QDepthwise};
+    use std::arch::x86_64::*;
+
+    /// Eight channels at a time (sign-extended to int32, `vpmulld`); returns where it stopped.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn q_pixel(d: &QDepthwise, ptrs: &[*const i8], acc: &mut [i32]) -> usize {
+        let mut ch = 0;
+        while ch + 8 <= d.c {
+            let mut s = _mm256_setzero_si256();
+            for (t, p) in ptrs.iter().enumerate().take(d.taps) {
+                let x = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(ch) as *const __m128i));
+                let w = _mm256_loadu_si256(d.w.as_ptr().add(t * d.c + ch) as *const __m256i);
+                s = _mm256_add_epi32(s, _mm256_mullo_epi32(x, w));
+            }
+            _mm256_storeu_si256(acc.as_mut_ptr().add(ch) as *mut __m256i, s);
+            ch += 8;
+        }
+        ch
+    }
+
+    /// Eight channels at a time with fused multiply-adds; returns where it stopped.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn f_pixel(d: &FDepthwise, ptrs: &[*const f32], out: &mut [f32]) -> usize {
+        let mut ch = 0;
+        while ch + 8 <= d.c {
+            let mut s = _mm256_setzero_ps();
+            for (t, p) in ptrs.iter().enumerate().take(d.taps) {
+                let x = _mm256_loadu_ps(p.add(ch));
+                s = _mm256_fmadd_ps(x, _mm256_loadu_ps(d.w.as_ptr().add(t * d.c + ch)), s);
+            }
+            _mm256_storeu_ps(out.as_mut_ptr().add(ch), s);
+            ch += 8;
+        }
+        ch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int8_and_f32_pixels_match_the_definition() {
+        let (c, taps) = (21, 9);
+        let x: Vec<i8> = (0..taps * c).map(|i| ((i * 37) % 255) as i32 as u8 as i8).collect();
+        let d = QDepthwise::pack(c, taps, |ch, t| ((ch * 7 + t * 13) % 255) as u8 as i8);
+        let ptrs: Vec<*const i8> = (0..taps).map(|t| unsafe { x.as_ptr().add(t * c) }).collect();
+        let (mut a, mut b) = (vec![0i32; c], vec![0i32; c]);
+        unsafe {
+            d.pixel(Isa::PORTABLE, &ptrs, &mut a);
+            d.pixel(Isa::detect(), &ptrs, &mut b);
+        }
+        assert_eq!(a, b);
+        for ch in 0..c {
+            let want: i32 = (0..taps).map(|t| x[t * c + ch] as i32 * d.w[t * c + ch]).sum();
+            assert_eq!(a[ch], want);
+        }
+        let xf: Vec<f32> = x.iter().map(|&v| v as f32 / 7.0).collect();
+        let f = FDepthwise::pack(c, taps, |ch, t| d.w[t * c + ch] as f32 / 11.0);
+        let ptrs: Vec<*const f32> = (0..taps).map(|t| unsafe { xf.as_ptr().add(t * c) }).collect();
+        let (mut a, mut b) = (vec![0f32; c], vec![0f32; c]);
+        unsafe {
+            f.pixel(Isa::detect(), FloatMode::Exact, &ptrs, &mut a);
+            f.pixel(Isa::detect(), FloatMode::Fast, &ptrs, &mut b);
+        }
+        for (p, q) in a.iter().zip(&b) {
+            assert!((p - q).abs() < 1e-4 * (1.0 + p.abs()), "{p} {q}");
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! int8 matrix products: every quantized convolution and dense layer reduces to one.
+//!
+//! `C[m, n] = Σ_k A[m, k] · B[k, n]` with A the activations (int8, one row per output pixel
+//! or sample) and B the weights (int8, one column per output channel). Weights are packed
+//! once, at load, into panels of [`NR`] columns in groups of four k ("quads"): 32 bytes hold
+//! eight columns' next four weights, the shape the micro-kernels consume. A row of A is read
+//! through an indirection table, one pointer per kernel tap, so a convolution needs no
+//! im2col copy: each tap's pointer points at the input pixel's channels (or at a row of the
+//! zero point where the tap falls in the padding), and a dense layer is one tap.
+//!
+//! The x86 kernel multiplies |a| (u8) by b·sign(a) with `vpmaddubsw`, whose int16 pair sums
+//! stay within 2·128·127 = 32512 when weights lie in [-127, 127]: every path computes the
+//! exact integer result. Weights holding -128 run on the portable path.
+
+use super::Isa;
+
+/// Output columns per panel.
+pub(crate) const NR: usize = 8;
+/// Rows per micro-kernel call.
+pub(crate) const MR: usize = 4;
+
+/// Constant int8 weights packed for the micro-kernels.
+#[derive(Debug, Clone)]
+pub(crate) struct QPacked {
+    /// Output channels.
+    pub n: usize,
+    /// Kernel taps (1 for a dense layer).
+    pub taps: usize,
+    /// Input values per tap (input channels).
+    pub cin: usize,
+    /// Groups of four inputs per tap (`cin` rounded up).
+    pub quads: usize,
+    /// `[panel][tap][quad][NR columns][4]`, zero-padded.
+    pub data: Vec<i8>,
+    /// Per output channel, the sum of its weights (for the activation zero point).
+    pub col_sums: Vec<i32>,
+    /// Whether every weight lies in [-127, 127] (the SIMD kernels need it).
+    pub symmetric: bool,
+}
+
+impl QPacked {
+    /// Packs `n` output channels of `taps x cin` weights, `w(o, tap, ci)` each.
+    pub fn pack(n: usize, taps: usize, cin: usize, w: impl Fn(usize, usize, usize) -> i8) -> QPacked {
+        let quads = cin.div_ceil(4);
+        let panels = n.div_ceil(NR);
+        let mut data = vec![0i8; panels * taps * quads * NR * 4];
+        let mut col_sums = vec![0i32; n];
+        let mut symmetric = true;
+        for o in 0..n {
+            let (panel, col) = (o / NR, o % NR);
+            for t in 0..taps {
+                for ci in 0..cin {
+                    let v = w(o, t, ci);
+                    symmetric &= v != i8::MIN;
+                    col_sums[o] += v as i32;
+                    let at = (((panel * taps + t) * quads + ci / 4) * NR + col) * 4 + ci % 4;
+                    data[at] = v;
+                }
+            }
+        }
+        QPacked {
+            n,
+            taps,
+            cin,
+            quads,
+            data,
+            col_sums,
+            symmetric,
+        }
+    }
+
+    /// Bytes of one panel.
+    pub fn panel_len(&self) -> usize {
+        self.taps * self.quads * NR * 4
+    }
+
+    /// Accumulates `rows` (≤ [`MR`]) rows against panels `first_panel..first_panel + panels`
+    /// (at most two): `acc[r][j]` for column `first_panel·NR + j`. Row `r`'s tap `t` reads
+    /// `cin` values at `ind[r * taps + t]`, with at least `quads · 4` readable bytes.
+    ///
+    /// # Safety
+    /// Every pointer in `ind[..rows * taps]` must be valid for `quads · 4` bytes.
+    pub unsafe fn accumulate(
+        &self,
+        isa: Isa,
+        ind: &[*const i8],
+        rows: usize,
+        first_panel: usize,
+        panels: usize,
+        acc: &mut [[i32; 2 * NR]; MR],
+    ) {
+        debug_assert!(rows <= MR && panels <= 2 && ind.len() >= rows * self.taps);
+        let b = self.data.as_ptr().add(first_panel * self.panel_len());
+        #[cfg(target_arch = "x86_64")]
+        if isa.is_avx2() && self.symmetric && rows == MR {
+            return match panels {
+                2 => x86::tile::<2>(self, ind, b, acc),
+                _ => x86::tile::<1>(self, ind, b, acc),
+            };
+        }
+        let _ = isa;
+        portable(self, ind, rows, b, panels, acc)
+    }
+}
+
+/// The reference: exact integer sums, any row count, any weights.
+unsafe fn portable(
+    p: &QPacked,
+    ind: &[*const i8],
+    rows: usize,
+    b: *const i8,
+    panels: usize,
+    acc: &mut [[i32; 2 * NR]; MR],
+) {
+    for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+        *acc = [0; 2 * NR];
+        for t in 0..p.taps {
+            let a = std::slice::from_raw_parts(ind[r * p.taps + t], p.quads * 4);
+            for pn in 0..panels {
+                let panel = b.add(pn * p.panel_len() + t * p.quads * NR * 4);
+                for q in 0..p.quads {
+                    let w = std::slice::from_raw_parts(panel.add(q * NR * 4), NR * 4);
+                    for c in 0..NR {
+                        let mut s = 0i32;
+                        for l in 0..4 {
+                            s += a[q * 4 + l] as i32 * w[c * 4 + l] as i32;
+                        }
+                        acc[pn * NR + c] += s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{QPacked, MR, NR};
+    use std::arch::x86_64::*;
+
+    /// Four rows by one or two panels: eight columns per `__m256i` of int32 sums, each lane
+    /// one column (the four products of a quad are summed inside the lane by `vpmaddubsw` and
+    /// `vpmaddwd`), so no horizontal reduction is needed.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn tile<const PANELS: usize>(
+        p: &QPacked,
+        ind: &[*const i8],
+        b: *const i8,
+        acc: &mut [[i32; 2 * NR]; MR],
+    ) {
+        let ones = _mm256_set1_epi16(1);
+        let mut c = [_mm256_setzero_si256(); 2 * MR];
+        let step = p.quads * NR * 4;
+        let second = if PANELS == 2 { p.panel_len() } else { 0 };
+        for t in 0..p.taps {
+            let rows = [
+                ind[t],
+                ind[p.taps + t],
+                ind[2 * p.taps + t],
+                ind[3 * p.taps + t],
+            ];
+            let b0 = b.add(t * step);
+            let b1 = b0.add(second);
+            for q in 0..p.quads {
+                let w0 = _mm256_loadu_si256(b0.add(q * 32) as *const __m256i);
+                let w1 = _mm256_loadu_si256(b1.add(q * 32) as *const __m256i);
+                for r in 0..MR {
+                    let a = _mm256_set1_epi32((rows[r].add(q * 4) as *const i32).read_unaligned());
+                    let ua = _mm256_sign_epi8(a, a);
+                    let p0 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(w0, a));
+                    c[2 * r] = _mm256_add_epi32(c[2 * r], _mm256_madd_epi16(p0, ones));
+                    if PANELS == 2 {
+                        let p1 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(w1, a));
+                        c[2 * r + 1] = _mm256_add_epi32(c[2 * r + 1], _mm256_madd_epi16(p1, ones));
+                    }
+                }
+            }
+        }
+        for r in 0..MR {
+            _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, c[2 * r]);
+            _mm256_storeu_si256(acc[r].as_mut_ptr().add(NR) as *mut __m256i, c[2 * r + 1]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small xorshift stream of bytes for weights and activations.
+    fn bytes(n: usize, seed: u64, lo: i32, hi: i32) -> Vec<i8> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (lo + (s % (hi - lo + 1) as u64) as i32) as i8
+            })
+            .collect()
+    }
+
+    /// Every ISA against the plain triple loop, for odd channel counts, several taps, partial
+    /// panels and rows, and extreme values.
+    #[test]
+    fn every_path_computes_the_exact_sums() {
+        for (n, taps, cin, seed) in [(16, 1, 4, 1), (13, 9, 3, 2), (8, 9, 16, 3), (24, 1, 67, 4), (3, 2, 5, 5)] {
+            let w = bytes(n * taps * cin, seed, -127, 127);
+            let a = bytes(MR * taps * cin.div_ceil(4) * 4, seed + 9, -128, 127);
+            let packed = QPacked::pack(n, taps, cin, |o, t, ci| w[(o * taps + t) * cin + ci]);
+            let quads = cin.div_ceil(4);
+            // Each row's taps sit one after another; padding bytes beyond cin are zero.
+            let mut rows = vec![0i8; MR * taps * quads * 4];
+            for r in 0..MR {
+                for t in 0..taps {
+                    for ci in 0..cin {
+                        rows[(r * taps + t) * quads * 4 + ci] = a[(r * taps + t) * quads * 4 + ci];
+                    }
+                }
+            }
+            let ind: Vec<*const i8> = (0..MR * taps)
+                .map(|i| unsafe { rows.as_ptr().add(i * quads * 4) })
+                .collect();
+            for panel in (0..n.div_ceil(NR)).step_by(2) {
+                let panels = (n.div_ceil(NR) - panel).min(2);
+                for isa in [Isa::PORTABLE, Isa::detect()] {
+                    let mut acc = [[0i32; 2 * NR]; MR];
+                    unsafe { packed.accumulate(isa, &ind, MR, panel, panels, &mut acc) };
+                    for r in 0..MR {
+                        for j in 0..panels * NR {
+                            let o = panel * NR + j;
+                            if o >= n {
+                                continue;
+                            }
+                            let want: i32 = (0..taps)
+                                .flat_map(|t| (0..cin).map(move |ci| (t, ci)))
+                                .map(|(t, ci)| {
+                                    rows[(r * taps + t) * quads * 4 + ci] as i32
+                                        * w[(o * taps + t) * cin + ci] as i32
+                                })
+                                .sum();
+                            assert_eq!(acc[r][j], want, "{} n={n} taps={taps} cin={cin} r={r} o={o}", isa.name());
+                        }
+                    }
+                }
+            }
+            assert_eq!(packed.col_sums[0], (0..taps * cin).map(|i| w[i] as i32).sum::<i32>());
+        }
+    }
+}

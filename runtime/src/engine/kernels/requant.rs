@@ -1,0 +1,181 @@
+//! From int32 sums to outputs: `v = (acc + bias[c]) · mult[c] + add[c]` per output channel,
+//! then either f32 (clamped to the activation's range) or int8 (`round_half_even(v) + zp`,
+//! clamped; the activation folded into the clamp). The order of operations is fixed (a
+//! multiply, then an add, no fused multiply-add), so every path gives the same bits.
+
+use super::Isa;
+
+/// What the epilogue writes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Output {
+    /// f32 values clamped to `[lo, hi]` (ReLU: `[0, inf)`; none: infinite bounds).
+    F32 {
+        /// Lower clamp.
+        lo: f32,
+        /// Upper clamp.
+        hi: f32,
+    },
+    /// int8 values `round(v) + zp` clamped to `[lo, hi]` (in the int8 domain).
+    Q8 {
+        /// Zero point.
+        zp: i32,
+        /// Lower clamp.
+        lo: i32,
+        /// Upper clamp.
+        hi: i32,
+    },
+    /// The int32 sums plus `bias` (no scaling).
+    I32,
+}
+
+/// Per-channel constants of one layer's epilogue.
+#[derive(Debug, Clone)]
+pub(crate) struct Requant {
+    /// Added to the int32 sum (a bias, minus the input zero point times the weight sums).
+    pub bias: Vec<i32>,
+    /// Multiplies the sum.
+    pub mult: Vec<f32>,
+    /// Added after the multiply.
+    pub add: Vec<f32>,
+    /// What is written.
+    pub out: Output,
+}
+
+impl Requant {
+    /// Applies channels `ch0..ch0 + acc.len()` to one row of sums, writing f32 values.
+    pub fn to_f32(&self, isa: Isa, acc: &[i32], ch0: usize, dst: &mut [f32]) {
+        let Output::F32 { lo, hi } = self.out else {
+            unreachable!("an f32 epilogue");
+        };
+        let n = acc.len();
+        let (b, m, a) = (&self.bias[ch0..ch0 + n], &self.mult[ch0..ch0 + n], &self.add[ch0..ch0 + n]);
+        #[cfg(target_arch = "x86_64")]
+        if isa.is_avx2() {
+            // SAFETY: AVX2 is detected; the slices have n elements each.
+            return unsafe { x86::to_f32(acc, b, m, a, lo, hi, dst) };
+        }
+        let _ = isa;
+        for i in 0..n {
+            dst[i] = (((acc[i] + b[i]) as f32) * m[i] + a[i]).clamp(lo, hi);
+        }
+    }
+
+    /// Applies channels `ch0..ch0 + acc.len()` to one row of sums, writing int8 values.
+    pub fn to_q8(&self, isa: Isa, acc: &[i32], ch0: usize, dst: &mut [i8]) {
+        let Output::Q8 { zp, lo, hi } = self.out else {
+            unreachable!("an int8 epilogue");
+        };
+        let n = acc.len();
+        let (b, m, a) = (&self.bias[ch0..ch0 + n], &self.mult[ch0..ch0 + n], &self.add[ch0..ch0 + n]);
+        #[cfg(target_arch = "x86_64")]
+        if isa.is_avx2() {
+            // SAFETY: AVX2 is detected; the slices have n elements each.
+            return unsafe { x86::to_q8(acc, b, m, a, zp, lo, hi, dst) };
+        }
+        let _ = isa;
+        for i in 0..n {
+            dst[i] = quantize(((acc[i] + b[i]) as f32) * m[i] + a[i], zp, lo, hi);
+        }
+    }
+
+    /// Applies channels `ch0..` to one row of sums, writing int32 values.
+    pub fn to_i32(&self, acc: &[i32], ch0: usize, dst: &mut [i32]) {
+        for (i, (d, &v)) in dst.iter_mut().zip(acc).enumerate() {
+            *d = v + self.bias[ch0 + i];
+        }
+    }
+}
+
+/// `round_half_even(v) + zp`, clamped to `[lo, hi]`: ONNX `QuantizeLinear`'s rounding.
+pub(crate) fn quantize(v: f32, zp: i32, lo: i32, hi: i32) -> i8 {
+    // Clamp in float first: a huge v must not wrap when converted.
+    let r = v.clamp(-65536.0, 65536.0).round_ties_even() as i32;
+    (r + zp).clamp(lo, hi) as i8
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn to_f32(acc: &[i32], b: &[i32], m: &[f32], a: &[f32], lo: f32, hi: f32, dst: &mut [f32]) {
+        let n = acc.len();
+        let (vlo, vhi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+        let mut i = 0;
+        while i + 8 <= n {
+            let s = _mm256_add_epi32(
+                _mm256_loadu_si256(acc.as_ptr().add(i) as *const __m256i),
+                _mm256_loadu_si256(b.as_ptr().add(i) as *const __m256i),
+            );
+            let v = _mm256_add_ps(
+                _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_loadu_ps(m.as_ptr().add(i))),
+                _mm256_loadu_ps(a.as_ptr().add(i)),
+            );
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_min_ps(_mm256_max_ps(v, vlo), vhi));
+            i += 8;
+        }
+        for i in i..n {
+            dst[i] = (((acc[i] + b[i]) as f32) * m[i] + a[i]).clamp(lo, hi);
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn to_q8(acc: &[i32], b: &[i32], m: &[f32], a: &[f32], zp: i32, lo: i32, hi: i32, dst: &mut [i8]) {
+        let n = acc.len();
+        let (flo, fhi) = (_mm256_set1_ps(-65536.0), _mm256_set1_ps(65536.0));
+        let (vzp, vlo, vhi) = (_mm256_set1_epi32(zp), _mm256_set1_epi32(lo), _mm256_set1_epi32(hi));
+        let mut i = 0;
+        while i + 8 <= n {
+            let s = _mm256_add_epi32(
+                _mm256_loadu_si256(acc.as_ptr().add(i) as *const __m256i),
+                _mm256_loadu_si256(b.as_ptr().add(i) as *const __m256i),
+            );
+            let v = _mm256_add_ps(
+                _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_loadu_ps(m.as_ptr().add(i))),
+                _mm256_loadu_ps(a.as_ptr().add(i)),
+            );
+            // cvtps2dq rounds half to even under the default MXCSR.
+            let q = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, flo), fhi));
+            let q = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(q, vzp), vlo), vhi);
+            let mut lanes = [0i32; 8];
+            _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, q);
+            for (d, &l) in dst[i..i + 8].iter_mut().zip(&lanes) {
+                *d = l as i8;
+            }
+            i += 8;
+        }
+        for i in i..n {
+            dst[i] = super::quantize(((acc[i] + b[i]) as f32) * m[i] + a[i], zp, lo, hi);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_path_rounds_and_clamps_alike() {
+        let acc: Vec<i32> = (0..21).map(|i| (i * 7919 % 4001) - 2000).collect();
+        let r = |out| Requant {
+            bias: (0..21).map(|i| i * 3 - 30).collect(),
+            mult: (0..21).map(|i| 0.011 + i as f32 * 0.0007).collect(),
+            add: (0..21).map(|i| (i as f32 - 10.0) * 0.25).collect(),
+            out,
+        };
+        let q = r(Output::Q8 { zp: -3, lo: -128, hi: 100 });
+        let (mut a, mut b) = (vec![0i8; 19], vec![0i8; 19]);
+        q.to_q8(Isa::PORTABLE, &acc[2..], 2, &mut a);
+        q.to_q8(Isa::detect(), &acc[2..], 2, &mut b);
+        assert_eq!(a, b);
+        let f = r(Output::F32 { lo: 0.0, hi: 6.0 });
+        let (mut a, mut b) = (vec![0f32; 21], vec![0f32; 21]);
+        f.to_f32(Isa::PORTABLE, &acc, 0, &mut a);
+        f.to_f32(Isa::detect(), &acc, 0, &mut b);
+        assert_eq!(a, b);
+        // Half-way values go to the even neighbour, as QuantizeLinear says.
+        assert_eq!((quantize(2.5, 0, -128, 127), quantize(-3.5, 0, -128, 127)), (2, -4));
+        assert_eq!(quantize(1e30, 5, -128, 127), 127);
+    }
+}

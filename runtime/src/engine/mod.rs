@@ -1,0 +1,3 @@
+//! edgekd's own inference engine (in progress: replaces `native`).
+
+pub(crate) mod kernels;
