@@ -280,7 +280,8 @@ fn device_builds_match_the_host_under_qemu() {
         let report: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&device_json).unwrap()).unwrap();
         let (arch, isa) = match target.split('-').next().unwrap() {
-            "aarch64" => ("aarch64", "neon"),
+            // qemu-user's default CPU ("max") has the dot-product instructions.
+            "aarch64" => ("aarch64", "neon+dotprod"),
             "armv7" => ("arm", "portable"),
             _ => (std::env::consts::ARCH, edgekd_isa()),
         };
@@ -311,39 +312,48 @@ fn device_builds_match_the_host_under_qemu() {
     }
 }
 
-/// The runtime's own tests (the NEON int8 kernels against the portable ones at the int16
-/// saturation extremes, hand-computed graphs, hostile bytes) compiled for aarch64 and run
-/// under qemu by `cargo test --target`, through `.cargo/config.toml`'s runner.
+/// The runtime's own tests (the int8 kernels against the portable ones, exactly; hand-built
+/// graphs; hostile bytes) compiled for aarch64 and run under qemu by `cargo test --target`,
+/// through `.cargo/config.toml`'s runner: once as a CPU with the dot-product instructions
+/// (Cortex-A76 and later: SDOT kernels) and once as a Cortex-A72 without them (the Raspberry
+/// Pi 4: widening multiply-accumulate kernels). qemu-user takes the CPU from `QEMU_CPU`.
 #[test]
 fn runtime_tests_pass_on_aarch64_under_qemu() {
     let target = TARGETS[0];
     if !usable(target) {
         return;
     }
-    let out = Command::new(env!("CARGO"))
-        .current_dir(root())
-        .args(["test", "-p", "edgekd-runtime", "--no-default-features"])
-        .args([
-            "--profile",
-            "device-test",
-            "--target",
-            target,
-            "--target-dir",
-        ])
-        .arg(cross_target_dir())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    // The kernels' exactness test ran (an aarch64 binary: only the runner can have run it).
-    assert!(
-        text.contains("simd_matches_portable_exactly_at_the_extremes ... ok"),
-        "{text}"
-    );
+    for (cpu, isa) in [("max", "neon+dotprod"), ("cortex-a72", "neon")] {
+        let out = Command::new(env!("CARGO"))
+            .current_dir(root())
+            .env("QEMU_CPU", cpu)
+            .env("EDGEKD_EXPECT_ISA", isa)
+            .args(["test", "-p", "edgekd-runtime", "--no-default-features"])
+            .args([
+                "--profile",
+                "device-test",
+                "--target",
+                target,
+                "--target-dir",
+            ])
+            .arg(cross_target_dir())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{cpu}: {text}");
+        // The kernels' exactness test ran on the kernels this CPU picks (an aarch64 binary:
+        // only the runner can have run it).
+        for test in [
+            "every_path_computes_the_exact_sums ... ok",
+            "the_detected_isa_is_the_one_expected ... ok",
+        ] {
+            assert!(text.contains(test), "{cpu}: {text}");
+        }
+    }
 }
 
 /// Android: without the NDK (no registry here carries it) the runtime and its C ABI are

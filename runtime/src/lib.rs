@@ -8,8 +8,6 @@
 
 pub mod backend;
 pub mod classify;
-// The new engine's kernels, tested on their own; the engine that uses them replaces `native`.
-#[allow(dead_code)]
 mod engine;
 pub mod error;
 pub mod idx;
@@ -18,12 +16,12 @@ pub mod image;
 pub mod info;
 pub mod limits;
 pub mod model;
-mod native;
 pub mod preprocess;
 pub mod proto;
 pub mod stats;
 
 pub use classify::{softmax, top_k, Ranked};
+pub use engine::FloatMode;
 pub use error::{Error, Result};
 pub use info::{Dim, ElementType, ModelInfo, Output, TensorInfo};
 pub use limits::Limits;
@@ -34,5 +32,5 @@ pub use stats::{LatencySummary, OutlierWarning};
 /// The instruction set the native engine's kernels run on here (`avx2`, `neon` or
 /// `portable`), detected once.
 pub fn kernel_isa() -> &'static str {
-    native::kernels::Isa::detect().name()
+    engine::kernels::Isa::detect().name()
 }

@@ -13,13 +13,13 @@ use crate::info::{Dim, ModelInfo, Output};
 /// Which engine runs a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub enum Backend {
-    /// The native engine for int8 models it fully covers (it is several times faster than
-    /// tract on them), tract for everything else; the native engine for everything in builds
-    /// without tract.
+    /// The native engine for every model whose operators it covers (int8 and f32: it is
+    /// faster than tract on all of them), tract for the others; the native engine alone in
+    /// builds without tract.
     #[default]
     Auto,
-    /// edgekd's own engine ([`crate::native`]): int8 kernels, plus the float layers students
-    /// are made of.
+    /// edgekd's own engine: int8 and f32 convolutions and dense layers on packed weights,
+    /// channels-last activations, one arena per run.
     Native,
     /// tract-onnx (feature `tract`).
     Tract,
@@ -78,6 +78,10 @@ pub struct Options {
     pub threads: usize,
     /// What the file may declare before it is refused.
     pub limits: crate::Limits,
+    /// How the native engine computes float layers: [`crate::FloatMode::Fast`] (fused
+    /// multiply-adds; last-bit differences between CPU families) or `Exact` (the same bits on
+    /// every CPU).
+    pub float: crate::FloatMode,
 }
 
 impl Default for Options {
@@ -86,12 +90,13 @@ impl Default for Options {
             backend: Backend::Auto,
             threads: 1,
             limits: crate::Limits::default(),
+            float: crate::FloatMode::default(),
         }
     }
 }
 
 enum Engine {
-    Native(crate::native::NativeModel),
+    Native(crate::engine::NativeModel),
     #[cfg(feature = "tract")]
     Tract(crate::backend::tract::TractModel),
     #[cfg(feature = "ort")]
@@ -146,41 +151,18 @@ impl Model {
         options.limits.check_model(&proto)?;
         let info = crate::backend::onnx_info::model_info(&proto, bytes.len())?;
         let threads = options.threads.max(1);
+        let native = || crate::engine::NativeModel::load(&proto, &info, threads, options.float);
         let engine = match options.backend {
-            Backend::Native => {
-                Engine::Native(crate::native::NativeModel::load(&proto, &info, threads)?)
-            }
-            // A float graph is not lowered just to be refused (that copied every weight into
-            // the native engine's tensors before handing the file to tract); its initializers
-            // are still checked the way lowering checks them, so a corrupt file is reported
-            // the same way.
-            Backend::Auto
-                if !proto
-                    .graph
-                    .as_ref()
-                    .is_some_and(crate::native::lower::may_be_integer) =>
-            {
-                match proto
-                    .graph
-                    .as_ref()
-                    .map(crate::native::lower::check_initializers)
-                {
-                    Some(Err(e @ Error::Corrupt { .. })) => return Err(e),
-                    #[cfg(feature = "tract")]
-                    _ => Engine::Tract(crate::backend::tract::TractModel::load(bytes, &info)?),
-                    #[cfg(not(feature = "tract"))]
-                    _ => Engine::Native(crate::native::NativeModel::load(&proto, &info, threads)?),
-                }
-            }
-            Backend::Auto => match crate::native::NativeModel::load(&proto, &info, threads) {
+            Backend::Native => Engine::Native(native()?),
+            Backend::Auto => match native() {
                 // A file that does not decode is corrupt for every engine: say so once.
                 Err(e @ Error::Corrupt { .. }) => return Err(e),
-                Ok(m) if m.is_integer() => Engine::Native(m),
+                Ok(m) => Engine::Native(m),
                 #[cfg(feature = "tract")]
-                _ => Engine::Tract(crate::backend::tract::TractModel::load(bytes, &info)?),
+                Err(_) => Engine::Tract(crate::backend::tract::TractModel::load(bytes, &info)?),
                 // Without tract, the native engine is the only one `auto` can pick.
                 #[cfg(not(feature = "tract"))]
-                other => Engine::Native(other?),
+                Err(e) => return Err(e),
             },
             #[cfg(feature = "tract")]
             Backend::Tract => Engine::Tract(crate::backend::tract::TractModel::load(bytes, &info)?),

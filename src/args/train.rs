@@ -291,7 +291,7 @@ impl TrainOpts {
         };
         match Normalization::per_channel(&mean, &std) {
             Some(n) if n.is_valid() => Ok(n),
-            Some(_) => bail!("{flags}: means must be finite and standard deviations positive, got {mean:?} and {std:?}"),
+            Some(_) => bail!("{flags} takes finite means with a positive STD for every channel, got means {mean:?} and standard deviations {std:?}"),
             None => bail!("{flags} takes one value for every channel or one per channel (3 for RGB), got {} means and {} standard deviations", mean.len(), std.len()),
         }
     }

@@ -69,6 +69,7 @@ pub fn load_model(
         backend,
         threads,
         limits: limits.limits(),
+        ..Default::default()
     };
     edgekd_runtime::Model::load_with(path, options)
         .with_context(|| format!("loading {}", path.display()))

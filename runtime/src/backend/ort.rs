@@ -137,16 +137,37 @@ impl OrtModel {
         outputs
             .iter()
             .map(|(name, v)| {
-                let f16 = matches!(
-                    v.dtype(),
-                    ValueType::Tensor { ty, .. } if *ty == ort::value::TensorElementType::Float16
-                );
-                let (shape, data) = if f16 {
-                    let (s, d) = v.try_extract_tensor::<half::f16>().map_err(backend_error)?;
-                    (s.clone(), d.iter().map(|x| x.to_f32()).collect())
-                } else {
-                    let (s, d) = v.try_extract_tensor::<f32>().map_err(backend_error)?;
-                    (s.clone(), d.to_vec())
+                use ort::value::TensorElementType as T;
+                let ty = match v.dtype() {
+                    ValueType::Tensor { ty, .. } => Some(*ty),
+                    _ => None,
+                };
+                // Every output is given as f32, integers (labels, quantized values) included.
+                let (shape, data): (_, Vec<f32>) = match ty {
+                    Some(T::Float16) => {
+                        let (s, d) = v.try_extract_tensor::<half::f16>().map_err(backend_error)?;
+                        (s.clone(), d.iter().map(|x| x.to_f32()).collect())
+                    }
+                    Some(T::Int64) => {
+                        let (s, d) = v.try_extract_tensor::<i64>().map_err(backend_error)?;
+                        (s.clone(), d.iter().map(|&x| x as f32).collect())
+                    }
+                    Some(T::Int32) => {
+                        let (s, d) = v.try_extract_tensor::<i32>().map_err(backend_error)?;
+                        (s.clone(), d.iter().map(|&x| x as f32).collect())
+                    }
+                    Some(T::Uint8) => {
+                        let (s, d) = v.try_extract_tensor::<u8>().map_err(backend_error)?;
+                        (s.clone(), d.iter().map(|&x| x as f32).collect())
+                    }
+                    Some(T::Int8) => {
+                        let (s, d) = v.try_extract_tensor::<i8>().map_err(backend_error)?;
+                        (s.clone(), d.iter().map(|&x| x as f32).collect())
+                    }
+                    _ => {
+                        let (s, d) = v.try_extract_tensor::<f32>().map_err(backend_error)?;
+                        (s.clone(), d.to_vec())
+                    }
                 };
                 Ok(Output {
                     name: name.to_string(),

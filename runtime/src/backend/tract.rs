@@ -57,10 +57,16 @@ pub struct TractModel {
 impl TractModel {
     /// Decodes, checks and parses an ONNX model.
     pub fn load(bytes: &[u8], info: &ModelInfo) -> Result<TractModel> {
-        let proto =
+        let mut proto =
             <pb::ModelProto as prost::Message>::decode(bytes).map_err(|e| Error::Corrupt {
                 reason: format!("protobuf decoding failed: {e}"),
             })?;
+        // Shapes recorded for intermediate values are hints, and today's exporters name the
+        // batch in them (`batch`, `N`), which tract cannot unify with the concrete batch a
+        // plan is built for: it derives every shape from the input's instead.
+        if let Some(graph) = &mut proto.graph {
+            graph.value_info.clear();
+        }
         // Output shapes are ignored: they often name the batch symbolically, which conflicts
         // with the concrete batch each plan is built for.
         let onnx = tract_onnx::onnx().with_ignore_output_shapes(true);

@@ -43,11 +43,14 @@ impl QDepthwise {
     /// # Safety
     /// Every pointer must be valid for `c` bytes.
     pub unsafe fn pixel(&self, isa: Isa, ptrs: &[*const i8], acc: &mut [i32]) {
-        let mut ch = 0;
         #[cfg(target_arch = "x86_64")]
-        if isa.is_avx2() {
-            ch = x86::q_pixel(self, ptrs, acc);
-        }
+        let ch = if isa.is_avx2() {
+            x86::q_pixel(self, ptrs, acc)
+        } else {
+            0
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let ch = 0;
         let _ = isa;
         for ch in ch..self.c {
             let mut s = 0i32;
@@ -87,11 +90,14 @@ impl FDepthwise {
     /// # Safety
     /// Every pointer must be valid for `c` floats.
     pub unsafe fn pixel(&self, isa: Isa, mode: FloatMode, ptrs: &[*const f32], out: &mut [f32]) {
-        let mut ch = 0;
         #[cfg(target_arch = "x86_64")]
-        if mode == FloatMode::Fast && isa.has_fma() {
-            ch = x86::f_pixel(self, ptrs, out);
-        }
+        let ch = if mode == FloatMode::Fast && isa.has_fma() {
+            x86::f_pixel(self, ptrs, out)
+        } else {
+            0
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let ch = 0;
         let _ = (isa, mode);
         for ch in ch..self.c {
             let mut s = 0f32;
@@ -149,9 +155,13 @@ mod tests {
     #[test]
     fn int8_and_f32_pixels_match_the_definition() {
         let (c, taps) = (21, 9);
-        let x: Vec<i8> = (0..taps * c).map(|i| ((i * 37) % 255) as i32 as u8 as i8).collect();
+        let x: Vec<i8> = (0..taps * c)
+            .map(|i| ((i * 37) % 255) as i32 as u8 as i8)
+            .collect();
         let d = QDepthwise::pack(c, taps, |ch, t| ((ch * 7 + t * 13) % 255) as u8 as i8);
-        let ptrs: Vec<*const i8> = (0..taps).map(|t| unsafe { x.as_ptr().add(t * c) }).collect();
+        let ptrs: Vec<*const i8> = (0..taps)
+            .map(|t| unsafe { x.as_ptr().add(t * c) })
+            .collect();
         let (mut a, mut b) = (vec![0i32; c], vec![0i32; c]);
         unsafe {
             d.pixel(Isa::PORTABLE, &ptrs, &mut a);
@@ -159,12 +169,16 @@ mod tests {
         }
         assert_eq!(a, b);
         for ch in 0..c {
-            let want: i32 = (0..taps).map(|t| x[t * c + ch] as i32 * d.w[t * c + ch]).sum();
+            let want: i32 = (0..taps)
+                .map(|t| x[t * c + ch] as i32 * d.w[t * c + ch])
+                .sum();
             assert_eq!(a[ch], want);
         }
         let xf: Vec<f32> = x.iter().map(|&v| v as f32 / 7.0).collect();
         let f = FDepthwise::pack(c, taps, |ch, t| d.w[t * c + ch] as f32 / 11.0);
-        let ptrs: Vec<*const f32> = (0..taps).map(|t| unsafe { xf.as_ptr().add(t * c) }).collect();
+        let ptrs: Vec<*const f32> = (0..taps)
+            .map(|t| unsafe { xf.as_ptr().add(t * c) })
+            .collect();
         let (mut a, mut b) = (vec![0f32; c], vec![0f32; c]);
         unsafe {
             f.pixel(Isa::detect(), FloatMode::Exact, &ptrs, &mut a);

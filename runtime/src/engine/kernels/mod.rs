@@ -69,6 +69,7 @@ impl Isa {
     }
 
     /// x86_64's AVX2 (then the CPU has it).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn is_avx2(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
@@ -81,6 +82,7 @@ impl Isa {
     }
 
     /// x86_64's AVX2 with FMA.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn has_fma(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
@@ -93,6 +95,7 @@ impl Isa {
     }
 
     /// aarch64's NEON (with or without the dot product).
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
     pub(crate) fn is_neon(self) -> bool {
         #[cfg(target_arch = "aarch64")]
         {
@@ -105,6 +108,7 @@ impl Isa {
     }
 
     /// aarch64's SDOT/UDOT.
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
     pub(crate) fn has_dot(self) -> bool {
         #[cfg(target_arch = "aarch64")]
         {
@@ -128,6 +132,20 @@ impl Isa {
             Set::Neon => "neon",
             #[cfg(target_arch = "aarch64")]
             Set::NeonDot => "neon+dotprod",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cross tests run the kernels under emulated CPUs and say which set each must pick, so
+    /// a detection that silently fell back would not pass for the path it skipped.
+    #[test]
+    fn the_detected_isa_is_the_one_expected() {
+        if let Ok(want) = std::env::var("EDGEKD_EXPECT_ISA") {
+            assert_eq!(Isa::detect().name(), want);
         }
     }
 }

@@ -22,25 +22,27 @@ pub(crate) const MR: usize = 4;
 /// Constant int8 weights packed for the micro-kernels.
 #[derive(Debug, Clone)]
 pub(crate) struct QPacked {
-    /// Output channels.
-    pub n: usize,
     /// Kernel taps (1 for a dense layer).
     pub taps: usize,
-    /// Input values per tap (input channels).
-    pub cin: usize,
     /// Groups of four inputs per tap (`cin` rounded up).
     pub quads: usize,
     /// `[panel][tap][quad][NR columns][4]`, zero-padded.
     pub data: Vec<i8>,
     /// Per output channel, the sum of its weights (for the activation zero point).
     pub col_sums: Vec<i32>,
-    /// Whether every weight lies in [-127, 127] (the SIMD kernels need it).
+    /// Whether every weight lies in [-127, 127] (the x86 kernel needs it).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub symmetric: bool,
 }
 
 impl QPacked {
     /// Packs `n` output channels of `taps x cin` weights, `w(o, tap, ci)` each.
-    pub fn pack(n: usize, taps: usize, cin: usize, w: impl Fn(usize, usize, usize) -> i8) -> QPacked {
+    pub fn pack(
+        n: usize,
+        taps: usize,
+        cin: usize,
+        w: impl Fn(usize, usize, usize) -> i8,
+    ) -> QPacked {
         let quads = cin.div_ceil(4);
         let panels = n.div_ceil(NR);
         let mut data = vec![0i8; panels * taps * quads * NR * 4];
@@ -59,9 +61,7 @@ impl QPacked {
             }
         }
         QPacked {
-            n,
             taps,
-            cin,
             quads,
             data,
             col_sums,
@@ -92,11 +92,46 @@ impl QPacked {
         debug_assert!(rows <= MR && panels <= 2 && ind.len() >= rows * self.taps);
         let b = self.data.as_ptr().add(first_panel * self.panel_len());
         #[cfg(target_arch = "x86_64")]
-        if isa.is_avx2() && self.symmetric && rows == MR {
-            return match panels {
-                2 => x86::tile::<2>(self, ind, b, acc),
-                _ => x86::tile::<1>(self, ind, b, acc),
+        if isa.is_avx2() && self.symmetric {
+            return match (rows, panels) {
+                (4, 2) => x86::tile::<4, 2>(self, ind, b, acc),
+                (4, _) => x86::tile::<4, 1>(self, ind, b, acc),
+                (3, 2) => x86::tile::<3, 2>(self, ind, b, acc),
+                (3, _) => x86::tile::<3, 1>(self, ind, b, acc),
+                (2, 2) => x86::tile::<2, 2>(self, ind, b, acc),
+                (2, _) => x86::tile::<2, 1>(self, ind, b, acc),
+                (_, 2) => x86::tile::<1, 2>(self, ind, b, acc),
+                (_, _) => x86::tile::<1, 1>(self, ind, b, acc),
             };
+        }
+        #[cfg(target_arch = "aarch64")]
+        if isa.has_dot() {
+            return match (rows, panels) {
+                (4, 2) => arm::dot::<4, 2>(self, ind, b, acc),
+                (4, _) => arm::dot::<4, 1>(self, ind, b, acc),
+                (3, 2) => arm::dot::<3, 2>(self, ind, b, acc),
+                (3, _) => arm::dot::<3, 1>(self, ind, b, acc),
+                (2, 2) => arm::dot::<2, 2>(self, ind, b, acc),
+                (2, _) => arm::dot::<2, 1>(self, ind, b, acc),
+                (_, 2) => arm::dot::<1, 2>(self, ind, b, acc),
+                (_, _) => arm::dot::<1, 1>(self, ind, b, acc),
+            };
+        }
+        #[cfg(target_arch = "aarch64")]
+        if isa.is_neon() {
+            // Two rows at a time: four accumulators per row and panel fill the registers.
+            let mut r = 0;
+            while r < rows {
+                let (ind_r, acc_r) = (&ind[r * self.taps..], &mut acc[r..]);
+                match (rows - r, panels) {
+                    (1, 2) => arm::mull::<1, 2>(self, ind_r, b, acc_r),
+                    (1, _) => arm::mull::<1, 1>(self, ind_r, b, acc_r),
+                    (_, 2) => arm::mull::<2, 2>(self, ind_r, b, acc_r),
+                    (_, _) => arm::mull::<2, 1>(self, ind_r, b, acc_r),
+                }
+                r += 2;
+            }
+            return;
         }
         let _ = isa;
         portable(self, ind, rows, b, panels, acc)
@@ -138,11 +173,11 @@ mod x86 {
     use super::{QPacked, MR, NR};
     use std::arch::x86_64::*;
 
-    /// Four rows by one or two panels: eight columns per `__m256i` of int32 sums, each lane
-    /// one column (the four products of a quad are summed inside the lane by `vpmaddubsw` and
-    /// `vpmaddwd`), so no horizontal reduction is needed.
+    /// `R` (≤ 4) rows by one or two panels: eight columns per `__m256i` of int32 sums, each
+    /// lane one column (the four products of a quad are summed inside the lane by
+    /// `vpmaddubsw` and `vpmaddwd`), so no horizontal reduction is needed.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn tile<const PANELS: usize>(
+    pub(super) unsafe fn tile<const R: usize, const PANELS: usize>(
         p: &QPacked,
         ind: &[*const i8],
         b: *const i8,
@@ -153,18 +188,20 @@ mod x86 {
         let step = p.quads * NR * 4;
         let second = if PANELS == 2 { p.panel_len() } else { 0 };
         for t in 0..p.taps {
-            let rows = [
-                ind[t],
-                ind[p.taps + t],
-                ind[2 * p.taps + t],
-                ind[3 * p.taps + t],
-            ];
+            let mut rows = [std::ptr::null(); MR];
+            for (r, row) in rows.iter_mut().enumerate().take(R) {
+                *row = ind[r * p.taps + t];
+            }
             let b0 = b.add(t * step);
             let b1 = b0.add(second);
             for q in 0..p.quads {
                 let w0 = _mm256_loadu_si256(b0.add(q * 32) as *const __m256i);
-                let w1 = _mm256_loadu_si256(b1.add(q * 32) as *const __m256i);
-                for r in 0..MR {
+                let w1 = if PANELS == 2 {
+                    _mm256_loadu_si256(b1.add(q * 32) as *const __m256i)
+                } else {
+                    w0
+                };
+                for r in 0..R {
                     let a = _mm256_set1_epi32((rows[r].add(q * 4) as *const i32).read_unaligned());
                     let ua = _mm256_sign_epi8(a, a);
                     let p0 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(w0, a));
@@ -176,9 +213,117 @@ mod x86 {
                 }
             }
         }
-        for r in 0..MR {
+        for r in 0..R {
             _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, c[2 * r]);
             _mm256_storeu_si256(acc[r].as_mut_ptr().add(NR) as *mut __m256i, c[2 * r + 1]);
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use super::{QPacked, MR, NR};
+    use std::arch::aarch64::*;
+
+    /// `acc += Σ_k a[k] · b[k]` per 32-bit lane, four bytes each (SDOT). Written as assembly:
+    /// the intrinsic is not stable Rust yet.
+    #[inline(always)]
+    unsafe fn sdot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        std::arch::asm!(
+            "sdot {0:v}.4s, {1:v}.16b, {2:v}.16b",
+            inout(vreg) acc, in(vreg) a, in(vreg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+        acc
+    }
+
+    /// The row's next four inputs in every 32-bit lane.
+    #[inline(always)]
+    unsafe fn quad(p: *const i8) -> int8x16_t {
+        vreinterpretq_s8_s32(vdupq_n_s32((p as *const i32).read_unaligned()))
+    }
+
+    /// `R` rows by one or two panels with SDOT: a quad of eight columns is two registers of
+    /// four columns' four weights, each lane one column (Cortex-A76 and later).
+    #[target_feature(enable = "neon,dotprod")]
+    pub(super) unsafe fn dot<const R: usize, const PANELS: usize>(
+        p: &QPacked,
+        ind: &[*const i8],
+        b: *const i8,
+        acc: &mut [[i32; 2 * NR]; MR],
+    ) {
+        let mut c = [[vdupq_n_s32(0); 4]; MR];
+        let step = p.quads * NR * 4;
+        for t in 0..p.taps {
+            let b0 = b.add(t * step);
+            let b1 = b0.add(if PANELS == 2 { p.panel_len() } else { 0 });
+            for q in 0..p.quads {
+                let w0 = vld1q_s8(b0.add(q * 32));
+                let w1 = vld1q_s8(b0.add(q * 32 + 16));
+                let (w2, w3) = if PANELS == 2 {
+                    (vld1q_s8(b1.add(q * 32)), vld1q_s8(b1.add(q * 32 + 16)))
+                } else {
+                    (w0, w1)
+                };
+                for r in 0..R {
+                    let a = quad(ind[r * p.taps + t].add(q * 4));
+                    c[r][0] = sdot(c[r][0], a, w0);
+                    c[r][1] = sdot(c[r][1], a, w1);
+                    if PANELS == 2 {
+                        c[r][2] = sdot(c[r][2], a, w2);
+                        c[r][3] = sdot(c[r][3], a, w3);
+                    }
+                }
+            }
+        }
+        for r in 0..R {
+            for (j, v) in c[r].iter().enumerate() {
+                vst1q_s32(acc[r].as_mut_ptr().add(4 * j), *v);
+            }
+        }
+    }
+
+    /// `R` (≤ 2) rows by one or two panels without the dot product (Cortex-A72): int8 products
+    /// widened to int16 (`smull`), pairs added into int32 (`sadalp`), and each column's two
+    /// pair sums added once at the end.
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn mull<const R: usize, const PANELS: usize>(
+        p: &QPacked,
+        ind: &[*const i8],
+        b: *const i8,
+        acc: &mut [[i32; 2 * NR]],
+    ) {
+        // Per row: for each group of two columns, lanes [c0 k0+k1, c0 k2+k3, c1 k0+k1, c1 k2+k3].
+        let mut c = [[vdupq_n_s32(0); 8]; 2];
+        let step = p.quads * NR * 4;
+        for t in 0..p.taps {
+            let b0 = b.add(t * step);
+            let b1 = b0.add(if PANELS == 2 { p.panel_len() } else { 0 });
+            for q in 0..p.quads {
+                let w = [
+                    vld1q_s8(b0.add(q * 32)),
+                    vld1q_s8(b0.add(q * 32 + 16)),
+                    vld1q_s8(b1.add(q * 32)),
+                    vld1q_s8(b1.add(q * 32 + 16)),
+                ];
+                for r in 0..R {
+                    let a = quad(ind[r * p.taps + t].add(q * 4));
+                    for (i, w) in w.iter().enumerate().take(2 * PANELS) {
+                        let lo = vmull_s8(vget_low_s8(*w), vget_low_s8(a));
+                        let hi = vmull_high_s8(*w, a);
+                        c[r][2 * i] = vpadalq_s16(c[r][2 * i], lo);
+                        c[r][2 * i + 1] = vpadalq_s16(c[r][2 * i + 1], hi);
+                    }
+                }
+            }
+        }
+        for r in 0..R {
+            for i in 0..2 * PANELS {
+                vst1q_s32(
+                    acc[r].as_mut_ptr().add(4 * i),
+                    vpaddq_s32(c[r][2 * i], c[r][2 * i + 1]),
+                );
+            }
         }
     }
 }
@@ -204,7 +349,13 @@ mod tests {
     /// panels and rows, and extreme values.
     #[test]
     fn every_path_computes_the_exact_sums() {
-        for (n, taps, cin, seed) in [(16, 1, 4, 1), (13, 9, 3, 2), (8, 9, 16, 3), (24, 1, 67, 4), (3, 2, 5, 5)] {
+        for (n, taps, cin, seed) in [
+            (16, 1, 4, 1),
+            (13, 9, 3, 2),
+            (8, 9, 16, 3),
+            (24, 1, 67, 4),
+            (3, 2, 5, 5),
+        ] {
             let w = bytes(n * taps * cin, seed, -127, 127);
             let a = bytes(MR * taps * cin.div_ceil(4) * 4, seed + 9, -128, 127);
             let packed = QPacked::pack(n, taps, cin, |o, t, ci| w[(o * taps + t) * cin + ci]);
@@ -223,10 +374,15 @@ mod tests {
                 .collect();
             for panel in (0..n.div_ceil(NR)).step_by(2) {
                 let panels = (n.div_ceil(NR) - panel).min(2);
-                for isa in [Isa::PORTABLE, Isa::detect()] {
+                for (isa, nrows) in [
+                    (Isa::PORTABLE, MR),
+                    (Isa::detect(), MR),
+                    (Isa::detect(), 3),
+                    (Isa::detect(), 1),
+                ] {
                     let mut acc = [[0i32; 2 * NR]; MR];
-                    unsafe { packed.accumulate(isa, &ind, MR, panel, panels, &mut acc) };
-                    for r in 0..MR {
+                    unsafe { packed.accumulate(isa, &ind, nrows, panel, panels, &mut acc) };
+                    for r in 0..nrows {
                         for j in 0..panels * NR {
                             let o = panel * NR + j;
                             if o >= n {
@@ -239,12 +395,20 @@ mod tests {
                                         * w[(o * taps + t) * cin + ci] as i32
                                 })
                                 .sum();
-                            assert_eq!(acc[r][j], want, "{} n={n} taps={taps} cin={cin} r={r} o={o}", isa.name());
+                            assert_eq!(
+                                acc[r][j],
+                                want,
+                                "{} n={n} taps={taps} cin={cin} r={r} o={o}",
+                                isa.name()
+                            );
                         }
                     }
                 }
             }
-            assert_eq!(packed.col_sums[0], (0..taps * cin).map(|i| w[i] as i32).sum::<i32>());
+            assert_eq!(
+                packed.col_sums[0],
+                (0..taps * cin).map(|i| w[i] as i32).sum::<i32>()
+            );
         }
     }
 }

@@ -48,7 +48,11 @@ impl Requant {
             unreachable!("an f32 epilogue");
         };
         let n = acc.len();
-        let (b, m, a) = (&self.bias[ch0..ch0 + n], &self.mult[ch0..ch0 + n], &self.add[ch0..ch0 + n]);
+        let (b, m, a) = (
+            &self.bias[ch0..ch0 + n],
+            &self.mult[ch0..ch0 + n],
+            &self.add[ch0..ch0 + n],
+        );
         #[cfg(target_arch = "x86_64")]
         if isa.is_avx2() {
             // SAFETY: AVX2 is detected; the slices have n elements each.
@@ -66,7 +70,11 @@ impl Requant {
             unreachable!("an int8 epilogue");
         };
         let n = acc.len();
-        let (b, m, a) = (&self.bias[ch0..ch0 + n], &self.mult[ch0..ch0 + n], &self.add[ch0..ch0 + n]);
+        let (b, m, a) = (
+            &self.bias[ch0..ch0 + n],
+            &self.mult[ch0..ch0 + n],
+            &self.add[ch0..ch0 + n],
+        );
         #[cfg(target_arch = "x86_64")]
         if isa.is_avx2() {
             // SAFETY: AVX2 is detected; the slices have n elements each.
@@ -75,6 +83,56 @@ impl Requant {
         let _ = isa;
         for i in 0..n {
             dst[i] = quantize(((acc[i] + b[i]) as f32) * m[i] + a[i], zp, lo, hi);
+        }
+    }
+
+    /// Like [`Requant::to_f32`], adding `residual` before the clamp.
+    pub fn to_f32_plus(
+        &self,
+        isa: Isa,
+        acc: &[i32],
+        ch0: usize,
+        residual: &[f32],
+        dst: &mut [f32],
+    ) {
+        let Output::F32 { lo, hi } = self.out else {
+            unreachable!("an f32 epilogue");
+        };
+        let n = acc.len();
+        let (b, m, a) = (
+            &self.bias[ch0..ch0 + n],
+            &self.mult[ch0..ch0 + n],
+            &self.add[ch0..ch0 + n],
+        );
+        #[cfg(target_arch = "x86_64")]
+        if isa.is_avx2() {
+            // SAFETY: AVX2 is detected; the slices have n elements each.
+            return unsafe { x86::to_f32_plus(acc, b, m, a, residual, lo, hi, dst) };
+        }
+        let _ = isa;
+        for i in 0..n {
+            dst[i] = ((((acc[i] + b[i]) as f32) * m[i] + a[i]) + residual[i])
+                .max(lo)
+                .min(hi);
+        }
+    }
+
+    /// The f32 epilogue of a float layer, in place: `v + add[c] (+ residual)`, clamped.
+    pub fn finish_f32(&self, ch0: usize, residual: Option<&[f32]>, dst: &mut [f32]) {
+        let Output::F32 { lo, hi } = self.out else {
+            unreachable!("an f32 epilogue");
+        };
+        let a = &self.add[ch0..ch0 + dst.len()];
+        match residual {
+            Some(r) => dst
+                .iter_mut()
+                .zip(a)
+                .zip(r)
+                .for_each(|((d, &a), &r)| *d = ((*d + a) + r).max(lo).min(hi)),
+            None => dst
+                .iter_mut()
+                .zip(a)
+                .for_each(|(d, &a)| *d = (*d + a).max(lo).min(hi)),
         }
     }
 
@@ -98,7 +156,15 @@ mod x86 {
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn to_f32(acc: &[i32], b: &[i32], m: &[f32], a: &[f32], lo: f32, hi: f32, dst: &mut [f32]) {
+    pub(super) unsafe fn to_f32(
+        acc: &[i32],
+        b: &[i32],
+        m: &[f32],
+        a: &[f32],
+        lo: f32,
+        hi: f32,
+        dst: &mut [f32],
+    ) {
         let n = acc.len();
         let (vlo, vhi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
         let mut i = 0;
@@ -111,7 +177,10 @@ mod x86 {
                 _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_loadu_ps(m.as_ptr().add(i))),
                 _mm256_loadu_ps(a.as_ptr().add(i)),
             );
-            _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_min_ps(_mm256_max_ps(v, vlo), vhi));
+            _mm256_storeu_ps(
+                dst.as_mut_ptr().add(i),
+                _mm256_min_ps(_mm256_max_ps(v, vlo), vhi),
+            );
             i += 8;
         }
         for i in i..n {
@@ -121,10 +190,61 @@ mod x86 {
 
     #[target_feature(enable = "avx2")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn to_q8(acc: &[i32], b: &[i32], m: &[f32], a: &[f32], zp: i32, lo: i32, hi: i32, dst: &mut [i8]) {
+    pub(super) unsafe fn to_f32_plus(
+        acc: &[i32],
+        b: &[i32],
+        m: &[f32],
+        a: &[f32],
+        r: &[f32],
+        lo: f32,
+        hi: f32,
+        dst: &mut [f32],
+    ) {
+        let n = acc.len();
+        let (vlo, vhi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+        let mut i = 0;
+        while i + 8 <= n {
+            let s = _mm256_add_epi32(
+                _mm256_loadu_si256(acc.as_ptr().add(i) as *const __m256i),
+                _mm256_loadu_si256(b.as_ptr().add(i) as *const __m256i),
+            );
+            let v = _mm256_add_ps(
+                _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_loadu_ps(m.as_ptr().add(i))),
+                _mm256_loadu_ps(a.as_ptr().add(i)),
+            );
+            let v = _mm256_add_ps(v, _mm256_loadu_ps(r.as_ptr().add(i)));
+            _mm256_storeu_ps(
+                dst.as_mut_ptr().add(i),
+                _mm256_min_ps(_mm256_max_ps(v, vlo), vhi),
+            );
+            i += 8;
+        }
+        for i in i..n {
+            dst[i] = ((((acc[i] + b[i]) as f32) * m[i] + a[i]) + r[i])
+                .max(lo)
+                .min(hi);
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn to_q8(
+        acc: &[i32],
+        b: &[i32],
+        m: &[f32],
+        a: &[f32],
+        zp: i32,
+        lo: i32,
+        hi: i32,
+        dst: &mut [i8],
+    ) {
         let n = acc.len();
         let (flo, fhi) = (_mm256_set1_ps(-65536.0), _mm256_set1_ps(65536.0));
-        let (vzp, vlo, vhi) = (_mm256_set1_epi32(zp), _mm256_set1_epi32(lo), _mm256_set1_epi32(hi));
+        let (vzp, vlo, vhi) = (
+            _mm256_set1_epi32(zp),
+            _mm256_set1_epi32(lo),
+            _mm256_set1_epi32(hi),
+        );
         let mut i = 0;
         while i + 8 <= n {
             let s = _mm256_add_epi32(
@@ -138,11 +258,12 @@ mod x86 {
             // cvtps2dq rounds half to even under the default MXCSR.
             let q = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, flo), fhi));
             let q = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(q, vzp), vlo), vhi);
-            let mut lanes = [0i32; 8];
-            _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, q);
-            for (d, &l) in dst[i..i + 8].iter_mut().zip(&lanes) {
-                *d = l as i8;
-            }
+            // Narrow eight int32 (already in int8 range) to bytes: each 128-bit half packs
+            // its four values into its low four bytes.
+            let p = _mm256_packs_epi16(_mm256_packs_epi32(q, q), _mm256_setzero_si256());
+            let bytes =
+                _mm_unpacklo_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256::<1>(p));
+            _mm_storel_epi64(dst.as_mut_ptr().add(i) as *mut __m128i, bytes);
             i += 8;
         }
         for i in i..n {
@@ -164,7 +285,11 @@ mod tests {
             add: (0..21).map(|i| (i as f32 - 10.0) * 0.25).collect(),
             out,
         };
-        let q = r(Output::Q8 { zp: -3, lo: -128, hi: 100 });
+        let q = r(Output::Q8 {
+            zp: -3,
+            lo: -128,
+            hi: 100,
+        });
         let (mut a, mut b) = (vec![0i8; 19], vec![0i8; 19]);
         q.to_q8(Isa::PORTABLE, &acc[2..], 2, &mut a);
         q.to_q8(Isa::detect(), &acc[2..], 2, &mut b);
@@ -175,7 +300,10 @@ mod tests {
         f.to_f32(Isa::detect(), &acc, 0, &mut b);
         assert_eq!(a, b);
         // Half-way values go to the even neighbour, as QuantizeLinear says.
-        assert_eq!((quantize(2.5, 0, -128, 127), quantize(-3.5, 0, -128, 127)), (2, -4));
+        assert_eq!(
+            (quantize(2.5, 0, -128, 127), quantize(-3.5, 0, -128, 127)),
+            (2, -4)
+        );
         assert_eq!(quantize(1e30, 5, -128, 127), 127);
     }
 }

@@ -29,8 +29,6 @@ pub enum FloatMode {
 /// Constant f32 weights packed for the micro-kernels.
 #[derive(Debug, Clone)]
 pub(crate) struct FPacked {
-    /// Output channels.
-    pub n: usize,
     /// Kernel taps (1 for a dense layer).
     pub taps: usize,
     /// Input values per tap.
@@ -41,7 +39,12 @@ pub(crate) struct FPacked {
 
 impl FPacked {
     /// Packs `n` output channels of `taps x cin` weights, `w(o, tap, ci)` each.
-    pub fn pack(n: usize, taps: usize, cin: usize, w: impl Fn(usize, usize, usize) -> f32) -> FPacked {
+    pub fn pack(
+        n: usize,
+        taps: usize,
+        cin: usize,
+        w: impl Fn(usize, usize, usize) -> f32,
+    ) -> FPacked {
         let panels = n.div_ceil(NR);
         let mut data = vec![0f32; panels * taps * cin * NR];
         for o in 0..n {
@@ -52,7 +55,7 @@ impl FPacked {
                 }
             }
         }
-        FPacked { n, taps, cin, data }
+        FPacked { taps, cin, data }
     }
 
     /// Floats of one panel.
@@ -90,7 +93,13 @@ impl FPacked {
 }
 
 /// The reference: for each column, the products in tap then channel order, multiply then add.
-unsafe fn portable(p: &FPacked, ind: &[*const f32], rows: usize, b: *const f32, acc: &mut [[f32; NR]; MR]) {
+unsafe fn portable(
+    p: &FPacked,
+    ind: &[*const f32],
+    rows: usize,
+    b: *const f32,
+    acc: &mut [[f32; NR]; MR],
+) {
     for (r, acc) in acc.iter_mut().enumerate().take(rows) {
         *acc = [0.0; NR];
         for t in 0..p.taps {
@@ -132,7 +141,12 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn rows_n<const R: usize>(p: &FPacked, ind: &[*const f32], b: *const f32, acc: &mut [[f32; NR]; MR]) {
+    unsafe fn rows_n<const R: usize>(
+        p: &FPacked,
+        ind: &[*const f32],
+        b: *const f32,
+        acc: &mut [[f32; NR]; MR],
+    ) {
         let mut c0 = [_mm256_setzero_ps(); R];
         let mut c1 = [_mm256_setzero_ps(); R];
         for t in 0..p.taps {
@@ -183,7 +197,12 @@ mod arm {
         }
     }
 
-    unsafe fn rows_n<const R: usize>(p: &FPacked, ind: &[*const f32], b: *const f32, acc: &mut [[f32; NR]; MR]) {
+    unsafe fn rows_n<const R: usize>(
+        p: &FPacked,
+        ind: &[*const f32],
+        b: *const f32,
+        acc: &mut [[f32; NR]; MR],
+    ) {
         let mut c = [[vdupq_n_f32(0.0); 4]; R];
         for t in 0..p.taps {
             let mut a = [std::ptr::null::<f32>(); R];
@@ -192,7 +211,12 @@ mod arm {
             }
             let mut w = b.add(t * p.cin * NR);
             for ci in 0..p.cin {
-                let wv = [vld1q_f32(w), vld1q_f32(w.add(4)), vld1q_f32(w.add(8)), vld1q_f32(w.add(12))];
+                let wv = [
+                    vld1q_f32(w),
+                    vld1q_f32(w.add(4)),
+                    vld1q_f32(w.add(8)),
+                    vld1q_f32(w.add(12)),
+                ];
                 for r in 0..R {
                     let x = *a[r].add(ci);
                     for j in 0..4 {
@@ -217,23 +241,36 @@ mod tests {
     #[test]
     fn fast_and_exact_paths_agree_with_the_definition() {
         for (n, taps, cin) in [(16, 1, 7), (21, 9, 3), (5, 4, 33), (32, 1, 1)] {
-            let w: Vec<f32> = (0..n * taps * cin).map(|i| ((i * 37 % 101) as f32 - 50.0) / 30.0).collect();
+            let w: Vec<f32> = (0..n * taps * cin)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 30.0)
+                .collect();
             let packed = FPacked::pack(n, taps, cin, |o, t, ci| w[(o * taps + t) * cin + ci]);
-            let a: Vec<f32> = (0..MR * taps * cin).map(|i| ((i * 53 % 89) as f32 - 44.0) / 20.0).collect();
-            let ind: Vec<*const f32> = (0..MR * taps).map(|i| unsafe { a.as_ptr().add(i * cin) }).collect();
+            let a: Vec<f32> = (0..MR * taps * cin)
+                .map(|i| ((i * 53 % 89) as f32 - 44.0) / 20.0)
+                .collect();
+            let ind: Vec<*const f32> = (0..MR * taps)
+                .map(|i| unsafe { a.as_ptr().add(i * cin) })
+                .collect();
             for rows in [MR, 3, 1] {
                 for panel in 0..n.div_ceil(NR) {
                     for mode in [FloatMode::Exact, FloatMode::Fast] {
                         let mut acc = [[0f32; NR]; MR];
-                        unsafe { packed.accumulate(Isa::detect(), mode, &ind, rows, panel, &mut acc) };
+                        unsafe {
+                            packed.accumulate(Isa::detect(), mode, &ind, rows, panel, &mut acc)
+                        };
                         for r in 0..rows {
                             for j in 0..NR.min(n - panel * NR) {
                                 let o = panel * NR + j;
                                 let want: f64 = (0..taps * cin)
-                                    .map(|k| a[r * taps * cin + k] as f64 * w[o * taps * cin + k] as f64)
+                                    .map(|k| {
+                                        a[r * taps * cin + k] as f64 * w[o * taps * cin + k] as f64
+                                    })
                                     .sum();
                                 let got = acc[r][j] as f64;
-                                assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "{mode:?} {rows} rows: {got} vs {want}");
+                                assert!(
+                                    (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                                    "{mode:?} {rows} rows: {got} vs {want}"
+                                );
                             }
                         }
                     }

@@ -1,6 +1,7 @@
-//! The values the native engine passes between operators.
+//! Constant tensors: initializers, `Constant` nodes and everything folded from them; and
+//! node attributes.
 
-use crate::proto::{data_type, TensorProto};
+use crate::proto::{data_type, AttributeProto, TensorProto};
 
 /// Typed storage.
 #[derive(Clone, Debug, PartialEq)]
@@ -90,17 +91,6 @@ impl Tensor {
             Data::I64(v) => v.clone(),
             Data::F32(_) => return Err("expected integer values, found f32".into()),
         })
-    }
-
-    /// The single value of a one-element tensor, as f32.
-    pub fn scalar_f32(&self) -> Result<f32, String> {
-        match (self.len(), &self.data) {
-            (1, Data::F32(v)) => Ok(v[0]),
-            (n, d) => Err(format!(
-                "expected one f32 value, found {n} {} value(s)",
-                d.type_name()
-            )),
-        }
     }
 
     /// Checks that an ONNX initializer's declared shape and stored values agree (and that its
@@ -225,6 +215,54 @@ impl Data {
             Data::U8(_) => "u8",
             Data::I32(_) => "i32",
             Data::I64(_) => "i64",
+        }
+    }
+}
+
+/// A node's attributes, by name.
+#[derive(Clone, Copy)]
+pub struct Attrs<'a>(pub &'a [AttributeProto]);
+
+impl Attrs<'_> {
+    fn get(&self, name: &str) -> Option<&AttributeProto> {
+        self.0.iter().find(|a| a.name == name)
+    }
+
+    /// An INT attribute, or `default`.
+    pub fn int(&self, name: &str, default: i64) -> i64 {
+        self.get(name).map_or(default, |a| a.i)
+    }
+
+    /// A FLOAT attribute, or `default`.
+    pub fn float(&self, name: &str, default: f32) -> f32 {
+        self.get(name).map_or(default, |a| a.f)
+    }
+
+    /// An INTS attribute, or `None` when absent.
+    pub fn ints(&self, name: &str) -> Option<&[i64]> {
+        self.get(name).map(|a| a.ints.as_slice())
+    }
+
+    /// A STRING attribute, or `default`.
+    pub fn string(&self, name: &str, default: &str) -> String {
+        self.get(name).map_or(default.to_owned(), |a| {
+            String::from_utf8_lossy(&a.s).into_owned()
+        })
+    }
+
+    /// A TENSOR attribute.
+    pub fn tensor(&self, name: &str) -> Option<&crate::proto::TensorProto> {
+        self.get(name).and_then(|a| a.t.as_ref())
+    }
+
+    /// INTS of non-negative values that fit `usize`, or `default`.
+    pub fn sizes(&self, name: &str, default: Vec<usize>) -> Result<Vec<usize>, String> {
+        match self.ints(name) {
+            None => Ok(default),
+            Some(v) => v
+                .iter()
+                .map(|&x| usize::try_from(x).map_err(|_| format!("attribute {name} holds {x}")))
+                .collect(),
         }
     }
 }
