@@ -56,6 +56,7 @@ pub fn load_model(
     path: &std::path::Path,
     backend: edgekd_runtime::Backend,
     threads: usize,
+    float: edgekd_runtime::FloatMode,
     limits: &LimitArgs,
 ) -> anyhow::Result<edgekd_runtime::Model> {
     use anyhow::Context;
@@ -69,6 +70,7 @@ pub fn load_model(
         backend,
         threads,
         limits: limits.limits(),
+        float,
         ..Default::default()
     };
     edgekd_runtime::Model::load_with(path, options)

@@ -26,12 +26,17 @@ pub struct RunArgs {
     /// Invert pixels (255 - p): MNIST digits are white on black, photos of ink are not
     #[arg(long)]
     pub invert: bool,
-    /// Engine: auto (edgekd's int8 engine for int8 models, tract otherwise), native, tract, ort
+    /// Engine: auto (edgekd's native engine for every model it covers, tract otherwise),
+    /// native, tract, ort
     #[arg(long, default_value = "auto")]
     pub backend: Backend,
     /// Threads per inference
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Native engine: compute float layers in one fixed order without fused multiply-adds, so
+    /// every CPU (x86-64, ARM, with or without FMA) prints the same bits; slower
+    #[arg(long)]
+    pub exact_float: bool,
     #[command(flatten)]
     pub limits: super::LimitArgs,
     /// Print JSON instead of text (top classes and every logit, per sample)
@@ -43,7 +48,12 @@ pub fn run(a: RunArgs) -> Result<()> {
     if a.top_k == 0 || a.limit == 0 {
         anyhow::bail!("--top-k and --limit must be at least 1");
     }
-    let model = super::load_model(&a.model, a.backend, a.threads, &a.limits)?;
+    let float = if a.exact_float {
+        edgekd_runtime::FloatMode::Exact
+    } else {
+        edgekd_runtime::FloatMode::Fast
+    };
+    let model = super::load_model(&a.model, a.backend, a.threads, float, &a.limits)?;
     let info = model.info();
     let per_sample = info.inputs[0]
         .sample_len()

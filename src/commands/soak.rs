@@ -49,7 +49,13 @@ pub fn run(a: SoakArgs) -> Result<()> {
     if !(a.max_growth.is_finite() && a.max_growth >= 0.0) {
         bail!("--max-growth must be a number of MB, 0 or more");
     }
-    let model = super::load_model(&a.model, a.backend, a.threads, &a.limits)?;
+    let model = super::load_model(
+        &a.model,
+        a.backend,
+        a.threads,
+        Default::default(),
+        &a.limits,
+    )?;
     let input = input_batch(&model, a.batch, None)?;
     let reference = model.logits(&input, a.batch)?;
     for _ in 0..WARMUP {

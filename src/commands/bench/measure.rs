@@ -181,7 +181,13 @@ pub struct PeakRssArgs {
 
 /// Loads one model, runs it 20 times and prints the process's peak RSS in bytes.
 pub fn peak_rss(a: PeakRssArgs) -> Result<()> {
-    let model = crate::commands::load_model(&a.model, a.backend, a.threads, &a.limits)?;
+    let model = crate::commands::load_model(
+        &a.model,
+        a.backend,
+        a.threads,
+        Default::default(),
+        &a.limits,
+    )?;
     let input = input_batch(&model, a.batch, None)?;
     for _ in 0..20 {
         model.logits(&input, a.batch)?;
@@ -236,22 +242,27 @@ pub fn measure(plan: &Plan) -> Result<BenchReport> {
             for (path, role) in &files {
                 for &backend in &plan.backends {
                     let started = Instant::now();
-                    let model =
-                        match crate::commands::load_model(path, backend, threads, &plan.limits) {
-                            Ok(m) => m,
-                            // An engine that cannot run this file's operators is skipped (the
-                            // others still measure it); a file no engine can read is an error.
-                            Err(e)
-                                if matches!(
-                                    e.downcast_ref::<edgekd_runtime::Error>(),
-                                    Some(edgekd_runtime::Error::UnsupportedOp { .. })
-                                ) =>
-                            {
-                                eprintln!("skipping {} on {backend}: {e:#}", path.display());
-                                continue;
-                            }
-                            Err(e) => return Err(e),
-                        };
+                    let model = match crate::commands::load_model(
+                        path,
+                        backend,
+                        threads,
+                        Default::default(),
+                        &plan.limits,
+                    ) {
+                        Ok(m) => m,
+                        // An engine that cannot run this file's operators is skipped (the
+                        // others still measure it); a file no engine can read is an error.
+                        Err(e)
+                            if matches!(
+                                e.downcast_ref::<edgekd_runtime::Error>(),
+                                Some(edgekd_runtime::Error::UnsupportedOp { .. })
+                            ) =>
+                        {
+                            eprintln!("skipping {} on {backend}: {e:#}", path.display());
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
                     let load_seconds = started.elapsed().as_secs_f64();
                     let input = input_batch(&model, batch, test)?;
                     // The first run builds per-shape plans; it belongs to loading, not timing.

@@ -25,8 +25,8 @@ pub struct BenchArgs {
     /// Student ONNX files (repeat the flag, or separate with commas)
     #[arg(long, required = true, value_delimiter = ',')]
     pub student: Vec<PathBuf>,
-    /// Engines to compare: auto (edgekd's int8 engine for int8 files, tract otherwise), native,
-    /// tract, ort
+    /// Engines to compare: auto (edgekd's native engine for every model it covers, tract
+    /// otherwise), native, tract, ort
     #[arg(long, value_delimiter = ',', default_value = "auto")]
     pub backend: Vec<Backend>,
     /// Batch sizes
