@@ -24,7 +24,8 @@ fn kd_step(c: &mut Criterion, teacher: &str, student: &str) {
         &dev,
     )
     .unwrap();
-    let mut opt = Optimizer::new(OptimizerConfig::default(), s.params().vars()).unwrap();
+    let mut opt =
+        Optimizer::with_decay(OptimizerConfig::default(), s.params().trainable()).unwrap();
     let kd = KdConfig::default();
     c.bench_function(
         &format!("kd step {teacher} -> {student}, batch {BATCH}"),

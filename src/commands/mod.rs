@@ -71,7 +71,6 @@ pub fn load_model(
         threads,
         limits: limits.limits(),
         float,
-        ..Default::default()
     };
     edgekd_runtime::Model::load_with(path, options)
         .with_context(|| format!("loading {}", path.display()))

@@ -8,6 +8,10 @@
 //! steps. Operators outside the engine are refused with [`crate::Error::UnsupportedOp`], and
 //! the default backend hands such models to tract when it is built in.
 
+// Kernels and packing walk several arrays by one channel or column index; iterator chains over
+// zipped slices would hide which index runs where.
+#![allow(clippy::needless_range_loop)]
+
 pub(crate) mod build;
 mod exec;
 pub(crate) mod ir;

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use super::fold::broadcast;
 use super::quantize::scalar;
+use super::shape_rules::broadcast;
 use super::{corrupt, Builder, Node, Val};
 use crate::engine::ir::{ActId, Arith, Elem, Operand, Step, Unary};
 use crate::engine::kernels::requant::Output;

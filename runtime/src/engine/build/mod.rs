@@ -9,12 +9,16 @@
 //! [`layers`], quantization in [`quantize`], arithmetic and activations in [`elementwise`],
 //! pooling in [`pool`], reshapes and the like in [`shape`]; [`fold`] evaluates constants.
 
+mod conv;
+mod dense;
 mod elementwise;
 mod fold;
 mod layers;
 mod pool;
 mod quantize;
 mod shape;
+mod shape_rules;
+mod weights;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -250,13 +254,13 @@ type LowerFn = for<'g> fn(&mut Builder<'g>, &Node<'g>) -> Result<()>;
 /// Every operator the engine lowers, by `op_type` (default domain), and the function that
 /// lowers it.
 const LOWERINGS: &[(&str, LowerFn)] = &[
-    ("Conv", layers::conv),
-    ("ConvInteger", layers::conv_integer),
-    ("QLinearConv", layers::qlinear_conv),
-    ("MatMul", layers::matmul),
-    ("Gemm", layers::gemm),
-    ("MatMulInteger", layers::matmul_integer),
-    ("QLinearMatMul", layers::qlinear_matmul),
+    ("Conv", conv::conv),
+    ("ConvInteger", conv::conv_integer),
+    ("QLinearConv", conv::qlinear_conv),
+    ("MatMul", dense::matmul),
+    ("Gemm", dense::gemm),
+    ("MatMulInteger", dense::matmul_integer),
+    ("QLinearMatMul", dense::qlinear_matmul),
     ("QuantizeLinear", quantize::quantize_linear),
     ("DequantizeLinear", quantize::dequantize_linear),
     ("DynamicQuantizeLinear", quantize::dynamic_quantize_linear),

@@ -1,7 +1,7 @@
 //! Lowering the operators that only move values: `Reshape` and its relatives (int8 values
 //! stay int8), `Identity`, `Transpose`, `Concat`, and `ArgMax`.
 
-use super::fold::{reshape_target, squeeze_shape};
+use super::shape_rules::{reshape_target, squeeze_shape};
 use super::{corrupt, Builder, Node, Val};
 use crate::engine::ir::{Elem, Step};
 use crate::error::Result;
