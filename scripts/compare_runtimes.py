@@ -327,12 +327,17 @@ def compare(edgekd, out, pairs):
                     "ort": ort_["latency"]["mean"], "ort_min": ort_["latency"]["min"],
                     "litert": lite_mean, "litert_min": lite_min, "ratio": ours["latency"]["mean"] / best,
                 })
-    print("| model | format | batch | edgekd (engine) | ONNX Runtime | LiteRT (XNNPACK) | edgekd / best |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['format']} | {r['batch']} | {fmt(r['edgekd'])} ({r['edgekd_engine']}) | "
-              f"{fmt(r['ort'])} | {fmt(r['litert'])} | {r['ratio']:.2f}x |")
+    table = [
+        "| model | format | batch | edgekd (engine) | ONNX Runtime | LiteRT (XNNPACK) | edgekd / best |",
+        "|---|---|---|---|---|---|---|",
+    ] + [
+        f"| {r['model']} | {r['format']} | {r['batch']} | {fmt(r['edgekd'])} ({r['edgekd_engine']}) | "
+        f"{fmt(r['ort'])} | {fmt(r['litert'])} | {r['ratio']:.2f}x |"
+        for r in rows
+    ]
+    (out / "comparison.md").write_text("\n".join(table) + "\n")
     (out / "comparison.json").write_text(json.dumps(rows, indent=1) + "\n")
+    print("\n".join(table))
 
 
 if __name__ == "__main__":
