@@ -1347,35 +1347,41 @@ fn distill_on_an_unlabelled_folder_learns_from_the_teacher_alone() {
     assert!(errors < 600, "{errors} test errors of 2000");
 }
 
-/// A teacher exported by PyTorch's torch.onnx.export (tests/fixtures/teachers/
-/// make_torch_teacher.py): NCHW input, logits out, torchvision's MNIST normalisation declared
-/// on the command line.
+/// Teachers exported by PyTorch (tests/fixtures/teachers/make_torch_teacher.py): the same
+/// trained LeNet through the TorchScript exporter (opset 13) and through the torch.export-based
+/// one, PyTorch's default since 2.9 (opset 20, a dynamic batch named in `value_info`); NCHW
+/// input, logits out, torchvision's MNIST normalisation declared on the command line.
 #[test]
 fn distill_from_a_pytorch_exported_teacher() {
-    let dir = tempfile::tempdir().unwrap();
-    let onnx = teacher_fixture("torch-lenet.onnx");
-    let out = edgekd()
-        .args(["distill", "--student", "mlp:32", "--epochs", "2", "-q"])
-        .args([
-            "--teacher-mean",
-            "0.1307",
-            "--teacher-std",
-            "0.3081",
-            "--teacher",
-        ])
-        .arg(&onnx)
-        .arg("--out")
-        .arg(dir.path().join("s"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("ONNX, output taken as logits"), "{stderr}");
-    // 66 is what PyTorch's own forward gets on the same 2,000 test images.
-    assert!(
-        stderr.contains("96.70% test accuracy (66 errors of 2000)"),
-        "{stderr}"
-    );
+    for fixture in ["torch-lenet.onnx", "torch-lenet-dynamo.onnx"] {
+        let dir = tempfile::tempdir().unwrap();
+        let onnx = teacher_fixture(fixture);
+        let out = edgekd()
+            .args(["distill", "--student", "mlp:32", "--epochs", "2", "-q"])
+            .args([
+                "--teacher-mean",
+                "0.1307",
+                "--teacher-std",
+                "0.3081",
+                "--teacher",
+            ])
+            .arg(&onnx)
+            .arg("--out")
+            .arg(dir.path().join("s"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{fixture}: {stderr}");
+        assert!(
+            stderr.contains("ONNX, output taken as logits"),
+            "{fixture}: {stderr}"
+        );
+        // 66 is what PyTorch's own forward gets on the same 2,000 test images.
+        assert!(
+            stderr.contains("96.70% test accuracy (66 errors of 2000)"),
+            "{fixture}: {stderr}"
+        );
+    }
 }
 
 /// --normalize is the student's own input convention: recorded in the checkpoint, carried
