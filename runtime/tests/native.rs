@@ -137,22 +137,27 @@ fn quantize(x: f32, scale: f32) -> i64 {
 }
 
 fn engines(bytes: &[u8]) -> Vec<Model> {
-    // Tract is the second opinion where it is built in (not in device builds).
-    [Backend::Native, Backend::Tract]
-        .into_iter()
-        .filter(|b| b.available())
-        .map(|backend| {
-            Model::from_bytes_with(
-                bytes,
-                Options {
-                    backend,
-                    threads: 1,
-                    ..Default::default()
-                },
-            )
-            .unwrap_or_else(|e| panic!("{backend}: {e}"))
-        })
-        .collect()
+    // Tract is the second opinion where it is built in (not in device builds); the native
+    // engine also runs on two threads, which split each layer's pixels and channels.
+    [
+        (Backend::Native, 1),
+        (Backend::Native, 2),
+        (Backend::Tract, 1),
+    ]
+    .into_iter()
+    .filter(|(b, _)| b.available())
+    .map(|(backend, threads)| {
+        Model::from_bytes_with(
+            bytes,
+            Options {
+                backend,
+                threads,
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{backend}: {e}"))
+    })
+    .collect()
 }
 
 /// QuantizeLinear → MatMulInteger → Add(int32 bias) → Cast → Mul(per-channel scale) → Relu:
@@ -218,6 +223,31 @@ fn grouped_strided_padded_integer_convolution_matches_reference() {
     check_conv([4, 7, 9], 6, [3, 3], 2, 2, 1);
     check_conv([4, 6, 20], 6, [3, 5], 2, 1, 2);
     check_conv([1, 28, 28], 3, [5, 5], 1, 1, 2);
+}
+
+/// Random shapes against the reference: odd channel counts, depthwise and grouped, 1x1 to 5x5
+/// kernels, strides 1 and 2, padding up to half the kernel, images as small as the kernel.
+#[test]
+fn random_integer_convolutions_match_reference() {
+    let mut draws = spread(10 * 40, 17, 1 << 20)
+        .into_iter()
+        .map(|v| v.unsigned_abs() as usize);
+    let mut draw = |n: usize| draws.next().unwrap() % n;
+    for _ in 0..40 {
+        let group = [1, 1, 2, 3][draw(4)];
+        let depthwise = draw(3) == 0;
+        let (c, o, group) = if depthwise {
+            let c = 1 + draw(40);
+            (c, c, c)
+        } else {
+            (group * (1 + draw(20)), group * (1 + draw(24)), group)
+        };
+        let k = [1, 3, 3, 5][draw(4)];
+        let stride = 1 + draw(2);
+        let pad = draw(k / 2 + 1);
+        let (h, w) = (k + draw(12), k + draw(12));
+        check_conv([c, h, w], o, [k, k], group, stride, pad);
+    }
 }
 
 fn check_conv(

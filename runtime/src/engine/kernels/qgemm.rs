@@ -346,17 +346,39 @@ mod tests {
     }
 
     /// Every ISA against the plain triple loop, for odd channel counts, several taps, partial
-    /// panels and rows, and extreme values.
+    /// panels and rows, and extreme values: chosen shapes, then random ones (weights at the
+    /// ends of their range in every other case).
     #[test]
     fn every_path_computes_the_exact_sums() {
-        for (n, taps, cin, seed) in [
+        let mut cases = vec![
             (16, 1, 4, 1),
             (13, 9, 3, 2),
             (8, 9, 16, 3),
             (24, 1, 67, 4),
             (3, 2, 5, 5),
-        ] {
-            let w = bytes(n * taps * cin, seed, -127, 127);
+        ];
+        let dims = bytes(3 * 30, 99, 0, 127);
+        for (i, d) in dims.chunks(3).enumerate() {
+            let [n, taps, cin] = [
+                d[0] as usize % 40 + 1,
+                d[1] as usize % 12 + 1,
+                d[2] as usize % 70 + 1,
+            ];
+            cases.push((n, taps, cin, 10 + i as u64));
+        }
+        for (n, taps, cin, seed) in cases {
+            let mut w = bytes(n * taps * cin, seed, -127, 127);
+            if seed % 2 == 1 {
+                for (i, v) in w.iter_mut().enumerate() {
+                    *v = if i % 3 == 0 {
+                        -127
+                    } else if i % 3 == 1 {
+                        127
+                    } else {
+                        *v
+                    };
+                }
+            }
             let a = bytes(MR * taps * cin.div_ceil(4) * 4, seed + 9, -128, 127);
             let packed = QPacked::pack(n, taps, cin, |o, t, ci| w[(o * taps + t) * cin + ci]);
             let quads = cin.div_ceil(4);
