@@ -1,65 +1,11 @@
 //! The native int8 engine against plain-Rust reference arithmetic on hand-built graphs, and
 //! every engine against hostile bytes.
 
-use edgekd_runtime::proto::{
-    data_type, AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto,
-};
+mod support;
+
+use edgekd_runtime::proto::AttributeProto;
 use edgekd_runtime::{Backend, Model, Options};
-use prost::Message;
-
-/// A float value; a negative dimension is the free batch size.
-fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
-    let dims: Vec<Option<i64>> = dims.iter().map(|&d| (d >= 0).then_some(d)).collect();
-    ValueInfoProto::float_tensor(name, &dims)
-}
-
-fn tensor(name: &str, dims: &[i64], data_type: i32, raw: Vec<u8>) -> TensorProto {
-    TensorProto {
-        name: name.into(),
-        dims: dims.to_vec(),
-        data_type,
-        raw_data: raw,
-        ..Default::default()
-    }
-}
-
-fn f32s(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
-    tensor(
-        name,
-        dims,
-        data_type::FLOAT,
-        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-    )
-}
-
-fn i8s(name: &str, dims: &[i64], v: &[i8]) -> TensorProto {
-    tensor(
-        name,
-        dims,
-        data_type::INT8,
-        v.iter().map(|&x| x as u8).collect(),
-    )
-}
-
-fn i32s(name: &str, dims: &[i64], v: &[i32]) -> TensorProto {
-    tensor(
-        name,
-        dims,
-        data_type::INT32,
-        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-    )
-}
-
-fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
-    NodeProto {
-        op_type: op.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        name: output.into(),
-        attribute: attrs,
-        ..Default::default()
-    }
-}
+use support::*;
 
 /// The model on the native engine, one thread.
 fn native(bytes: &[u8]) -> edgekd_runtime::Result<Model> {
@@ -71,65 +17,6 @@ fn native(bytes: &[u8]) -> edgekd_runtime::Result<Model> {
             ..Default::default()
         },
     )
-}
-
-/// `x` -> (`xq`, `xs`, `xz`) by DynamicQuantizeLinear.
-fn dynamic_quantize() -> NodeProto {
-    NodeProto {
-        op_type: "DynamicQuantizeLinear".into(),
-        input: vec!["x".into()],
-        output: vec!["xq".into(), "xs".into(), "xz".into()],
-        name: "dq".into(),
-        ..Default::default()
-    }
-}
-
-fn ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: 7,
-        ints: v.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn int(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: 2,
-        i: v,
-        ..Default::default()
-    }
-}
-
-fn model(
-    nodes: Vec<NodeProto>,
-    inits: Vec<TensorProto>,
-    input: ValueInfoProto,
-    output: &str,
-) -> Vec<u8> {
-    ModelProto::opset13(GraphProto {
-        node: nodes,
-        name: "test".into(),
-        initializer: inits,
-        input: vec![input],
-        output: vec![value(output, &[])],
-        ..Default::default()
-    })
-    .encode_to_vec()
-}
-
-/// A deterministic spread of values in [-r, r].
-fn spread(n: usize, seed: u64, r: i64) -> Vec<i64> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((s >> 33) as i64).rem_euclid(2 * r + 1) - r
-        })
-        .collect()
 }
 
 fn quantize(x: f32, scale: f32) -> i64 {
@@ -253,88 +140,36 @@ fn random_integer_convolutions_match_reference() {
 fn check_conv(
     [c, h, w]: [usize; 3],
     o: usize,
-    [kh, kw]: [usize; 2],
+    k: [usize; 2],
     group: usize,
     stride: usize,
     pad: usize,
 ) {
-    let cg = c / group;
-    let weights: Vec<i8> = spread(o * cg * kh * kw, 4, 127)
+    let case = ConvCase {
+        c,
+        h,
+        w,
+        o,
+        k,
+        group,
+        stride,
+        pad,
+    };
+    let weights: Vec<i8> = spread(case.weight_len(), 4, 127)
         .into_iter()
         .map(|v| v as i8)
         .collect();
-    let bytes = model(
-        vec![
-            dynamic_quantize(),
-            node(
-                "ConvInteger",
-                &["xq", "w", "xz"],
-                "acc",
-                vec![
-                    ints("strides", &[stride as i64; 2]),
-                    ints("pads", &[pad as i64; 4]),
-                    int("group", group as i64),
-                ],
-            ),
-            node("Cast", &["acc"], "out", vec![int("to", 1)]),
-        ],
-        vec![i8s(
-            "w",
-            &[o as i64, cg as i64, kh as i64, kw as i64],
-            &weights,
-        )],
-        value("x", &[-1, c as i64, h as i64, w as i64]),
-        "out",
-    );
+    let bytes = case.int8_model(&weights);
     let x: Vec<f32> = spread(2 * c * h * w, 5, 900)
         .into_iter()
         .map(|v| v as f32 * 0.01 + 2.0)
         .collect();
-    // DynamicQuantizeLinear per the spec, then the convolution in integers.
-    let (lo, hi) = x
-        .iter()
-        .fold((0f32, 0f32), |(l, h), &v| (l.min(v), h.max(v)));
-    let scale = (hi - lo) / 255.0;
-    let zp = (-lo / scale).round_ties_even().clamp(0.0, 255.0) as i64;
-    let q: Vec<i64> = x
-        .iter()
-        .map(|&v| ((v / scale).round_ties_even() as i64 + zp).clamp(0, 255))
-        .collect();
-    let (oh, ow) = (
-        (h + 2 * pad - kh) / stride + 1,
-        (w + 2 * pad - kw) / stride + 1,
-    );
-    let mut want = vec![0f32; 2 * o * oh * ow];
-    for img in 0..2 {
-        for oc in 0..o {
-            let g = oc / (o / group);
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut acc = 0i64;
-                    for ic in 0..cg {
-                        for ky in 0..kh {
-                            for kx in 0..kw {
-                                let y = (oy * stride + ky) as i64 - pad as i64;
-                                let xx = (ox * stride + kx) as i64 - pad as i64;
-                                let a = if y < 0 || xx < 0 || y >= h as i64 || xx >= w as i64 {
-                                    zp
-                                } else {
-                                    q[((img * c + g * cg + ic) * h + y as usize) * w + xx as usize]
-                                };
-                                let wt = weights[((oc * cg + ic) * kh + ky) * kw + kx] as i64;
-                                acc += (a - zp) * wt;
-                            }
-                        }
-                    }
-                    want[((img * o + oc) * oh + oy) * ow + ox] = acc as f32;
-                }
-            }
-        }
-    }
+    let want = case.int8_reference(2, &x, &weights);
+    let (oh, ow) = case.out_hw();
     for m in engines(&bytes) {
         let got = m.logits(&x, 2).unwrap();
         assert_eq!(got.shape, vec![2, o, oh, ow], "{}", m.backend());
-        assert_eq!(got.data, want, "{}", m.backend());
+        assert_eq!(got.data, want, "{} {case:?}", m.backend());
     }
 }
 
