@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 
 // The CLI's own module (the binary crate has no library to depend on).
 #[allow(dead_code)]
-#[path = "../../src/args.rs"]
+#[path = "../../src/args/mod.rs"]
 mod args;
 
 use args::{parse_config, DistillFile, KdOpts, TrainFile, TrainOpts};

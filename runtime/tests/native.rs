@@ -110,6 +110,7 @@ fn grouped_strided_padded_integer_convolution_matches_reference() {
     check_conv([4, 7, 9], 6, [3, 3], 2, 2, 1);
     check_conv([4, 6, 20], 6, [3, 5], 2, 1, 2);
     check_conv([1, 28, 28], 3, [5, 5], 1, 1, 2);
+    check_conv([16, 9, 9], 36, [2, 2], 2, 1, 0);
 }
 
 /// Random shapes against the reference: odd channel counts, depthwise and grouped, 1x1 to 5x5
@@ -540,5 +541,31 @@ fn fuzz_padding_past_the_kernel_is_refused_at_load() {
     for bytes in [conv, pool] {
         let err = native(&bytes).unwrap_err();
         assert!(err.to_string().contains("reach past"), "{err}");
+    }
+}
+
+/// Found by the differential fuzz target (`engine_conv`): DynamicQuantizeLinear multiplied by
+/// the reciprocal of the scale, and one input value next to a rounding tie landed one level
+/// off the spec's `x / scale` (18 outputs off by 2, tract exact).
+#[test]
+fn fuzz_dynamic_quantization_divides_by_the_scale_as_the_spec_does() {
+    let case = ConvCase {
+        c: 16,
+        h: 9,
+        w: 9,
+        o: 36,
+        k: [2, 2],
+        group: 2,
+        stride: 1,
+        pad: 0,
+    };
+    let weights: Vec<i8> = (0..case.weight_len()).map(|i| [2, 0][i % 2]).collect();
+    let x: Vec<f32> = spread(2 * 16 * 81, 0, 1000)
+        .into_iter()
+        .map(|v| v as f32 * 0.003 - 1.28)
+        .collect();
+    let want = case.int8_reference(2, &x, &weights);
+    for m in engines(&case.int8_model(&weights)) {
+        assert_eq!(m.logits(&x, 2).unwrap().data, want, "{}", m.backend());
     }
 }
