@@ -80,8 +80,13 @@ impl Walk<'_> {
         match act {
             Activation::Relu => self.g.node("Relu", out, &[x], vec![]),
             Activation::Relu6 => {
-                let lo = self.g.f32s(&format!("{out}.min"), &[], &[0.0]);
-                let hi = self.g.f32s(&format!("{out}.max"), &[], &[6.0]);
+                // Clip's bounds share the data's type: f16 in an f16 graph.
+                let (lo, hi) = (format!("{out}.min"), format!("{out}.max"));
+                let (lo, hi) = if self.ops.activations() == Elem::F16 {
+                    (self.g.f16s(&lo, &[], &[0.0]), self.g.f16s(&hi, &[], &[6.0]))
+                } else {
+                    (self.g.f32s(&lo, &[], &[0.0]), self.g.f32s(&hi, &[], &[6.0]))
+                };
                 self.g.node("Clip", out, &[x, &lo, &hi], vec![])
             }
             Activation::Identity if out == OUTPUT => self.g.node("Identity", out, &[x], vec![]),
