@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 
 // The CLI's own module (the binary crate has no library to depend on).
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 #[path = "../../src/args/mod.rs"]
 mod args;
 
