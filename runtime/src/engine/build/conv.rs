@@ -115,7 +115,7 @@ pub(super) fn conv<'g>(b: &mut Builder<'g>, n: &Node<'g>) -> Result<()> {
             return Ok(());
         }
     }
-    let x = b.f32_act(n, xn)?.ok_or_else(|| n.bad("constant input"))?;
+    let x = b.f32_act(n, xn)?;
     let wv = w.as_f32().map_err(|e| n.bad(e))?.to_vec();
     let (x, window, groups, out_shape) = conv_geometry(b, n, x, &w.shape)?;
     let o = w.shape[0];

@@ -13,6 +13,7 @@ use crate::engine::ir::{Elem, Weights, Window};
 use crate::engine::kernels::qgemm::QPacked;
 use crate::engine::kernels::requant::{Output, Requant};
 use crate::engine::kernels::sgemm::FPacked;
+use crate::engine::tensor::Tensor;
 use crate::error::Result;
 
 /// A dense layer's input as rows: its value, the row count and the features per row.
@@ -127,7 +128,7 @@ fn gemm_like<'g>(
             }
         }
     }
-    let x = b.f32_act(n, xn)?.ok_or_else(|| n.bad("constant input"))?;
+    let x = b.f32_act(n, xn)?;
     let wv = w.to_f32();
     let weights = cached(b, format!("f:{wn}:{trans_b}:{alpha}"), || {
         Weights::F(FPacked::pack(o, 1, k, |oc, _, kk| alpha * wv[idx(oc, kk)]))
@@ -158,17 +159,7 @@ pub(super) fn matmul_integer<'g>(b: &mut Builder<'g>, n: &Node<'g>) -> Result<()
         return Err(n.bad("int8 input must be computed"));
     };
     let za = input_zero_point(b, n, x, n.input(2))?;
-    let [k, o] = w.shape[..] else {
-        return Err(n.bad("weights of rank other than 2"));
-    };
-    let wzp = zero_points(b, n, n.input(3), o)?;
-    let vals = w.to_i64().map_err(|e| n.bad(e))?;
-    let sv: Vec<i8> = (0..o * k)
-        .map(|i| {
-            i8::try_from(vals[(i % k) * o + i / k] - wzp(i / k))
-                .map_err(|_| n.bad("weights minus their zero point leave int8"))
-        })
-        .collect::<Result<_>>()?;
+    let (k, o, sv) = integer_weights(b, n, &w, n.input(3))?;
     let weights = cached(b, format!("q:{}:mm", n.input(1)), || {
         Weights::Q(QPacked::pack(o, 1, k, |oc, _, kk| sv[oc * k + kk]))
     });
@@ -193,17 +184,7 @@ pub(super) fn qlinear_matmul<'g>(b: &mut Builder<'g>, n: &Node<'g>) -> Result<()
         .constant(n.input(4))
         .ok_or_else(|| n.bad("weight scales must be constant"))?
         .to_f32();
-    let [k, o] = w.shape[..] else {
-        return Err(n.bad("weights of rank other than 2"));
-    };
-    let wzp = zero_points(b, n, n.input(5), o)?;
-    let vals = w.to_i64().map_err(|e| n.bad(e))?;
-    let sv: Vec<i8> = (0..o * k)
-        .map(|i| {
-            i8::try_from(vals[(i % k) * o + i / k] - wzp(i / k))
-                .map_err(|_| n.bad("weights minus their zero point leave int8"))
-        })
-        .collect::<Result<_>>()?;
+    let (k, o, sv) = integer_weights(b, n, &w, n.input(5))?;
     let out = output_params(b, n, n.input(6), n.input(7))?;
     let weights = cached(b, format!("q:{}:mm", n.input(3)), || {
         Weights::Q(QPacked::pack(o, 1, k, |oc, _, kk| sv[oc * k + kk]))
@@ -218,4 +199,21 @@ pub(super) fn qlinear_matmul<'g>(b: &mut Builder<'g>, n: &Node<'g>) -> Result<()
         hi: 127,
     };
     dense(b, n, x, k, o, weights, requant, za, Elem::Q8(out))
+}
+
+/// Integer weights `[K, N]` with their zero points (input `zp`) as `[N][K]` int8 in the
+/// signed domain, with K and N.
+fn integer_weights(b: &Builder, n: &Node, w: &Tensor, zp: &str) -> Result<(usize, usize, Vec<i8>)> {
+    let [k, o] = w.shape[..] else {
+        return Err(n.bad("weights of rank other than 2"));
+    };
+    let wzp = zero_points(b, n, zp, o)?;
+    let vals = w.to_i64().map_err(|e| n.bad(e))?;
+    let sv = (0..o * k)
+        .map(|i| {
+            i8::try_from(vals[(i % k) * o + i / k] - wzp(i / k))
+                .map_err(|_| n.bad("weights minus their zero point leave int8"))
+        })
+        .collect::<Result<_>>()?;
+    Ok((k, o, sv))
 }

@@ -151,7 +151,7 @@ pub(super) fn arithmetic<'g>(b: &mut Builder<'g>, n: &Node<'g>) -> Result<()> {
         (None, None) => (an, None, false),
         (Some(_), Some(_)) => return Err(n.bad("constant inputs that were not folded")),
     };
-    let a = b.f32_act(n, x)?.expect("a run-time input");
+    let a = b.f32_act(n, x)?;
     if let Some(c) = &c {
         if fold_into_layer(b, a, op, c, const_first) {
             b.absorbed(x);
@@ -163,7 +163,7 @@ pub(super) fn arithmetic<'g>(b: &mut Builder<'g>, n: &Node<'g>) -> Result<()> {
         return Err(n.bad(format!("{:?} input", b.acts[a].elem)));
     }
     let Some(c) = c else {
-        let other = b.f32_act(n, bn)?.expect("a run-time input");
+        let other = b.f32_act(n, bn)?;
         let (sa, so) = (b.acts[a].shape.clone(), b.acts[other].shape.clone());
         let nhwc = sa == so && b.acts[a].nhwc;
         let (a, o) = (b.layout(a, nhwc), b.layout(other, nhwc));
@@ -232,7 +232,7 @@ pub(super) fn arithmetic<'g>(b: &mut Builder<'g>, n: &Node<'g>) -> Result<()> {
 /// `clamp(x, lo, hi)`: folded into the step writing x when it clamps, else a step.
 fn clamp<'g>(b: &mut Builder<'g>, n: &Node<'g>, lo: f32, hi: f32) -> Result<()> {
     let xn = n.input(0);
-    let a = b.f32_act(n, xn)?.ok_or_else(|| n.bad("constant input"))?;
+    let a = b.f32_act(n, xn)?;
     let tighten = |l: &mut f32, h: &mut f32| {
         let nl = l.max(lo).min(hi);
         *h = h.min(hi).max(nl);
@@ -290,9 +290,7 @@ pub(super) fn clip<'g>(b: &mut Builder<'g>, n: &Node<'g>) -> Result<()> {
 }
 
 pub(super) fn unary<'g>(b: &mut Builder<'g>, n: &Node<'g>) -> Result<()> {
-    let a = b
-        .f32_act(n, n.input(0))?
-        .ok_or_else(|| n.bad("constant input"))?;
+    let a = b.f32_act(n, n.input(0))?;
     let op = match n.node.op_type.as_str() {
         "Sigmoid" => Unary::Sigmoid,
         "Tanh" => Unary::Tanh,
@@ -306,9 +304,7 @@ pub(super) fn unary<'g>(b: &mut Builder<'g>, n: &Node<'g>) -> Result<()> {
 }
 
 pub(super) fn softmax<'g>(b: &mut Builder<'g>, n: &Node<'g>) -> Result<()> {
-    let a = b
-        .f32_act(n, n.input(0))?
-        .ok_or_else(|| n.bad("constant input"))?;
+    let a = b.f32_act(n, n.input(0))?;
     let a = b.layout(a, false);
     let shape = b.acts[a].shape.clone();
     let rank = shape.len() as i64;

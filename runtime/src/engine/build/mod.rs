@@ -42,6 +42,17 @@ pub(crate) enum Val {
     Dequantized(ActId),
 }
 
+impl Val {
+    /// Run-time value `y`: an int8 one standing for its dequantized values, or `y` itself.
+    fn run_time(y: ActId, dequantized: bool) -> Val {
+        if dequantized {
+            Val::Dequantized(y)
+        } else {
+            Val::Act(y)
+        }
+    }
+}
+
 /// Weights packed by earlier plans of the same model, by initializer name and layout: a
 /// model run at several batch sizes packs each layer once.
 pub(crate) type WeightCache = Mutex<HashMap<String, Arc<Weights>>>;
@@ -185,17 +196,17 @@ impl<'g> Builder<'g> {
         }
     }
 
-    /// Input `name` as an f32 run-time value (a dequantized one is materialized once), or
-    /// None for a constant.
-    pub fn f32_act(&mut self, n: &Node<'g>, name: &str) -> Result<Option<ActId>> {
+    /// Input `name` as an f32 run-time value (a dequantized one is materialized once); a
+    /// constant, which folding would have evaluated, is refused.
+    pub fn f32_act(&mut self, n: &Node<'g>, name: &str) -> Result<ActId> {
         match self.value(n, name)? {
-            Val::Const(_) => Ok(None),
+            Val::Const(_) => Err(n.bad("constant input")),
             Val::Act(a) => match self.acts[a].elem {
-                Elem::F32 => Ok(Some(a)),
-                Elem::I32 | Elem::I64 => Ok(Some(a)),
-                _ => Ok(Some(self.dequantize(a))),
+                Elem::F32 => Ok(a),
+                Elem::I32 | Elem::I64 => Ok(a),
+                _ => Ok(self.dequantize(a)),
             },
-            Val::Dequantized(q) => Ok(Some(self.dequantize(q))),
+            Val::Dequantized(q) => Ok(self.dequantize(q)),
         }
     }
 

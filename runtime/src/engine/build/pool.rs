@@ -50,11 +50,7 @@ pub(super) fn pool<'g>(b: &mut Builder<'g>, n: &Node<'g>) -> Result<()> {
         // The maximum of int8 values is the int8 of the maximum.
         Val::Dequantized(q) if kind == PoolKind::Max && b.qparams(q).is_some() => (q, true),
         Val::Dequantized(q) if b.qparams(q).is_some() => (q, false),
-        _ => (
-            b.f32_act(n, n.input(0))?
-                .ok_or_else(|| n.bad("constant input"))?,
-            false,
-        ),
+        _ => (b.f32_act(n, n.input(0))?, false),
     };
     let act = b.acts[x].clone();
     if act.shape.len() != 4 {
@@ -74,23 +70,14 @@ pub(super) fn pool<'g>(b: &mut Builder<'g>, n: &Node<'g>) -> Result<()> {
     let elem = if int8 { act.elem } else { Elem::F32 };
     let y = b.act(vec![batch, c, oh, ow], elem, true);
     b.step(Step::Pool { x, y, kind, window });
-    b.bind(
-        n.output(),
-        if int8 {
-            Val::Dequantized(y)
-        } else {
-            Val::Act(y)
-        },
-    );
+    b.bind(n.output(), Val::run_time(y, int8));
     Ok(())
 }
 
 pub(super) fn global_average_pool<'g>(b: &mut Builder<'g>, n: &Node<'g>) -> Result<()> {
     let x = match b.value(n, n.input(0))? {
         Val::Dequantized(q) if b.qparams(q).is_some() => q,
-        _ => b
-            .f32_act(n, n.input(0))?
-            .ok_or_else(|| n.bad("constant input"))?,
+        _ => b.f32_act(n, n.input(0))?,
     };
     let act = b.acts[x].clone();
     if act.shape.len() != 4 {

@@ -57,14 +57,7 @@ pub(super) fn reshape<'g>(b: &mut Builder<'g>, n: &Node<'g>) -> Result<()> {
     let elem = b.acts[a].elem;
     let y = b.act(to, elem, false);
     b.step(Step::Copy { x: a, y });
-    b.bind(
-        n.output(),
-        if dequantized {
-            Val::Dequantized(y)
-        } else {
-            Val::Act(y)
-        },
-    );
+    b.bind(n.output(), Val::run_time(y, dequantized));
     Ok(())
 }
 
@@ -75,9 +68,7 @@ pub(super) fn identity<'g>(b: &mut Builder<'g>, n: &Node<'g>) -> Result<()> {
 }
 
 pub(super) fn transpose<'g>(b: &mut Builder<'g>, n: &Node<'g>) -> Result<()> {
-    let a = b
-        .f32_act(n, n.input(0))?
-        .ok_or_else(|| n.bad("constant input"))?;
+    let a = b.f32_act(n, n.input(0))?;
     let a = b.layout(a, false);
     let shape = b.acts[a].shape.clone();
     let rank = shape.len();
@@ -109,7 +100,7 @@ pub(super) fn transpose<'g>(b: &mut Builder<'g>, n: &Node<'g>) -> Result<()> {
 pub(super) fn concat<'g>(b: &mut Builder<'g>, n: &Node<'g>) -> Result<()> {
     let mut xs = Vec::new();
     for name in &n.node.input {
-        let a = b.f32_act(n, name)?.ok_or_else(|| n.bad("constant input"))?;
+        let a = b.f32_act(n, name)?;
         xs.push(b.layout(a, false));
     }
     let first = b.acts[*xs.first().ok_or_else(|| n.bad("no inputs"))?]
@@ -149,9 +140,7 @@ pub(super) fn concat<'g>(b: &mut Builder<'g>, n: &Node<'g>) -> Result<()> {
 }
 
 pub(super) fn argmax<'g>(b: &mut Builder<'g>, n: &Node<'g>) -> Result<()> {
-    let a = b
-        .f32_act(n, n.input(0))?
-        .ok_or_else(|| n.bad("constant input"))?;
+    let a = b.f32_act(n, n.input(0))?;
     let a = b.layout(a, false);
     let shape = b.acts[a].shape.clone();
     let rank = shape.len() as i64;

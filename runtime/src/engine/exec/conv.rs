@@ -159,6 +159,27 @@ impl Geometry {
             }
         }
     }
+
+    /// Tap pointers of output rows `rows` (one tile), group `g`: `taps` per row, row after
+    /// row in `ind`.
+    ///
+    /// # Safety
+    /// As [`Geometry::taps`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_taps<T>(
+        &self,
+        x: *const T,
+        pad: *const T,
+        cur: &mut Cursor,
+        rows: std::ops::Range<usize>,
+        g: usize,
+        taps: usize,
+        ind: &mut [*const T],
+    ) {
+        for (r, m) in rows.enumerate() {
+            self.taps(x, pad, cur, m, g, &mut ind[r * taps..(r + 1) * taps]);
+        }
+    }
 }
 
 /// Kernels with at most this many taps get their interior pixels' pointers from a table of
@@ -219,6 +240,31 @@ impl Split {
 
 /// Tap pointers for one tile live on the stack up to this many.
 const STACK_POINTERS: usize = 6 * 81;
+
+/// A task's table of tap pointers: on the stack when it fits, else on the heap.
+struct Pointers<T> {
+    stack: [*const T; STACK_POINTERS],
+    heap: Vec<*const T>,
+}
+
+impl<T> Pointers<T> {
+    fn new() -> Pointers<T> {
+        Pointers {
+            stack: [std::ptr::null(); STACK_POINTERS],
+            heap: Vec::new(),
+        }
+    }
+
+    /// `n` pointers.
+    fn table(&mut self, n: usize) -> &mut [*const T] {
+        if n <= STACK_POINTERS {
+            &mut self.stack[..n]
+        } else {
+            self.heap.resize(n, std::ptr::null());
+            &mut self.heap
+        }
+    }
+}
 
 thread_local! {
     /// A depthwise pixel's int32 sums.
@@ -301,30 +347,15 @@ unsafe fn q_gemm(
     let task = |i: usize| {
         let (x, pad) = (x as *const i8, pad as *const i8);
         let (units, pair_range) = split.task(i);
-        let mut stack = [std::ptr::null::<i8>(); STACK_POINTERS];
-        let mut heap = Vec::new();
-        let ind: &mut [*const i8] = if MR * taps <= STACK_POINTERS {
-            &mut stack[..MR * taps]
-        } else {
-            heap.resize(MR * taps, std::ptr::null());
-            &mut heap
-        };
+        let mut pointers = Pointers::<i8>::new();
+        let ind = pointers.table(MR * taps);
         let mut acc = [[0i32; 2 * NR]; MR];
         let mut cur = geo.cursor(0);
         for u in units {
             let (g, tile) = (u / tiles, u % tiles);
             let m0 = tile * MR;
             let real = MR.min(rows - m0);
-            for r in 0..real {
-                geo.taps(
-                    x,
-                    pad,
-                    &mut cur,
-                    m0 + r,
-                    g,
-                    &mut ind[r * taps..(r + 1) * taps],
-                );
-            }
+            geo.tile_taps(x, pad, &mut cur, m0..m0 + real, g, taps, ind);
             for pair in pair_range.clone() {
                 let first = g * panels + pair * 2;
                 let np = 2.min(panels - pair * 2);
@@ -363,30 +394,15 @@ unsafe fn f_gemm(cx: &Ctx, c: &Conv, p: &sgemm::FPacked, geo: &Geometry, pad: *c
     let task = |i: usize| {
         let (x, y, pad) = (x as *const f32, y as *mut f32, pad as *const f32);
         let (units, panel_range) = split.task(i);
-        let mut stack = [std::ptr::null::<f32>(); STACK_POINTERS];
-        let mut heap = Vec::new();
-        let ind: &mut [*const f32] = if MR * taps <= STACK_POINTERS {
-            &mut stack[..MR * taps]
-        } else {
-            heap.resize(MR * taps, std::ptr::null());
-            &mut heap
-        };
+        let mut pointers = Pointers::<f32>::new();
+        let ind = pointers.table(MR * taps);
         let mut acc = [[0f32; NR]; MR];
         let mut cur = geo.cursor(0);
         for u in units {
             let (g, tile) = (u / tiles, u % tiles);
             let m0 = tile * MR;
             let real = MR.min(rows - m0);
-            for r in 0..real {
-                geo.taps(
-                    x,
-                    pad,
-                    &mut cur,
-                    m0 + r,
-                    g,
-                    &mut ind[r * taps..(r + 1) * taps],
-                );
-            }
+            geo.tile_taps(x, pad, &mut cur, m0..m0 + real, g, taps, ind);
             for panel in panel_range.clone() {
                 p.accumulate(cx.isa, cx.mode, ind, real, g * panels + panel, &mut acc);
                 let cols = NR.min(geo.og - panel * NR);
@@ -423,13 +439,8 @@ unsafe fn q_depthwise(
         SUMS.with(|s| {
             let mut s = s.borrow_mut();
             s.resize(d.c, 0);
-            let (mut stack, mut heap) = ([std::ptr::null::<i8>(); STACK_POINTERS], Vec::new());
-            let ind: &mut [*const i8] = if d.taps <= STACK_POINTERS {
-                &mut stack[..d.taps]
-            } else {
-                heap.resize(d.taps, std::ptr::null());
-                &mut heap
-            };
+            let mut pointers = Pointers::<i8>::new();
+            let ind = pointers.table(d.taps);
             let mut cur = geo.cursor(0);
             for m in range {
                 geo.taps(x, pad, &mut cur, m, 0, ind);
@@ -461,13 +472,8 @@ unsafe fn f_depthwise(
     let task = |i: usize| {
         let (x, y, pad) = (x as *const f32, y as *mut f32, pad as *const f32);
         let (range, _) = split.task(i);
-        let (mut stack, mut heap) = ([std::ptr::null::<f32>(); STACK_POINTERS], Vec::new());
-        let ind: &mut [*const f32] = if d.taps <= STACK_POINTERS {
-            &mut stack[..d.taps]
-        } else {
-            heap.resize(d.taps, std::ptr::null());
-            &mut heap
-        };
+        let mut pointers = Pointers::<f32>::new();
+        let ind = pointers.table(d.taps);
         let mut cur = geo.cursor(0);
         for m in range {
             geo.taps(x, pad, &mut cur, m, 0, ind);
