@@ -55,6 +55,9 @@ enum Command {
     /// Measure a checkpoint's accuracy, and its agreement with a teacher.
     #[cfg(feature = "train")]
     Eval(commands::eval::EvalArgs),
+    /// Remove whole neurons and channels from a checkpoint (or zero its smallest weights).
+    #[cfg(feature = "train")]
+    Prune(commands::prune::PruneArgs),
     /// Quantize a student to f32 / f16 / int8 ONNX, verifying every file before writing it.
     #[cfg(feature = "train")]
     Export(commands::export::ExportArgs),
@@ -89,6 +92,8 @@ fn main() {
         Command::Eval(a) => commands::eval::run(a),
         #[cfg(feature = "train")]
         Command::Export(a) => commands::export::run(a),
+        #[cfg(feature = "train")]
+        Command::Prune(a) => commands::prune::run(a),
         #[cfg(feature = "train")]
         Command::Demo(a) => commands::demo::run(a),
         Command::Run(a) => commands::run::run(a),

@@ -133,6 +133,46 @@ pub fn model_from_weights(
     Model::from_params(spec, Params::from_tensors(spec, tensors, path)?)
 }
 
+/// A checkpoint's weights as where a student starts (a pruned model recovered by distillation
+/// or by fine-tuning), instead of a seeded initialisation.
+#[derive(Debug, Clone)]
+pub struct StartWeights {
+    /// The checkpoint directory.
+    pub dir: PathBuf,
+    /// Its tensors; every run that starts from them gets its own copy.
+    pub tensors: HashMap<String, Tensor>,
+    /// SHA-256 of its weights file: part of each run's identity.
+    pub sha256: String,
+}
+
+impl StartWeights {
+    /// A fresh model over a copy of these weights.
+    pub fn model(&self, spec: &ModelSpec) -> Result<Model> {
+        let path = self.dir.join(WEIGHTS_FILE);
+        Model::from_params(
+            spec,
+            Params::from_tensors(spec, self.tensors.clone(), &path)?,
+        )
+    }
+}
+
+/// The spec and weights of the checkpoint in `dir`, to train on from where it is.
+pub fn load_start(dir: &Path) -> Result<(ModelSpec, StartWeights)> {
+    use sha2::Digest;
+    let spec = load_spec(dir)?;
+    let path = dir.join(WEIGHTS_FILE);
+    let bytes = std::fs::read(&path).map_err(Error::io("reading", &path))?;
+    let tensors = tensors_from_bytes(&bytes, &path, &Device::Cpu)?;
+    // Checked now, not at the first run.
+    Params::from_tensors(&spec, tensors.clone(), &path)?;
+    let start = StartWeights {
+        dir: dir.into(),
+        tensors,
+        sha256: crate::digest::hex(&sha2::Sha256::digest(&bytes)),
+    };
+    Ok((spec, start))
+}
+
 /// Where a run keeps what `--resume` needs.
 pub fn state_dir(dir: &Path) -> PathBuf {
     dir.join("train-state")

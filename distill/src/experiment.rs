@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::{self, REPORT_FILE};
+use crate::checkpoint::{self, StartWeights, REPORT_FILE};
 use crate::config::{DistillConfig, TrainConfig};
 use crate::dataset::Splits;
 use crate::error::{Error, Result};
@@ -142,6 +142,7 @@ impl Training {
             teacher_names: &[],
             distill: None,
             teacher_predictions: None,
+            start: None,
         };
         run.train(setup, out, reporter)
     }
@@ -157,6 +158,9 @@ pub struct Distillation<'a> {
     pub teacher_names: Vec<String>,
     /// The student.
     pub student: ModelSpec,
+    /// Weights the student starts from (a pruned checkpoint) instead of a seeded
+    /// initialisation; the `baseline` student then fine-tunes the same weights on labels.
+    pub student_start: Option<StartWeights>,
     /// How the student (and the assistant) train; `seed` is the first seed.
     pub config: TrainConfig,
     /// The distillation blend and fine-tune.
@@ -245,6 +249,7 @@ impl Distillation<'_> {
                     teacher_names: &self.teacher_names,
                     distill: Some(&self.distill),
                     teacher_predictions: predictions,
+                    start: None,
                 };
                 let Some(t) = run.train(&setup, &out.join("assistant"), reporter)? else {
                     return Ok(Distilled::default());
@@ -285,6 +290,7 @@ impl Distillation<'_> {
                 teacher_names: &self.teacher_names,
                 distill: Some(&self.distill),
                 teacher_predictions: predictions,
+                start: self.student_start.as_ref(),
             };
             let Some(student) = distilled.train(&setup, &kd_dir, reporter)? else {
                 return Ok(done);
@@ -380,6 +386,8 @@ struct OneRun<'a> {
     distill: Option<&'a DistillConfig>,
     /// The teachers' combined top-1 on the test set, to report agreement against.
     teacher_predictions: Option<&'a [u32]>,
+    /// Weights to start from instead of the seeded initialisation.
+    start: Option<&'a StartWeights>,
 }
 
 impl OneRun<'_> {
@@ -416,6 +424,7 @@ impl OneRun<'_> {
                 self.teachers,
                 &data.train,
                 &data.test,
+                self.start.map(|s| s.sha256.as_str()),
             )?;
             if report.identity.as_ref() == Some(&identity) {
                 let model = checkpoint::load_model(dir, &candle_core::Device::Cpu)?;
@@ -430,7 +439,10 @@ impl OneRun<'_> {
                 }));
             }
         }
-        let model = Model::new(self.spec, self.config.seed, &candle_core::Device::Cpu)?;
+        let model = match self.start {
+            Some(start) => start.model(self.spec)?,
+            None => Model::new(self.spec, self.config.seed, &candle_core::Device::Cpu)?,
+        };
         let objective = match self.distill {
             Some(config) => Objective::Distill {
                 teachers: self.teachers,
@@ -450,6 +462,7 @@ impl OneRun<'_> {
                 resume: setup.resume && checkpoint::state_dir(dir).join("progress.json").is_file(),
                 stop_after: setup.stop_after,
                 logit_cache: setup.logit_cache.as_deref(),
+                start: self.start.map(|s| s.sha256.as_str()),
             }
             .execute(&mut *observer)?
         };

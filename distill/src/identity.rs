@@ -25,6 +25,10 @@ pub struct RunIdentity {
     pub teachers: Vec<String>,
     /// The training and test images and labels.
     pub data: String,
+    /// The weights the student started from, when not a seeded initialisation (a pruned
+    /// checkpoint): their SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
 }
 
 fn sha256_of(value: &impl Serialize) -> String {
@@ -42,6 +46,7 @@ impl RunIdentity {
         teachers: &[Teacher],
         train: &Dataset,
         test: &Dataset,
+        start: Option<&str>,
     ) -> Result<RunIdentity> {
         let mut data = Sha256::new();
         data.update(labelled_sha256(train));
@@ -54,6 +59,7 @@ impl RunIdentity {
                 .map(Teacher::sha256)
                 .collect::<Result<_>>()?,
             data: hex(&data.finalize()),
+            start: start.map(str::to_owned),
         })
     }
 
@@ -86,6 +92,9 @@ impl RunIdentity {
         if self.data != other.data {
             out.push("the data differs".into());
         }
+        if self.start != other.start {
+            out.push("the student starts from other weights".into());
+        }
         out
     }
 }
@@ -112,6 +121,7 @@ mod tests {
                 std::slice::from_ref(t),
                 data,
                 &test,
+                None,
             )
             .unwrap()
         };

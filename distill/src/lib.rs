@@ -38,6 +38,7 @@ pub mod optim;
 pub mod params;
 pub mod plan;
 pub mod profile;
+pub mod prune;
 pub mod random;
 pub mod report;
 pub mod spec;

@@ -113,6 +113,9 @@ pub struct Run<'a> {
     pub stop_after: Option<usize>,
     /// Directory of the on-disk teacher-logit cache (None: keep them in memory only).
     pub logit_cache: Option<&'a Path>,
+    /// SHA-256 of the weights `student` started from, when they are not its seeded
+    /// initialisation (part of the run's identity).
+    pub start: Option<&'a str>,
 }
 
 impl Run<'_> {
@@ -184,6 +187,7 @@ impl Run<'_> {
             teachers,
             self.train,
             self.test,
+            self.start,
         )?;
         let state = TrainState::of(self.out_dir);
         let (mut history, start_epoch) = if self.resume {
@@ -437,6 +441,7 @@ mod tests {
             resume,
             stop_after,
             logit_cache: None,
+            start: None,
         }
         .execute(&mut Silent)
         .unwrap();
@@ -485,6 +490,7 @@ mod tests {
             resume: false,
             stop_after: None,
             logit_cache: None,
+            start: None,
         }
         .execute(&mut Silent)
         .unwrap();
@@ -527,6 +533,7 @@ mod tests {
             resume: false,
             stop_after: None,
             logit_cache: None,
+            start: None,
         }
         .execute(&mut Silent)
         .unwrap();

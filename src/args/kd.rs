@@ -111,8 +111,8 @@ pub struct KdOpts {
     /// Relative weight of each teacher, in --teacher order [default: equal]
     #[arg(long, value_delimiter = ',', value_name = "W1,W2,...")]
     pub teacher_weights: Option<Vec<f64>>,
-    /// Student spec (e.g. mlp:64, mlp:800-800, cnn:lenet5-half), or `self` for the first teacher's architecture (self-distillation)
-    #[arg(long)]
+    /// Student spec (e.g. mlp:64, mlp:800-800, cnn:lenet5-half); `self` for the first teacher's architecture (self-distillation); a checkpoint directory to start from its weights (a pruned model: --baseline then fine-tunes the same weights on labels); or a model.toml file for its architecture from fresh weights
+    #[arg(long, value_name = "SPEC|DIR|FILE.toml")]
     pub student: Option<String>,
     /// Train this assistant from the teachers first, then the student from the assistant (teacher-assistant chain)
     #[arg(long, value_name = "SPEC")]

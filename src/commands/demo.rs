@@ -105,6 +105,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         teachers: &teachers,
         teacher_names: vec![teacher_dir.display().to_string()],
         student: spec(STUDENT, &data)?,
+        student_start: None,
         config: config(STUDENT_EPOCHS, STUDENT_LR, 0, 0),
         distill: DistillConfig {
             kd: KdConfig {

@@ -9,7 +9,7 @@ use edgekd_distill::checkpoint::{self, REPORT_FILE};
 use edgekd_distill::experiment::{self_distillation_student, Distillation, Distilled, Setup};
 use edgekd_distill::onnx_teacher::OnnxOptions;
 use edgekd_distill::teacher::Teacher;
-use edgekd_distill::{Report, Splits};
+use edgekd_distill::{ModelSpec, Report, Splits};
 
 use super::train::train_model;
 use crate::args::{read_config, DistillFile, KdOpts, TrainOpts};
@@ -115,9 +115,20 @@ fn distillation<'a>(
     teachers: &'a [Teacher],
     data: &Splits,
 ) -> Result<Distillation<'a>> {
+    let mut student_start = None;
     let student = match kd.student.as_deref() {
         None => bail!("no student given: pass --student SPEC (e.g. mlp:64) or --student self"),
         Some("self") => self_distillation_student(teachers, opts.dropout, opts.input_dropout)?,
+        Some(s) if Path::new(s).is_dir() => {
+            let (spec, start) = checkpoint::load_start(Path::new(s))
+                .with_context(|| format!("loading the student checkpoint {s}"))?;
+            student_start = Some(start);
+            checkpoint_student(spec, opts, data, s)?
+        }
+        Some(s) if s.ends_with(".toml") && Path::new(s).is_file() => {
+            let spec = checkpoint::parse_spec(&std::fs::read_to_string(s)?, Path::new(s))?;
+            checkpoint_student(spec, opts, data, s)?
+        }
         Some(spec) => opts.spec_for(spec, data)?,
     };
     let assistant = kd
@@ -139,6 +150,7 @@ fn distillation<'a>(
             .map(|p| p.display().to_string())
             .collect(),
         student,
+        student_start,
         distill: kd.config(config.optimizer.lr)?,
         config,
         assistant,
@@ -146,6 +158,29 @@ fn distillation<'a>(
         seeds: kd.seeds.unwrap_or(1),
         unlabeled: kd.unlabeled.clone(),
     })
+}
+
+/// A student whose architecture a file fixes (a checkpoint's, or a model.toml alone for the
+/// same shape from scratch), with --dropout / --input-dropout applied; it must take the data.
+fn checkpoint_student(
+    mut spec: ModelSpec,
+    opts: &TrainOpts,
+    data: &Splits,
+    from: &str,
+) -> Result<ModelSpec> {
+    spec.dropout = opts.dropout.unwrap_or(spec.dropout);
+    spec.input_dropout = opts.input_dropout.unwrap_or(spec.input_dropout);
+    spec.validate()?;
+    if spec.input != data.train.shape() || spec.classes != data.classes() {
+        bail!(
+            "the student {from} takes {} images in {} classes; the data has {} images in {}",
+            spec.input,
+            spec.classes,
+            data.train.shape(),
+            data.classes()
+        );
+    }
+    Ok(spec)
 }
 
 /// Test errors per epoch of every run this command made or read (a teacher's come from the

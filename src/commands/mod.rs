@@ -12,6 +12,8 @@ pub mod distill;
 pub mod eval;
 #[cfg(feature = "train")]
 pub mod export;
+#[cfg(feature = "train")]
+pub mod prune;
 pub mod run;
 pub mod soak;
 #[cfg(feature = "train")]
