@@ -75,6 +75,15 @@ pub fn save_model(dir: &Path, model: &Model) -> Result<()> {
         reason: e.to_string(),
     })?;
     save_tensors(&dir.join(WEIGHTS_FILE), &model.params().tensors())?;
+    let ranges = dir.join(crate::qat::RANGES_FILE);
+    match model.qat() {
+        Some(q) => save_json(&ranges, &q.learned())?,
+        // Ranges left by an earlier QAT run into this directory describe other weights.
+        None if ranges.exists() => {
+            std::fs::remove_file(&ranges).map_err(Error::io("removing", &ranges))?
+        }
+        None => {}
+    }
     atomic::write(&dir.join(SPEC_FILE), spec.as_bytes())
 }
 
@@ -171,6 +180,16 @@ pub fn load_start(dir: &Path) -> Result<(ModelSpec, StartWeights)> {
         sha256: crate::digest::hex(&sha2::Sha256::digest(&bytes)),
     };
     Ok((spec, start))
+}
+
+/// The activation ranges a quantization-aware training run left in `dir`, if it was one.
+pub fn load_learned_ranges(dir: &Path) -> Result<Option<crate::qat::LearnedRanges>> {
+    let path = dir.join(crate::qat::RANGES_FILE);
+    if path.is_file() {
+        load_json(&path).map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 /// Where a run keeps what `--resume` needs.

@@ -30,6 +30,9 @@ pub struct TrainConfig {
     /// Label smoothing of the hard-label cross-entropy (0: none).
     #[serde(default)]
     pub label_smoothing: f64,
+    /// Quantization-aware training in the last epochs (None: float throughout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qat: Option<crate::qat::QatConfig>,
 }
 
 impl Default for TrainConfig {
@@ -43,6 +46,7 @@ impl Default for TrainConfig {
             augment: Augment::default(),
             warmup_epochs: 0,
             label_smoothing: 0.0,
+            qat: None,
         }
     }
 }
@@ -74,6 +78,9 @@ impl TrainConfig {
                 "label smoothing must be in [0, 1), got {}",
                 self.label_smoothing
             )));
+        }
+        if let Some(q) = &self.qat {
+            q.validate(self.epochs)?;
         }
         self.optimizer.validate()?;
         self.augment.validate()

@@ -36,6 +36,19 @@ impl Conv2dRelu {
             padding,
         }
     }
+
+    /// The weight, `[o, c, k, k]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The same layer computing with `weight` instead (a fake-quantized copy, in QAT).
+    pub fn with_weight(&self, weight: Tensor) -> Conv2dRelu {
+        Conv2dRelu {
+            weight,
+            ..self.clone()
+        }
+    }
 }
 
 impl Module for Conv2dRelu {

@@ -31,6 +31,19 @@ impl Conv2d {
             groups,
         }
     }
+
+    /// The weight, `[o, c / groups, k, k]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The same layer computing with `weight` instead (a fake-quantized copy, in QAT).
+    pub fn with_weight(&self, weight: Tensor) -> Conv2d {
+        Conv2d {
+            weight,
+            ..self.clone()
+        }
+    }
 }
 
 impl Module for Conv2d {

@@ -27,6 +27,19 @@ impl Dense {
     pub fn new(weight: Tensor, bias: Tensor, relu: bool) -> Dense {
         Dense { weight, bias, relu }
     }
+
+    /// The weight, `[out, in]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The same layer computing with `weight` instead (a fake-quantized copy, in QAT).
+    pub fn with_weight(&self, weight: Tensor) -> Dense {
+        Dense {
+            weight,
+            ..self.clone()
+        }
+    }
 }
 
 impl Module for Dense {

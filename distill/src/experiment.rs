@@ -439,10 +439,15 @@ impl OneRun<'_> {
                 }));
             }
         }
-        let model = match self.start {
+        let mut model = match self.start {
             Some(start) => start.model(self.spec)?,
             None => Model::new(self.spec, self.config.seed, &candle_core::Device::Cpu)?,
         };
+        if self.config.qat.is_some() {
+            let s = self.spec;
+            let input = s.normalization.range(s.input.channels);
+            model = model.with_qat(std::sync::Arc::new(crate::qat::Qat::new(input)));
+        }
         let objective = match self.distill {
             Some(config) => Objective::Distill {
                 teachers: self.teachers,

@@ -39,6 +39,7 @@ pub mod params;
 pub mod plan;
 pub mod profile;
 pub mod prune;
+pub mod qat;
 pub mod random;
 pub mod report;
 pub mod spec;

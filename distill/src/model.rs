@@ -2,7 +2,7 @@
 //! ([`crate::params`]): MLPs, LeNet-style CNNs, ResNets and MobileNetV2s, walked from the
 //! spec's [`LayerPlan`].
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{Device, Module, ModuleT, Tensor};
 use rand::rngs::StdRng;
@@ -15,6 +15,7 @@ use crate::dense::Dense;
 use crate::error::{Error, Result};
 pub use crate::params::Params;
 use crate::plan::Activation;
+use crate::qat::Qat;
 use crate::random::{rng, Stream};
 use crate::spec::{LayerPlan, ModelSpec};
 
@@ -54,6 +55,8 @@ pub struct Model {
     params: Params,
     layers: Vec<Layer>,
     dropout_rng: Mutex<StdRng>,
+    /// Fake quantization, in quantization-aware training.
+    qat: Option<Arc<Qat>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -134,7 +137,20 @@ impl Model {
             params,
             layers,
             dropout_rng: Mutex::new(rng(0, Stream::Dropout, 0)),
+            qat: None,
         })
+    }
+
+    /// The model with int8 simulated in its forward pass while `qat` is active (weights and
+    /// the inputs of every weighted layer on their grids; see [`crate::qat`]).
+    pub fn with_qat(mut self, qat: Arc<Qat>) -> Model {
+        self.qat = Some(qat);
+        self
+    }
+
+    /// Its quantization-aware training state, if any.
+    pub fn qat(&self) -> Option<&Qat> {
+        self.qat.as_deref()
     }
 
     /// The spec it was built from.
@@ -173,6 +189,8 @@ impl Model {
             }
         };
         let mut features = x.clone();
+        // Counts the exporter's calibration taps as the layers are walked (see `crate::qat`).
+        let mut tap = 0;
         for layer in &self.layers {
             x = match layer {
                 Layer::Flatten => {
@@ -185,15 +203,12 @@ impl Model {
                     features = pooled.clone();
                     self.dropout(&pooled, self.spec.dropout, train)?
                 }
-                Layer::Dense {
-                    dense,
-                    hidden: true,
-                } => {
-                    let h = dense.forward(&x)?;
+                Layer::Dense { hidden: true, .. } => {
+                    let h = self.run(layer, &x, train, &mut tap)?;
                     features = h.clone();
                     self.dropout(&h, self.spec.dropout, train)?
                 }
-                other => run(other, &x, train)?,
+                other => self.run(other, &x, train, &mut tap)?,
             };
         }
         Ok(Output {
@@ -219,30 +234,67 @@ impl Model {
     }
 }
 
-/// One layer of the convolutional trunk (no dropout, no features to record).
-fn run(layer: &Layer, x: &Tensor, train: bool) -> Result<Tensor> {
-    Ok(match layer {
-        Layer::Conv(c) => c.forward(x)?.max_pool2d(2)?,
-        Layer::ConvBn(conv, bn) => bn.forward(&conv.forward(x)?, train)?,
-        Layer::Residual {
-            main,
-            shortcut,
-            act,
-        } => {
-            let mut y = x.clone();
-            for l in main {
-                y = run(l, &y, train)?;
+impl Model {
+    /// One layer (no dropout, no features to record); under QAT the weighted ones see their
+    /// input and weight fake-quantized, `tap` counting their inputs in the exporter's order.
+    fn run(&self, layer: &Layer, x: &Tensor, train: bool, tap: &mut usize) -> Result<Tensor> {
+        let q = self.qat.as_deref().filter(|q| q.is_active());
+        let mut input = |x: &Tensor| -> Result<Tensor> {
+            *tap += 1;
+            match q {
+                Some(q) => q.activation(*tap - 1, x, train),
+                None => Ok(x.clone()),
             }
-            let s = match shortcut {
-                Some(s) => run(s, x, train)?,
-                None => x.clone(),
-            };
-            add_act(&y, &s, *act)?
-        }
-        Layer::GlobalAvgPool => x.mean((2, 3))?,
-        Layer::Flatten => x.flatten_from(1)?,
-        Layer::Dense { dense, .. } => dense.forward(x)?,
-    })
+        };
+        let weight = |w: &Tensor| -> Result<Option<Tensor>> { q.map(|q| q.weight(w)).transpose() };
+        Ok(match layer {
+            Layer::Conv(c) => {
+                let x = input(x)?;
+                match weight(c.weight())? {
+                    Some(w) => c.with_weight(w).forward(&x)?,
+                    None => c.forward(&x)?,
+                }
+                .max_pool2d(2)?
+            }
+            Layer::ConvBn(conv, bn) => {
+                let x = input(x)?;
+                let y = match weight(conv.weight())? {
+                    Some(w) => conv.with_weight(w).forward(&x)?,
+                    None => conv.forward(&x)?,
+                };
+                bn.forward(&y, train)?
+            }
+            Layer::Residual {
+                main,
+                shortcut,
+                act,
+            } => {
+                let mut y = x.clone();
+                for l in main {
+                    y = self.run(l, &y, train, tap)?;
+                }
+                let s = match shortcut {
+                    Some(s) => self.run(s, x, train, tap)?,
+                    None => x.clone(),
+                };
+                if let Some(q) = q {
+                    q.addend(*tap, &y, train)?;
+                    q.addend(*tap + 1, &s, train)?;
+                }
+                *tap += 2;
+                add_act(&y, &s, *act)?
+            }
+            Layer::GlobalAvgPool => x.mean((2, 3))?,
+            Layer::Flatten => x.flatten_from(1)?,
+            Layer::Dense { dense, .. } => {
+                let x = input(x)?;
+                match weight(dense.weight())? {
+                    Some(w) => dense.with_weight(w).forward(&x)?,
+                    None => dense.forward(&x)?,
+                }
+            }
+        })
+    }
 }
 
 impl ModuleT for Model {

@@ -20,6 +20,9 @@ pub(crate) struct Progress {
     pub epochs_done: usize,
     pub identity: RunIdentity,
     pub history: Vec<EpochStats>,
+    /// Quantization-aware training's activation ranges so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qat: Option<crate::qat::LearnedRanges>,
 }
 
 /// A run's `train-state/` directory.
@@ -98,6 +101,9 @@ impl TrainState {
             )));
         }
         let epoch = progress.epochs_done;
+        if let (Some(q), Some(r)) = (student.qat(), &progress.qat) {
+            q.restore(r);
+        }
         let weights =
             checkpoint::load_tensors(&self.dir.join(state_file("weights", epoch)), device)?;
         for (p, var) in &student.params().vars {

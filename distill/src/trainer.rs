@@ -231,6 +231,10 @@ impl Run<'_> {
             let finetune = epoch >= cfg.epochs;
             observer.epoch_start(epoch + 1, total_epochs, batches);
             self.student.reseed_dropout(cfg.seed, epoch);
+            if let (Some(q), Some(c)) = (self.student.qat(), &cfg.qat) {
+                let (active, frozen) = c.phase(epoch, cfg.epochs);
+                q.set_phase(active, frozen);
+            }
             let order = permutation(self.train.len(), cfg.seed, epoch);
             let mut aug_rng = rng(cfg.seed, Stream::Augment, epoch);
             let started = Instant::now();
@@ -356,6 +360,7 @@ impl Run<'_> {
                     epochs_done: epoch + 1,
                     identity: identity.clone(),
                     history: history.clone(),
+                    qat: self.student.qat().map(|q| q.learned()),
                 },
                 &device,
             )?;

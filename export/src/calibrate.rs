@@ -19,6 +19,9 @@ pub enum Method {
     Percentile,
     /// KL-divergence-optimal clipping threshold.
     Entropy,
+    /// No calibration: the ranges quantization-aware training learned (the checkpoint's
+    /// `qat.json`).
+    Qat,
 }
 
 impl Method {
@@ -28,6 +31,7 @@ impl Method {
             Method::MinMax => "minmax",
             Method::Percentile => "percentile",
             Method::Entropy => "entropy",
+            Method::Qat => "qat",
         }
     }
 }
@@ -50,7 +54,8 @@ pub fn range(method: Method, values: &[f32]) -> Range {
             (l.min(v), h.max(v))
         });
     match method {
-        Method::MinMax => Range { lo, hi },
+        // Learned ranges are not calibrated; the exporter takes them from the checkpoint.
+        Method::MinMax | Method::Qat => Range { lo, hi },
         Method::Percentile => {
             let mut sorted = values.to_vec();
             sorted.sort_unstable_by(f32::total_cmp);

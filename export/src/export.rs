@@ -207,7 +207,11 @@ fn metadata(
             });
             if let Some((method, samples)) = calibration {
                 q["calibration"] = serde_json::json!(method.name());
-                q["calibration_samples"] = serde_json::json!(samples);
+                if method == Method::Qat {
+                    q["ranges"] = "learned by quantization-aware training (moving averages, frozen), not calibrated".into();
+                } else {
+                    q["calibration_samples"] = serde_json::json!(samples);
+                }
                 if method == Method::Percentile {
                     q["percentile"] = serde_json::json!(calibrate::PERCENTILE);
                 }
@@ -273,11 +277,45 @@ fn calibration_values(net: &Network, samples: &[f32], sample_len: usize) -> Resu
     Ok(values)
 }
 
+/// The activation ranges quantization-aware training left beside the checkpoint, one per
+/// calibration tap of `net`.
+fn learned_ranges(checkpoint_dir: &Path, net: &Network) -> Result<Vec<Range>> {
+    let refuse = |reason: String| Error::Options { reason };
+    let Some(learned) = checkpoint::load_learned_ranges(checkpoint_dir)? else {
+        return Err(refuse(format!(
+            "--calibration qat uses the ranges quantization-aware training learned, and {} has no {} (train it with --qat, or choose minmax, percentile, entropy or dynamic)",
+            checkpoint_dir.display(),
+            edgekd_distill::qat::RANGES_FILE
+        )));
+    };
+    let taps = lower::lower(net, &mut Float { elem: Elem::F32 }).taps.len();
+    if learned.taps.len() != taps {
+        return Err(refuse(format!(
+            "{} holds {} ranges, the model has {taps} quantized tensors: it belongs to another model",
+            checkpoint_dir.join(edgekd_distill::qat::RANGES_FILE).display(),
+            learned.taps.len()
+        )));
+    }
+    learned
+        .taps
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            t.map(|r| Range { lo: r.lo, hi: r.hi }).ok_or_else(|| {
+                refuse(format!(
+                    "quantization-aware training never reached tensor {i}: its range is unknown"
+                ))
+            })
+        })
+        .collect()
+}
+
 /// The serialized model of one variant, and its operator list.
 fn build(
     net: &Network,
     variant: &Variant,
     calib: &[Vec<f32>],
+    learned: &[Range],
     meta: &[(String, String)],
 ) -> (Vec<u8>, Vec<String>) {
     let mut ops: Box<dyn WeightedOps> = match *variant {
@@ -297,17 +335,21 @@ fn build(
             // saturated ink, a tenth of the pixels, into the background's neighbourhood).
             let (lo, hi) = net.spec.normalization.range(net.spec.input.channels);
             let input = Range { lo, hi };
-            let acts = calib
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    encoding.activation(if i == 0 {
-                        input
-                    } else {
-                        calibrate::range(method, v)
+            let acts = if method == Method::Qat {
+                learned.iter().map(|&r| encoding.activation(r)).collect()
+            } else {
+                calib
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        encoding.activation(if i == 0 {
+                            input
+                        } else {
+                            calibrate::range(method, v)
+                        })
                     })
-                })
-                .collect();
+                    .collect()
+            };
             Box::new(int8::Static { encoding, acts })
         }
     };
@@ -345,15 +387,17 @@ pub fn export(
     let weights_sha256 = hex(&Sha256::digest(&weights));
     let net = Network::from_model(&model)?;
     let reference = reference(&model, &net, data)?;
-    let uses_static = options.variants.iter().any(|v| {
-        matches!(
-            v,
-            Variant::Int8 {
-                activations: Activations::Static(_),
-                ..
-            }
+    let uses = |want: fn(Method) -> bool| {
+        options.variants.iter().any(
+            |v| matches!(v, Variant::Int8 { activations: Activations::Static(m), .. } if want(*m)),
         )
-    });
+    };
+    let uses_static = uses(|m| m != Method::Qat);
+    let learned = if uses(|m| m == Method::Qat) {
+        learned_ranges(checkpoint_dir, &net)?
+    } else {
+        Vec::new()
+    };
     let calib = if uses_static {
         if options.calibration_samples == 0 {
             return Err(Error::Options {
@@ -386,7 +430,7 @@ pub fn export(
             _ => None,
         };
         let meta = metadata(&net, variant, &weights_sha256, calibration);
-        let (bytes, ops) = build(&net, variant, &calib, &meta);
+        let (bytes, ops) = build(&net, variant, &calib, &learned, &meta);
         let runtime = Runtime::from_bytes(&bytes).map_err(|source| Error::Runtime {
             variant: name.clone(),
             source,

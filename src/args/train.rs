@@ -69,6 +69,13 @@ pub struct TrainOpts {
     /// classes, spread evenly (Szegedy et al. 2016) [default: 0]
     #[arg(long, value_name = "EPS")]
     pub label_smoothing: Option<f64>,
+    /// Quantization-aware training: simulate the int8 export (weights per channel, layer inputs per tensor at ranges tracked by moving averages, frozen for the last quarter of the QAT epochs) in the forward pass, gradients straight through; the checkpoint keeps the learned ranges in qat.json and `export` uses them instead of calibrating
+    #[arg(long)]
+    #[serde(default)]
+    pub qat: bool,
+    /// With --qat: simulate int8 in only the last N epochs (the ones before train in float) [default: all]
+    #[arg(long, value_name = "N", requires = "qat")]
+    pub qat_epochs: Option<usize>,
     /// Random translation of up to this many pixels, the uncovered border zero: the same as
     /// a random crop of the image zero-padded by PX on every side (--crop-pad). Hinton et al.
     /// used 2 on MNIST, CIFAR ResNets 4 [default: 0]
@@ -156,6 +163,7 @@ impl TrainOpts {
     pub fn merge(mut self, file: &TrainOpts) -> TrainOpts {
         self.nesterov |= file.nesterov;
         self.flip |= file.flip;
+        self.qat |= file.qat;
         prefer_flags!(
             self,
             file,
@@ -174,6 +182,7 @@ impl TrainOpts {
             step_gamma,
             warmup_epochs,
             label_smoothing,
+            qat_epochs,
             jitter,
             mixup,
             dropout,
@@ -231,6 +240,11 @@ impl TrainOpts {
             },
             warmup_epochs: self.warmup_epochs.unwrap_or(0),
             label_smoothing: self.label_smoothing.unwrap_or(0.0),
+            qat: self.qat.then(|| {
+                edgekd_distill::qat::QatConfig::last(
+                    self.qat_epochs.unwrap_or(self.epochs.unwrap_or(10)),
+                )
+            }),
         };
         cfg.validate()?;
         Ok(cfg)

@@ -53,6 +53,8 @@ pub enum CalibrationArg {
     Entropy,
     /// No calibration: activations quantized per batch at run time (DynamicQuantizeLinear).
     Dynamic,
+    /// No calibration: the ranges quantization-aware training (--qat) learned.
+    Qat,
 }
 
 /// Quantize a student to f32 / f16 / int8 ONNX and verify every file before writing it.
@@ -96,8 +98,8 @@ pub struct ExportArgs {
     /// int8 encodings to write when --format has int8
     #[arg(long, value_enum, value_delimiter = ',', default_value = "qoperator")]
     int8_format: Vec<Int8FormatArg>,
-    /// int8 activation calibration methods (one file per method and encoding)
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "percentile")]
+    /// int8 activation calibration methods (one file per method and encoding); qat: the ranges quantization-aware training learned (`--qat`) [default: qat for a checkpoint trained with --qat, else percentile]
+    #[arg(long, value_enum, value_delimiter = ',')]
     calibration: Vec<CalibrationArg>,
     /// Training images to calibrate int8 activations on
     #[arg(long = "calib", value_name = "N", default_value_t = 1000)]
@@ -144,6 +146,7 @@ fn variants(a: &ExportArgs) -> Vec<Variant> {
                         CalibrationArg::Minmax => Method::MinMax,
                         CalibrationArg::Percentile => Method::Percentile,
                         CalibrationArg::Entropy => Method::Entropy,
+                        CalibrationArg::Qat => Method::Qat,
                         CalibrationArg::Dynamic => {
                             v.push(Variant::Int8 {
                                 encoding: Encoding::QOperator,
@@ -180,7 +183,7 @@ fn micros(s: f64) -> String {
     format!("{:.1}", s * 1e6)
 }
 
-pub fn run(args: ExportArgs) -> Result<()> {
+pub fn run(mut args: ExportArgs) -> Result<()> {
     if !args.max_accuracy_drop.is_finite() || args.max_accuracy_drop < 0.0 {
         bail!("--max-accuracy-drop must be a non-negative number of percentage points");
     }
@@ -230,7 +233,21 @@ pub fn run(args: ExportArgs) -> Result<()> {
             .unwrap_or_else(|| "model".into()),
     };
     let options = ExportOptions {
-        variants: variants(&args),
+        variants: {
+            if args.calibration.is_empty() {
+                // A QAT checkpoint's weights were trained for its own ranges.
+                let qat = args
+                    .checkpoint
+                    .join(edgekd_distill::qat::RANGES_FILE)
+                    .is_file();
+                args.calibration = vec![if qat {
+                    CalibrationArg::Qat
+                } else {
+                    CalibrationArg::Percentile
+                }];
+            }
+            variants(&args)
+        },
         calibration_samples: args.calib,
         max_accuracy_drop: args.max_accuracy_drop,
         latency_budget: args.latency,
@@ -263,14 +280,20 @@ pub fn run(args: ExportArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
-            "{} ({} parameters): {:.2}% on {} test images in candle; opset {}, IR {}; calibrated on {} images",
+            "{} ({} parameters): {:.2}% on {} test images in candle; opset {}, IR {}; {}",
             report.model,
             report.parameters,
             report.reference_accuracy,
             report.test_samples,
             report.opset,
             report.ir_version,
-            report.calibration_samples
+            if report.calibration_samples > 0 {
+                format!("calibrated on {} images", report.calibration_samples)
+            } else if report.files.iter().any(|f| f.variant.ends_with("-qat")) {
+                "activation ranges learned in quantization-aware training".into()
+            } else {
+                "no calibration".into()
+            }
         );
         let f32_bytes = report
             .files
