@@ -41,6 +41,7 @@ fn every_subcommand_explains_itself() {
         vec!["distill"],
         vec!["eval"],
         vec!["export"],
+        vec!["prune"],
         vec!["demo"],
         vec!["run"],
         vec!["bench"],

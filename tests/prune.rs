@@ -175,6 +175,43 @@ fn unstructured_pruning_keeps_shapes_and_says_it_is_no_faster() {
         std::fs::read_to_string(out.join("model.toml")).unwrap(),
         std::fs::read_to_string(teacher.join("model.toml")).unwrap()
     );
+
+    // Recovered with --keep-zeros, the removed weights stay removed.
+    let recovered = dir.path().join("recovered");
+    let mut c = edgekd();
+    c.args([
+        "distill",
+        "--train-limit",
+        "300",
+        "--epochs",
+        "2",
+        "-q",
+        "--keep-zeros",
+    ])
+    .arg("--teacher")
+    .arg(&teacher)
+    .arg("--student")
+    .arg(&out)
+    .arg("--out")
+    .arg(&recovered);
+    stdout(&mut c);
+    let zeros = |dir: &Path| {
+        let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let t = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let w = t.tensor("fc1.weight").unwrap();
+        let v: Vec<f32> = w
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        (v.iter().filter(|x| **x == 0.0).count(), v.len())
+    };
+    let (before, n) = zeros(&out);
+    let (after, _) = zeros(&recovered);
+    assert!(
+        before > n / 2 && after == before,
+        "{before} -> {after} of {n}"
+    );
 }
 
 #[test]
@@ -249,4 +286,66 @@ fn impossible_prunes_end_in_one_line_and_write_nothing() {
             .arg(&teacher),
     );
     assert!(err.contains("is the checkpoint being pruned"), "{err}");
+}
+
+#[test]
+fn gradual_pruning_reaches_the_ratio_in_rounds_of_prune_and_distil() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = dir.path().join("t");
+    stdout(&mut quick_train_on("mlp:48-32", &teacher, 1, 200));
+    let out = dir.path().join("g");
+    let mut c = edgekd();
+    c.args([
+        "distill",
+        "--train-limit",
+        "200",
+        "--epochs",
+        "1",
+        "-q",
+        "--baseline",
+    ])
+    .args([
+        "--prune-ratio",
+        "0.75",
+        "--prune-steps",
+        "2",
+        "--prune-criterion",
+        "taylor",
+    ])
+    .arg("--teacher")
+    .arg(&teacher)
+    .arg("--student")
+    .arg(&teacher)
+    .arg("--out")
+    .arg(&out);
+    let text = stdout(&mut c);
+    assert!(text.contains("step 2:"), "{text}");
+    // 48-32 keeps half (rounded) per round: 24-16, then 12-8.
+    let widths = |d: &Path| {
+        let spec: toml::Value =
+            toml::from_str(&std::fs::read_to_string(d.join("model.toml")).unwrap()).unwrap();
+        spec["architecture"]["hidden"].clone()
+    };
+    assert_eq!(
+        widths(&out.join("step1")),
+        toml::Value::try_from(vec![24, 16]).unwrap()
+    );
+    assert_eq!(widths(&out), toml::Value::try_from(vec![12, 8]).unwrap());
+    assert!(out.join("kd-gain.json").is_file() && !out.join("step1/kd-gain.json").exists());
+
+    let err = fails(
+        edgekd()
+            .args([
+                "distill",
+                "--student",
+                "mlp:8",
+                "--prune-ratio",
+                "0.5",
+                "--teacher",
+            ])
+            .arg(&teacher)
+            .arg("--out")
+            .arg(dir.path().join("x")),
+    );
+    assert!(err.contains("--student DIR"), "{err}");
 }

@@ -30,6 +30,10 @@ pub struct TrainConfig {
     /// Label smoothing of the hard-label cross-entropy (0: none).
     #[serde(default)]
     pub label_smoothing: f64,
+    /// Weights of convolution and dense layers that are exactly zero when training starts
+    /// stay zero (recovering an unstructured prune without regrowing what it removed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_zeros: bool,
     /// Quantization-aware training in the last epochs (None: float throughout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qat: Option<crate::qat::QatConfig>,
@@ -46,6 +50,7 @@ impl Default for TrainConfig {
             augment: Augment::default(),
             warmup_epochs: 0,
             label_smoothing: 0.0,
+            keep_zeros: false,
             qat: None,
         }
     }

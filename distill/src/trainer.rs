@@ -216,6 +216,12 @@ impl Run<'_> {
             None
         };
 
+        // After any resume: the zeros are those of the weights training continues from.
+        let masks = if cfg.keep_zeros {
+            zero_masks(self.student)?
+        } else {
+            Vec::new()
+        };
         let batches = self.train.len().div_ceil(cfg.batch_size);
         let mut last_eval = None;
         for epoch in start_epoch..total_epochs {
@@ -309,6 +315,9 @@ impl Run<'_> {
                 let grads = total.backward()?;
                 let lap = profile.lap(Phase::Backward, lap);
                 let stats = opt.step(&grads, lr)?;
+                for (var, mask) in &masks {
+                    var.set(&var.as_tensor().mul(mask)?)?;
+                }
                 let lap = profile.lap(Phase::Optimizer, lap);
                 if !stats.grad_norm.is_finite() {
                     return Err(Error::NonFinite {
@@ -393,6 +402,22 @@ fn learning_rate(cfg: &TrainConfig, epoch: usize, step: usize, batches: usize) -
         step - warmup,
         epochs * batches,
     )
+}
+
+/// For each weight of a convolution or dense layer that holds exact zeros: the weight and a
+/// mask of ones where it is non-zero.
+fn zero_masks(model: &Model) -> Result<Vec<(candle_core::Var, Tensor)>> {
+    let mut out = Vec::new();
+    for (p, v) in &model.params().vars {
+        if !(p.trainable && p.decay) {
+            continue;
+        }
+        let mask = v.as_tensor().ne(0f32)?.to_dtype(candle_core::DType::F32)?;
+        if mask.sum_all()?.to_scalar::<f32>()? < mask.elem_count() as f32 {
+            out.push((v.clone(), mask));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use edgekd_distill::onnx_teacher::{OnnxOptions, TeacherOutputs};
 use edgekd_distill::{DistillConfig, KdConfig, SoftLoss};
 use serde::Deserialize;
 
-use super::values::{one_or_many, SoftLossArg, TeacherOutputsArg};
+use super::values::{one_or_many, CriterionArg, ScopeArg, SoftLossArg, TeacherOutputsArg};
 
 /// How teachers run and where their logits are cached: shared by `distill` and
 /// `teacher-logits`.
@@ -142,6 +142,18 @@ pub struct KdOpts {
     #[arg(long)]
     #[serde(default)]
     pub baseline: bool,
+    /// Prune the --student checkpoint (a directory) by this fraction of its neurons and channels first, then distil; with --prune-steps, in rounds of prune then distil
+    #[arg(long, value_name = "R")]
+    pub prune_ratio: Option<f64>,
+    /// Prune-then-distil rounds that reach --prune-ratio gradually; each earlier round trains one seed into OUT/stepK, the last one what --seeds and --baseline ask [default: 1]
+    #[arg(long, value_name = "K", requires = "prune_ratio")]
+    pub prune_steps: Option<usize>,
+    /// How --prune-ratio ranks channels (see `edgekd prune --help`) [default: l1]
+    #[arg(long, value_enum, requires = "prune_ratio")]
+    pub prune_criterion: Option<CriterionArg>,
+    /// Where pruned channels compete: layer or global [default: layer]
+    #[arg(long, value_enum, requires = "prune_ratio")]
+    pub prune_scope: Option<ScopeArg>,
     /// Repeat over this many consecutive seeds, starting at --seed, and report mean and spread [default: 1]
     #[arg(long)]
     pub seeds: Option<usize>,
@@ -167,6 +179,10 @@ impl KdOpts {
             hint_weight,
             finetune_epochs,
             finetune_lr,
+            prune_ratio,
+            prune_steps,
+            prune_criterion,
+            prune_scope,
             seeds
         );
         self

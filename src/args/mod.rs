@@ -18,4 +18,4 @@ mod values;
 pub use file::{parse_config, read_config, DistillFile, TrainFile};
 pub use kd::{KdOpts, TeacherOpts};
 pub use train::{shipped_subset, TrainOpts};
-pub use values::{ColorArg, ImageSize};
+pub use values::{ColorArg, CriterionArg, ImageSize, ScopeArg};

@@ -69,6 +69,10 @@ pub struct TrainOpts {
     /// classes, spread evenly (Szegedy et al. 2016) [default: 0]
     #[arg(long, value_name = "EPS")]
     pub label_smoothing: Option<f64>,
+    /// Weights that are exactly zero at the start stay zero: recover a `prune --unstructured` checkpoint (as --student DIR) without regrowing what it removed
+    #[arg(long)]
+    #[serde(default)]
+    pub keep_zeros: bool,
     /// Quantization-aware training: simulate the int8 export (weights per channel, layer inputs per tensor at ranges tracked by moving averages, frozen for the last quarter of the QAT epochs) in the forward pass, gradients straight through; the checkpoint keeps the learned ranges in qat.json and `export` uses them instead of calibrating
     #[arg(long)]
     #[serde(default)]
@@ -164,6 +168,7 @@ impl TrainOpts {
         self.nesterov |= file.nesterov;
         self.flip |= file.flip;
         self.qat |= file.qat;
+        self.keep_zeros |= file.keep_zeros;
         prefer_flags!(
             self,
             file,
@@ -240,6 +245,7 @@ impl TrainOpts {
             },
             warmup_epochs: self.warmup_epochs.unwrap_or(0),
             label_smoothing: self.label_smoothing.unwrap_or(0.0),
+            keep_zeros: self.keep_zeros,
             qat: self.qat.then(|| {
                 edgekd_distill::qat::QatConfig::last(
                     self.qat_epochs.unwrap_or(self.epochs.unwrap_or(10)),

@@ -4,6 +4,53 @@
 use clap::ValueEnum;
 use serde::Deserialize;
 
+/// How pruning ranks channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CriterionArg {
+    /// Sum of |w| of the filters computing the channel
+    L1,
+    /// Euclidean norm of those filters
+    L2,
+    /// |scale| of the channel's batch normalization
+    BnScale,
+    /// |activation x gradient| of the loss over training batches
+    Taylor,
+}
+
+impl CriterionArg {
+    /// The library's value.
+    pub fn criterion(self) -> edgekd_distill::prune::Criterion {
+        use edgekd_distill::prune::Criterion;
+        match self {
+            CriterionArg::L1 => Criterion::L1,
+            CriterionArg::L2 => Criterion::L2,
+            CriterionArg::BnScale => Criterion::BnScale,
+            CriterionArg::Taylor => Criterion::Taylor,
+        }
+    }
+}
+
+/// Where pruned channels compete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScopeArg {
+    /// Every layer loses the same fraction
+    Layer,
+    /// All channels ranked together, scores relative to their layer's mean
+    Global,
+}
+
+impl ScopeArg {
+    /// The library's value.
+    pub fn scope(self) -> edgekd_distill::prune::Scope {
+        match self {
+            ScopeArg::Layer => edgekd_distill::prune::Scope::Layer,
+            ScopeArg::Global => edgekd_distill::prune::Scope::Global,
+        }
+    }
+}
+
 /// Update rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]

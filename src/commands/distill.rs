@@ -8,11 +8,12 @@ use clap::Args;
 use edgekd_distill::checkpoint::{self, REPORT_FILE};
 use edgekd_distill::experiment::{self_distillation_student, Distillation, Distilled, Setup};
 use edgekd_distill::onnx_teacher::OnnxOptions;
+use edgekd_distill::prune::Gradual;
 use edgekd_distill::teacher::Teacher;
 use edgekd_distill::{ModelSpec, Report, Splits};
 
 use super::train::train_model;
-use crate::args::{read_config, DistillFile, KdOpts, TrainOpts};
+use crate::args::{read_config, CriterionArg, DistillFile, KdOpts, ScopeArg, TrainOpts};
 use crate::console::{describe, Console};
 
 /// Distil a student from one or more teachers.
@@ -94,7 +95,37 @@ pub fn run(args: DistillArgs) -> Result<()> {
         quiet: opts.quiet,
         profile: opts.profile,
     };
-    let result = distillation.run(&setup, &out, &mut console)?;
+    let result = match kd.prune_ratio {
+        Some(ratio) => {
+            let Some(start) = &distillation.student_start else {
+                bail!("--prune-ratio prunes the --student checkpoint: give --student DIR (for instance the teacher's own directory)");
+            };
+            let gradual = Gradual {
+                ratio,
+                steps: kd.prune_steps.unwrap_or(1),
+                criterion: kd.prune_criterion.unwrap_or(CriterionArg::L1).criterion(),
+                scope: kd.prune_scope.unwrap_or(ScopeArg::Layer).scope(),
+                batches: 32,
+            };
+            let model = start.model(&distillation.student)?;
+            let Some(outcome) = gradual.run(model, &distillation, &setup, &out, &mut console)?
+            else {
+                return Ok(());
+            };
+            for (k, p) in outcome.plans.iter().enumerate() {
+                println!(
+                    "step {}: {} -> {} parameters, {} -> {} MACs/sample",
+                    k + 1,
+                    p.before.param_count(),
+                    p.after.param_count(),
+                    p.before.macs(),
+                    p.after.macs()
+                );
+            }
+            outcome.last
+        }
+        None => distillation.run(&setup, &out, &mut console)?,
+    };
     for s in &result.students {
         println!("{}", describe(s));
     }

@@ -5,7 +5,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
+
+use crate::args::{CriterionArg, ScopeArg};
 use edgekd_distill::checkpoint::{self, WEIGHTS_FILE};
 use edgekd_distill::evaluation::evaluate;
 use edgekd_distill::prune::{self, Amount, Criterion, PrunePlan, Scope};
@@ -65,20 +67,6 @@ pub struct PruneArgs {
     out: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum CriterionArg {
-    L1,
-    L2,
-    BnScale,
-    Taylor,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ScopeArg {
-    Layer,
-    Global,
-}
-
 pub fn run(args: PruneArgs) -> Result<()> {
     let model = checkpoint::load(&args.checkpoint)
         .with_context(|| format!("loading checkpoint {}", args.checkpoint.display()))?;
@@ -90,10 +78,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
             );
         }
     }
-    let scope = match args.scope {
-        ScopeArg::Layer => Scope::Layer,
-        ScopeArg::Global => Scope::Global,
-    };
+    let scope = args.scope.scope();
     let data = match &args.data {
         Some(dir) => Some(
             Splits::load_with(dir, 0, ImageOptions::exactly(model.spec().input))
@@ -105,12 +90,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
         let sparsity = args.sparsity.expect("clap requires it");
         return unstructured(&args, &model, sparsity, scope, data.as_ref());
     }
-    let criterion = match args.criterion {
-        CriterionArg::L1 => Criterion::L1,
-        CriterionArg::L2 => Criterion::L2,
-        CriterionArg::BnScale => Criterion::BnScale,
-        CriterionArg::Taylor => Criterion::Taylor,
-    };
+    let criterion = args.criterion.criterion();
     if criterion == Criterion::Taylor && data.is_none() {
         bail!("--criterion taylor runs the model on training images: pass --data DIR (the data it was trained on)");
     }

@@ -7,6 +7,7 @@
 //! the unstructured kind: zeros in place, the same shapes.
 
 pub mod criterion;
+pub mod gradual;
 pub mod groups;
 mod unstructured;
 
@@ -16,6 +17,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 pub use criterion::{scores, Criterion};
+pub use gradual::{Gradual, GradualOutcome};
 pub use groups::{channel_groups, ChannelGroup};
 pub use unstructured::{sparsify, Sparsity};
 
