@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use super::{apply, channel_groups, plan, scores, Amount, Criterion, PrunePlan, Scope};
+use super::criterion::{scores, Criterion};
+use super::groups::channel_groups;
+use super::plan::{apply, plan, Amount, PrunePlan, Scope};
 use crate::checkpoint::{self, load_start};
 use crate::error::{Error, Result};
 use crate::experiment::{Distillation, Distilled, Reporter, Setup};

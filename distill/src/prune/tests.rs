@@ -2,6 +2,9 @@ use candle_core::{DType, Device, Tensor};
 
 use super::groups::Role;
 use super::*;
+use crate::architecture::Architecture;
+use crate::model::{Model, Params};
+use crate::spec::ModelSpec;
 use crate::InputShape;
 
 /// A model of `spec` with every tensor random (batch normalization's statistics included, the

@@ -5,7 +5,7 @@
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::Scope;
+use super::plan::Scope;
 use crate::error::{Error, Result};
 use crate::model::{Model, Params};
 

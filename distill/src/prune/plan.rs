@@ -1,0 +1,343 @@
+//! Choosing how many channels each group keeps, and which ([`plan`]); cutting the tensors
+//! to them ([`apply`]).
+
+use std::collections::HashMap;
+
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+use super::criterion::Criterion;
+use super::groups::ChannelGroup;
+use crate::architecture::Architecture;
+use crate::error::{Error, Result};
+use crate::model::{Model, Params};
+use crate::plan::LayerPlan;
+use crate::spec::ModelSpec;
+
+/// Where channels compete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    /// Every group loses the same fraction of its channels.
+    Layer,
+    /// All channels are ranked together (each group's scores divided by their mean, so
+    /// layers of different scales compete fairly); a group keeps at least one.
+    Global,
+}
+
+/// How much to remove.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Amount {
+    /// This fraction of the prunable neurons and channels, in (0, 1).
+    Ratio(f64),
+    /// As few channels as brings the model to at most this many multiply-accumulates per sample.
+    TargetMacs(usize),
+}
+
+/// One group's change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupChange {
+    /// The group, named by its first producing layer.
+    pub group: String,
+    /// Its producing layers.
+    pub layers: Vec<String>,
+    /// Channels before.
+    pub before: usize,
+    /// The channels kept, in their original order.
+    pub kept: Vec<usize>,
+}
+
+/// What pruning does to a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrunePlan {
+    /// How channels were ranked.
+    pub criterion: Criterion,
+    /// Where they competed.
+    pub scope: Scope,
+    /// The fraction of prunable channels removed.
+    pub ratio: f64,
+    /// Per group.
+    pub groups: Vec<GroupChange>,
+    /// The model before.
+    pub before: ModelSpec,
+    /// The model after.
+    pub after: ModelSpec,
+}
+
+impl PrunePlan {
+    /// The fraction of channels removed over all groups.
+    pub fn removed_fraction(&self) -> f64 {
+        let before: usize = self.groups.iter().map(|g| g.before).sum();
+        let after: usize = self.groups.iter().map(|g| g.kept.len()).sum();
+        1.0 - after as f64 / before.max(1) as f64
+    }
+}
+
+/// How many channels each group keeps at `ratio` (never fewer than one).
+fn counts(
+    groups: &[ChannelGroup],
+    normalized: &[Vec<f32>],
+    scope: Scope,
+    ratio: f64,
+) -> Vec<usize> {
+    match scope {
+        Scope::Layer => groups
+            .iter()
+            .map(|g| ((g.width as f64 * (1.0 - ratio)).round() as usize).clamp(1, g.width))
+            .collect(),
+        Scope::Global => {
+            let total: usize = groups.iter().map(|g| g.width).sum();
+            let mut remove = (total as f64 * ratio).round() as usize;
+            let mut all: Vec<(f32, usize)> = normalized
+                .iter()
+                .enumerate()
+                .flat_map(|(k, s)| s.iter().map(move |&v| (v, k)))
+                .collect();
+            all.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mut keep: Vec<usize> = groups.iter().map(|g| g.width).collect();
+            for (_, k) in all {
+                if remove == 0 {
+                    break;
+                }
+                if keep[k] > 1 {
+                    keep[k] -= 1;
+                    remove -= 1;
+                }
+            }
+            keep
+        }
+    }
+}
+
+/// The indices of the `n` highest scores, in ascending index order (ties keep the earlier).
+fn top(scores: &[f32], n: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    idx.truncate(n);
+    idx.sort_unstable();
+    idx
+}
+
+/// The spec with each producing layer's output width from `width` (by layer name).
+fn with_widths(spec: &ModelSpec, width: &HashMap<String, usize>) -> ModelSpec {
+    let w = |name: String, old: usize| width.get(&name).copied().unwrap_or(old);
+    let mut out = spec.clone();
+    match &mut out.architecture {
+        Architecture::Mlp { hidden } => {
+            for (i, h) in hidden.iter_mut().enumerate() {
+                *h = w(format!("fc{}", i + 1), *h);
+            }
+        }
+        Architecture::Cnn { convs, fc } => {
+            for (i, c) in convs.iter_mut().enumerate() {
+                c.out_channels = w(format!("conv{}", i + 1), c.out_channels);
+            }
+            for (i, h) in fc.iter_mut().enumerate() {
+                *h = w(format!("fc{}", i + 1), *h);
+            }
+        }
+        Architecture::Resnet { stem, blocks } => {
+            *stem = w("stem".into(), *stem);
+            for (i, b) in blocks.iter_mut().enumerate() {
+                b.mid = w(format!("b{i}.conv1"), b.mid);
+                b.out = w(format!("b{i}.conv2"), b.out);
+            }
+        }
+        Architecture::Mobilenetv2 {
+            stem, blocks, head, ..
+        } => {
+            *stem = w("stem".into(), *stem);
+            for (i, b) in blocks.iter_mut().enumerate() {
+                // Without an expansion the depthwise channels are the input's.
+                b.hidden = w(format!("b{i}.depthwise"), b.hidden);
+                b.out = w(format!("b{i}.project"), b.out);
+            }
+            *head = w("head".into(), *head);
+        }
+    }
+    if let Architecture::Mlp { hidden } = &out.architecture {
+        let widths: Vec<String> = hidden.iter().map(|h| h.to_string()).collect();
+        out.name = format!("mlp:{}", widths.join("-"));
+    }
+    out
+}
+
+/// The plan with widths erased: where residual additions and projections are. Pruning must
+/// not change it (two widths that become equal by chance would otherwise add a residual).
+fn skeleton(spec: &ModelSpec) -> Vec<String> {
+    fn walk(layers: &[LayerPlan], out: &mut Vec<String>) {
+        for l in layers {
+            match l {
+                LayerPlan::Residual { main, shortcut, .. } => {
+                    out.push(format!("residual({})", shortcut.is_some()));
+                    walk(main, out);
+                }
+                LayerPlan::ConvBn { name, .. } | LayerPlan::Conv { name, .. } => {
+                    out.push(name.clone())
+                }
+                LayerPlan::Linear { name, .. } => out.push(name.clone()),
+                LayerPlan::GlobalAvgPool => out.push("pool".into()),
+                LayerPlan::Flatten => out.push("flatten".into()),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&spec.plan(), &mut out);
+    out
+}
+
+fn refuse<T>(reason: String) -> Result<T> {
+    Err(Error::Config(reason))
+}
+
+/// Chooses the channels to keep. `scores` are [`criterion::scores`]' for `groups`.
+pub fn plan(
+    spec: &ModelSpec,
+    groups: &[ChannelGroup],
+    scores: &[Vec<f32>],
+    criterion: Criterion,
+    scope: Scope,
+    amount: Amount,
+) -> Result<PrunePlan> {
+    if groups.is_empty() {
+        return refuse(format!(
+            "{} has no hidden neurons or channels to prune",
+            spec.name
+        ));
+    }
+    if groups.iter().all(|g| g.width <= 1) {
+        return refuse(format!(
+            "every prunable layer of {} is already at its minimum of one neuron or channel",
+            spec.name
+        ));
+    }
+    let normalized: Vec<Vec<f32>> = scores
+        .iter()
+        .map(|s| {
+            let mean = s.iter().sum::<f32>() / s.len().max(1) as f32;
+            if mean > 0.0 {
+                s.iter().map(|v| v / mean).collect()
+            } else {
+                s.clone()
+            }
+        })
+        .collect();
+    let build = |keep: &[usize]| -> Result<(ModelSpec, Vec<usize>)> {
+        let mut keep = keep.to_vec();
+        let want = skeleton(spec);
+        for attempt in 0..=groups.len() {
+            let widths: HashMap<String, usize> = groups
+                .iter()
+                .zip(&keep)
+                .flat_map(|(g, &k)| g.producers.iter().map(move |p| (p.layer.clone(), k)))
+                .collect();
+            let mut after = with_widths(spec, &widths);
+            after.validate()?;
+            if skeleton(&after) == want {
+                if !matches!(after.architecture, Architecture::Mlp { .. }) {
+                    after.name = spec.name.clone();
+                }
+                return Ok((after, keep));
+            }
+            // Give back one channel to a group that can take it and retry.
+            let Some(k) = (attempt..groups.len()).find(|&k| keep[k] < groups[k].width) else {
+                break;
+            };
+            keep[k] += 1;
+        }
+        refuse(format!(
+            "pruning {} to these widths would change where its residual additions are; try another ratio",
+            spec.name
+        ))
+    };
+    let (ratio, keep) = match amount {
+        Amount::Ratio(r) => {
+            if !(r > 0.0 && r < 1.0) {
+                return refuse(format!(
+                    "--ratio is the fraction of neurons and channels removed, in (0, 1); got {r}"
+                ));
+            }
+            (r, counts(groups, &normalized, scope, r))
+        }
+        Amount::TargetMacs(target) => {
+            let before = spec.macs();
+            if target >= before {
+                return refuse(format!(
+                    "{} already needs {} MACs per sample, no more than the target {target}",
+                    spec.name, before
+                ));
+            }
+            let macs = |r: f64| -> Result<usize> {
+                Ok(build(&counts(groups, &normalized, scope, r))?.0.macs())
+            };
+            let most = 1.0 - 1e-9;
+            let least = macs(most)?;
+            if least > target {
+                return refuse(format!(
+                    "{} cannot reach {target} MACs per sample by pruning: with every prunable layer at one channel it still needs {least}",
+                    spec.name
+                ));
+            }
+            let (mut lo, mut hi) = (0.0, most);
+            for _ in 0..50 {
+                let mid = 0.5 * (lo + hi);
+                if macs(mid)? <= target {
+                    hi = mid;
+                } else {
+                    lo = mid;
+                }
+            }
+            (hi, counts(groups, &normalized, scope, hi))
+        }
+    };
+    let (after, keep) = build(&keep)?;
+    if keep.iter().zip(groups).all(|(&k, g)| k == g.width) {
+        return refuse(format!(
+            "pruning {} by {ratio} removes nothing: its layers are too narrow for that ratio to take a whole neuron or channel",
+            spec.name
+        ));
+    }
+    let changes = groups
+        .iter()
+        .zip(scores)
+        .zip(&keep)
+        .map(|((g, s), &k)| GroupChange {
+            group: g.name(),
+            layers: g.producers.iter().map(|p| p.layer.clone()).collect(),
+            before: g.width,
+            kept: top(s, k),
+        })
+        .collect();
+    Ok(PrunePlan {
+        criterion,
+        scope,
+        ratio,
+        groups: changes,
+        before: spec.clone(),
+        after,
+    })
+}
+
+/// The pruned model: every tensor cut to the kept channels along each axis a group indexes.
+pub fn apply(model: &Model, groups: &[ChannelGroup], plan: &PrunePlan) -> Result<Model> {
+    let mut tensors = model.params().tensors();
+    for (g, change) in groups.iter().zip(&plan.groups) {
+        if change.kept.len() == g.width {
+            continue;
+        }
+        for m in &g.members {
+            let idx: Vec<u32> = change
+                .kept
+                .iter()
+                .flat_map(|&c| (c * m.block..(c + 1) * m.block).map(|i| i as u32))
+                .collect();
+            let t = &tensors[&m.param];
+            let idx = Tensor::new(idx.as_slice(), t.device())?;
+            let cut = t.index_select(&idx, m.axis)?.contiguous()?;
+            tensors.insert(m.param.clone(), cut);
+        }
+    }
+    let params = Params::from_tensors(&plan.after, tensors, std::path::Path::new("pruned model"))?;
+    Model::from_params(&plan.after, params)
+}
