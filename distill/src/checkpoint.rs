@@ -76,13 +76,15 @@ pub fn save_model(dir: &Path, model: &Model) -> Result<()> {
     })?;
     save_tensors(&dir.join(WEIGHTS_FILE), &model.params().tensors())?;
     let ranges = dir.join(crate::qat::RANGES_FILE);
-    match model.qat() {
-        Some(q) => save_json(&ranges, &q.learned())?,
+    let learned = model.qat().map(|q| q.learned());
+    match learned {
+        // Ranges exist once simulation has run; before that a QAT run is still a float one.
+        Some(l) if l.taps.iter().skip(1).any(Option::is_some) => save_json(&ranges, &l)?,
         // Ranges left by an earlier QAT run into this directory describe other weights.
-        None if ranges.exists() => {
+        _ if ranges.exists() => {
             std::fs::remove_file(&ranges).map_err(Error::io("removing", &ranges))?
         }
-        None => {}
+        _ => {}
     }
     atomic::write(&dir.join(SPEC_FILE), spec.as_bytes())
 }

@@ -241,10 +241,15 @@ impl Distillation<'_> {
         let assistant;
         let student_teachers: &[Teacher] = match &self.assistant {
             Some(spec) => {
+                // The assistant only teaches: it trains in float whatever the student does.
+                let float = TrainConfig {
+                    qat: None,
+                    ..self.config.clone()
+                };
                 let run = OneRun {
                     label: format!("assistant {}", spec.name),
                     spec,
-                    config: &self.config,
+                    config: &float,
                     teachers: self.teachers,
                     teacher_names: &self.teacher_names,
                     distill: Some(&self.distill),
@@ -501,7 +506,7 @@ impl OneRun<'_> {
         let trained = Trained {
             dir: dir.into(),
             report,
-            model,
+            model: model.without_qat(),
         };
         reporter.event(Event::Finished {
             label: &self.label,

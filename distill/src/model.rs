@@ -148,6 +148,13 @@ impl Model {
         self
     }
 
+    /// The same model (the same parameters) computing in float: what leaves a QAT run to
+    /// teach, be pruned or be evaluated as an ordinary model.
+    pub fn without_qat(mut self) -> Model {
+        self.qat = None;
+        self
+    }
+
     /// Its quantization-aware training state, if any.
     pub fn qat(&self) -> Option<&Qat> {
         self.qat.as_deref()
@@ -218,7 +225,9 @@ impl Model {
     }
 
     fn dropout(&self, x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
-        if !train || p == 0.0 {
+        // No dropout while int8 is simulated: the grids are set on the activations the
+        // exported model will see, not on rescaled, partly zeroed ones.
+        if !train || p == 0.0 || self.qat().is_some_and(Qat::is_active) {
             return Ok(x.clone());
         }
         let keep = 1.0 - p;

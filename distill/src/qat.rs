@@ -66,8 +66,9 @@ impl QatConfig {
     /// its ranges are frozen. Fine-tune epochs after `total` keep both on.
     pub fn phase(&self, epoch: usize, total: usize) -> (bool, bool) {
         let active = epoch + self.epochs >= total;
-        let frozen = epoch + self.freeze_epochs >= total;
-        (active, frozen && self.freeze_epochs > 0)
+        let frozen =
+            (self.freeze_epochs > 0 && epoch + self.freeze_epochs >= total) || epoch >= total;
+        (active, frozen)
     }
 }
 

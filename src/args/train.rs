@@ -204,7 +204,12 @@ impl TrainOpts {
     }
 
     /// The validated training configuration.
+    ///
+    /// (An experiment file can hold `qat_epochs` without `qat`, which clap cannot refuse.)
     pub fn train_config(&self) -> Result<TrainConfig> {
+        if self.qat_epochs.is_some() && !self.qat {
+            bail!("qat_epochs only applies with qat = true (--qat)");
+        }
         let kind = match self.optimizer.unwrap_or(OptimizerArg::Adamw) {
             OptimizerArg::Adamw => OptimizerKind::AdamW,
             OptimizerArg::Sgd => OptimizerKind::Sgd,

@@ -84,6 +84,21 @@ pub fn run(args: DistillArgs) -> Result<()> {
     let teachers = load_teachers(&kd.teachers, &kd.run.onnx_options()?)?;
     let data = opts.load_data_for(Some(teachers[0].input()))?;
     let distillation = distillation(&kd, &opts, &teachers, &data)?;
+    if let Some(start) = &distillation.student_start {
+        if let (Ok(a), Ok(b)) = (start.dir.canonicalize(), out.canonicalize()) {
+            if a == b {
+                bail!(
+                    "--out {} is the --student checkpoint training starts from; write the student elsewhere",
+                    out.display()
+                );
+            }
+        }
+    }
+    if kd.prune_ratio.is_none()
+        && (kd.prune_steps.is_some() || kd.prune_criterion.is_some() || kd.prune_scope.is_some())
+    {
+        bail!("prune_steps, prune_criterion and prune_scope need prune_ratio");
+    }
     let setup = Setup {
         data: &data,
         data_name: opts.data_dir().display().to_string(),
@@ -160,6 +175,9 @@ fn distillation<'a>(
             let spec = checkpoint::parse_spec(&std::fs::read_to_string(s)?, Path::new(s))?;
             checkpoint_student(spec, opts, data, s)?
         }
+        Some(s) if s.contains('/') || s.ends_with(".toml") => bail!(
+            "--student {s}: no such checkpoint directory or model.toml file (a spec looks like mlp:64 or resnet:8)"
+        ),
         Some(spec) => opts.spec_for(spec, data)?,
     };
     let assistant = kd

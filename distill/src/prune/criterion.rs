@@ -136,7 +136,7 @@ fn taylor(
         let grads = cross_entropy(&logits, &b.labels)?.backward()?;
         for (g, total) in groups.iter().zip(&mut totals) {
             let mut signed = vec![0f32; g.width];
-            for p in &g.producers {
+            for p in g.producers.iter().filter(|p| !p.chained) {
                 let names: [String; 2] = if p.batch_norm {
                     [
                         format!("{}.bn.weight", p.layer),

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::criterion::{scores, Criterion};
 use super::groups::channel_groups;
-use super::plan::{apply, plan, Amount, PrunePlan, Scope};
+use super::plan::{apply, plan, plan_widths, Amount, PrunePlan, Scope};
 use crate::checkpoint::{self, load_start};
 use crate::error::{Error, Result};
 use crate::experiment::{Distillation, Distilled, Reporter, Setup};
@@ -61,6 +61,12 @@ impl Gradual {
                 self.ratio, self.steps
             )));
         }
+        // Per-layer rounds aim at fixed fractions of the original widths, so rounding does not
+        // compound; global rounds each remove the same fraction of what is left.
+        let original: Vec<usize> = channel_groups(model.spec())
+            .iter()
+            .map(|g| g.width)
+            .collect();
         let mut current = model;
         let mut plans = Vec::new();
         for k in 1..=self.steps {
@@ -77,14 +83,24 @@ impl Gradual {
                 self.criterion,
                 Some((&setup.data.train, self.batches)),
             )?;
-            let mut p = plan(
-                current.spec(),
-                &groups,
-                &s,
-                self.criterion,
-                self.scope,
-                Amount::Ratio(self.per_step()),
-            )?;
+            let mut p = match self.scope {
+                Scope::Layer => {
+                    let fraction = (1.0 - self.ratio).powf(k as f64 / self.steps as f64);
+                    let keep: Vec<usize> = original
+                        .iter()
+                        .map(|&w| (w as f64 * fraction).round() as usize)
+                        .collect();
+                    plan_widths(current.spec(), &groups, &s, self.criterion, &keep)?
+                }
+                Scope::Global => plan(
+                    current.spec(),
+                    &groups,
+                    &s,
+                    self.criterion,
+                    self.scope,
+                    Amount::Ratio(self.per_step()),
+                )?,
+            };
             p.after.dropout = base.student.dropout;
             p.after.input_dropout = base.student.input_dropout;
             let pruned = apply(&current, &groups, &p)?;
@@ -99,7 +115,8 @@ impl Gradual {
                 student_start: Some(start),
                 config: base.config.clone(),
                 distill: base.distill.clone(),
-                assistant: base.assistant.clone(),
+                // An assistant would be retrained every round; it teaches the last one only.
+                assistant: if last { base.assistant.clone() } else { None },
                 baseline: base.baseline && last,
                 seeds: if last { base.seeds } else { 1 },
                 unlabeled: base.unlabeled.clone(),

@@ -39,6 +39,10 @@ pub struct Producer {
     pub layer: String,
     /// Whether batch normalization follows it (its parameters then live under `{layer}.bn`).
     pub batch_norm: bool,
+    /// Whether its output feeds nothing but the depthwise convolution after it (a MobileNetV2
+    /// expansion): removing the channel there removes it here, so its own first-order term
+    /// would count the same removal twice.
+    pub chained: bool,
 }
 
 /// Channels that are kept or removed together.
@@ -74,6 +78,8 @@ struct Walk {
     spaces: Vec<Space>,
     members: Vec<(usize, Member)>,
     producers: Vec<(usize, Producer)>,
+    /// The producer whose output the walk holds, when nothing else reads it yet.
+    fresh: Option<usize>,
 }
 
 impl Walk {
@@ -132,12 +138,16 @@ impl Walk {
                     self.member(out, format!("{name}.bias"), 0, 1, Role::Channel);
                     self.member(input, format!("{name}.weight"), 1, 1, Role::Input);
                     self.producers.push((out, producer(name, false)));
+                    self.fresh = None;
                     input = out;
                 }
                 LayerPlan::ConvBn { name, conv, .. } => {
                     let depthwise = conv.groups > 1;
                     let out = if depthwise {
                         debug_assert_eq!(conv.groups, conv.in_channels);
+                        if let Some(k) = self.fresh {
+                            self.producers[k].1.chained = true;
+                        }
                         input
                     } else {
                         let out = self.space(conv.out_channels, false);
@@ -148,16 +158,20 @@ impl Walk {
                     for t in ["weight", "bias", "running_mean", "running_var"] {
                         self.member(out, format!("{name}.bn.{t}"), 0, 1, Role::Channel);
                     }
+                    self.fresh = (!depthwise).then_some(self.producers.len());
                     self.producers.push((out, producer(name, true)));
                     input = out;
                 }
                 LayerPlan::Residual { main, shortcut, .. } => {
+                    // The block's input also reaches the addition: not only its first layer's.
+                    self.fresh = None;
                     let (out, _, _) = self.layers(main, input, 1, shape);
                     let other = match shortcut {
                         Some(s) => self.layers(std::slice::from_ref(s), input, 1, shape).0,
                         None => input,
                     };
                     self.union(out, other);
+                    self.fresh = None;
                     input = out;
                 }
                 LayerPlan::GlobalAvgPool => block = 1,
@@ -177,6 +191,7 @@ impl Walk {
                     self.member(out, format!("{name}.weight"), 0, 1, Role::Filter);
                     self.member(out, format!("{name}.bias"), 0, 1, Role::Channel);
                     self.producers.push((out, producer(name, false)));
+                    self.fresh = None;
                     (input, block) = (out, 1);
                 }
             }
@@ -190,6 +205,7 @@ fn producer(layer: &str, batch_norm: bool) -> Producer {
     Producer {
         layer: layer.into(),
         batch_norm,
+        chained: false,
     }
 }
 
@@ -323,6 +339,12 @@ mod tests {
             .unwrap();
         let layers: Vec<&str> = g.producers.iter().map(|p| p.layer.as_str()).collect();
         assert_eq!(layers, vec!["b1.expand", "b1.depthwise"]);
+        assert!(g.producers[0].chained && !g.producers[1].chained);
+        // The stem of mobilenetv2:0.5 (16 channels) feeds b0's depthwise only (b0 ends at 8
+        // channels, no residual): chained too. At 0.25 the block adds the stem's output back.
+        let stem = |s: &ModelSpec| channel_groups(s)[0].producers[0].clone();
+        assert!(stem(&s).chained);
+        assert!(!stem(&ModelSpec::parse("mobilenetv2:0.25").unwrap()).chained);
         assert!(g
             .members
             .iter()

@@ -11,7 +11,6 @@ use super::groups::ChannelGroup;
 use crate::architecture::Architecture;
 use crate::error::{Error, Result};
 use crate::model::{Model, Params};
-use crate::plan::LayerPlan;
 use crate::spec::ModelSpec;
 
 /// Where channels compete.
@@ -163,28 +162,87 @@ fn with_widths(spec: &ModelSpec, width: &HashMap<String, usize>) -> ModelSpec {
     out
 }
 
-/// The plan with widths erased: where residual additions and projections are. Pruning must
-/// not change it (two widths that become equal by chance would otherwise add a residual).
-fn skeleton(spec: &ModelSpec) -> Vec<String> {
-    fn walk(layers: &[LayerPlan], out: &mut Vec<String>) {
-        for l in layers {
-            match l {
-                LayerPlan::Residual { main, shortcut, .. } => {
-                    out.push(format!("residual({})", shortcut.is_some()));
-                    walk(main, out);
-                }
-                LayerPlan::ConvBn { name, .. } | LayerPlan::Conv { name, .. } => {
-                    out.push(name.clone())
-                }
-                LayerPlan::Linear { name, .. } => out.push(name.clone()),
-                LayerPlan::GlobalAvgPool => out.push("pool".into()),
-                LayerPlan::Flatten => out.push("flatten".into()),
-            }
-        }
+/// Per block of a ResNet or MobileNetV2: whether its shortcut is the identity (the block adds
+/// its input unchanged), the layer producing its input and the one producing its output.
+/// Pruning must keep every flag: two widths that become equal by chance would otherwise add a
+/// residual (or drop a projection).
+pub(super) fn identity_blocks(spec: &ModelSpec) -> Vec<(bool, String, String)> {
+    let walk = |stem: usize, blocks: Vec<(usize, usize)>, out_layer: &str| {
+        let (mut width, mut prev) = (stem, "stem".to_string());
+        blocks
+            .into_iter()
+            .enumerate()
+            .map(|(i, (out, stride))| {
+                let layer = format!("b{i}.{out_layer}");
+                let block = (stride == 1 && width == out, prev.clone(), layer.clone());
+                (width, prev) = (out, layer);
+                block
+            })
+            .collect()
+    };
+    match &spec.architecture {
+        Architecture::Resnet { stem, blocks } => walk(
+            *stem,
+            blocks.iter().map(|b| (b.out, b.stride)).collect(),
+            "conv2",
+        ),
+        Architecture::Mobilenetv2 { stem, blocks, .. } => walk(
+            *stem,
+            blocks.iter().map(|b| (b.out, b.stride)).collect(),
+            "project",
+        ),
+        Architecture::Mlp { .. } | Architecture::Cnn { .. } => Vec::new(),
     }
-    let mut out = Vec::new();
-    walk(&spec.plan(), &mut out);
-    out
+}
+
+/// `spec` with each group at its `keep` width, widening groups where a block's shortcut would
+/// otherwise change (see [`identity_blocks`]); the widths actually kept come back too.
+fn rebuild(
+    spec: &ModelSpec,
+    groups: &[ChannelGroup],
+    keep: &[usize],
+) -> Result<(ModelSpec, Vec<usize>)> {
+    let mut keep = keep.to_vec();
+    let want = identity_blocks(spec);
+    let group_of = |layer: &str| {
+        groups
+            .iter()
+            .position(|g| g.producers.iter().any(|p| p.layer == layer))
+    };
+    // Each retry adds a channel; never more than every group back at full width.
+    let budget: usize = groups.iter().map(|g| g.width).sum();
+    for _ in 0..=budget {
+        let widths: HashMap<String, usize> = groups
+            .iter()
+            .zip(&keep)
+            .flat_map(|(g, &k)| g.producers.iter().map(move |p| (p.layer.clone(), k)))
+            .collect();
+        let mut after = with_widths(spec, &widths);
+        after.validate()?;
+        let now = identity_blocks(&after);
+        let Some(i) = want.iter().zip(&now).position(|(a, b)| a.0 != b.0) else {
+            if !matches!(after.architecture, Architecture::Mlp { .. }) {
+                let base = spec.name.split("-pruned").next().unwrap_or(&spec.name);
+                after.name = format!("{base}-pruned");
+            }
+            return Ok((after, keep));
+        };
+        // Widen the flipped block's output or input channels: the one that was wider.
+        let mut candidates: Vec<usize> = [&want[i].2, &want[i].1]
+            .into_iter()
+            .filter_map(|l| group_of(l))
+            .filter(|&g| keep[g] < groups[g].width)
+            .collect();
+        candidates.sort_by_key(|&g| std::cmp::Reverse(groups[g].width));
+        let Some(&g) = candidates.first() else {
+            break;
+        };
+        keep[g] += 1;
+    }
+    refuse(format!(
+        "{} cannot be pruned to these widths without changing where its residual additions are",
+        spec.name
+    ))
 }
 
 fn refuse<T>(reason: String) -> Result<T> {
@@ -223,34 +281,7 @@ pub fn plan(
             }
         })
         .collect();
-    let build = |keep: &[usize]| -> Result<(ModelSpec, Vec<usize>)> {
-        let mut keep = keep.to_vec();
-        let want = skeleton(spec);
-        for attempt in 0..=groups.len() {
-            let widths: HashMap<String, usize> = groups
-                .iter()
-                .zip(&keep)
-                .flat_map(|(g, &k)| g.producers.iter().map(move |p| (p.layer.clone(), k)))
-                .collect();
-            let mut after = with_widths(spec, &widths);
-            after.validate()?;
-            if skeleton(&after) == want {
-                if !matches!(after.architecture, Architecture::Mlp { .. }) {
-                    after.name = spec.name.clone();
-                }
-                return Ok((after, keep));
-            }
-            // Give back one channel to a group that can take it and retry.
-            let Some(k) = (attempt..groups.len()).find(|&k| keep[k] < groups[k].width) else {
-                break;
-            };
-            keep[k] += 1;
-        }
-        refuse(format!(
-            "pruning {} to these widths would change where its residual additions are; try another ratio",
-            spec.name
-        ))
-    };
+    let build = |keep: &[usize]| rebuild(spec, groups, keep);
     let (ratio, keep) = match amount {
         Amount::Ratio(r) => {
             if !(r > 0.0 && r < 1.0) {
@@ -268,33 +299,71 @@ pub fn plan(
                     spec.name, before
                 ));
             }
-            let macs = |r: f64| -> Result<usize> {
-                Ok(build(&counts(groups, &normalized, scope, r))?.0.macs())
+            // MACs at ratio r, None where no spec of that ratio keeps the block structure.
+            let macs = |r: f64| {
+                build(&counts(groups, &normalized, scope, r))
+                    .ok()
+                    .map(|(s, _)| s.macs())
             };
             let most = 1.0 - 1e-9;
-            let least = macs(most)?;
-            if least > target {
+            if let Some(least) = macs(most).filter(|&m| m > target) {
                 return refuse(format!(
                     "{} cannot reach {target} MACs per sample by pruning: with every prunable layer at one channel it still needs {least}",
                     spec.name
                 ));
             }
-            let (mut lo, mut hi) = (0.0, most);
+            let (mut lo, mut hi, mut found) = (0.0, most, macs(most).is_some());
             for _ in 0..50 {
                 let mid = 0.5 * (lo + hi);
-                if macs(mid)? <= target {
-                    hi = mid;
-                } else {
-                    lo = mid;
+                match macs(mid) {
+                    Some(m) if m <= target => (hi, found) = (mid, true),
+                    _ => lo = mid,
                 }
+            }
+            if !found {
+                return refuse(format!(
+                    "{} cannot reach {target} MACs per sample by pruning without changing where its residual additions are",
+                    spec.name
+                ));
             }
             (hi, counts(groups, &normalized, scope, hi))
         }
     };
-    let (after, keep) = build(&keep)?;
+    finish(spec, groups, scores, criterion, scope, ratio, &keep)
+}
+
+/// A plan keeping `keep[g]` channels of group `g` (at least one; gradual pruning aims each
+/// round at fixed fractions of the original widths this way, so rounding does not compound).
+pub fn plan_widths(
+    spec: &ModelSpec,
+    groups: &[ChannelGroup],
+    scores: &[Vec<f32>],
+    criterion: Criterion,
+    keep: &[usize],
+) -> Result<PrunePlan> {
+    let keep: Vec<usize> = keep
+        .iter()
+        .zip(groups)
+        .map(|(&k, g)| k.clamp(1, g.width))
+        .collect();
+    let before: usize = groups.iter().map(|g| g.width).sum();
+    let ratio = 1.0 - keep.iter().sum::<usize>() as f64 / before.max(1) as f64;
+    finish(spec, groups, scores, criterion, Scope::Layer, ratio, &keep)
+}
+
+fn finish(
+    spec: &ModelSpec,
+    groups: &[ChannelGroup],
+    scores: &[Vec<f32>],
+    criterion: Criterion,
+    scope: Scope,
+    ratio: f64,
+    keep: &[usize],
+) -> Result<PrunePlan> {
+    let (after, keep) = rebuild(spec, groups, keep)?;
     if keep.iter().zip(groups).all(|(&k, g)| k == g.width) {
         return refuse(format!(
-            "pruning {} by {ratio} removes nothing: its layers are too narrow for that ratio to take a whole neuron or channel",
+            "pruning {} by {ratio:.3} removes nothing: its layers are too narrow for that ratio to take a whole neuron or channel",
             spec.name
         ));
     }

@@ -303,3 +303,38 @@ fn every_filter_axis_belongs_to_exactly_one_group() {
     let convs = s.parameters().iter().filter(|p| p.shape.len() == 4).count();
     assert_eq!(seen.len(), convs);
 }
+
+#[test]
+fn hard_pruning_keeps_every_blocks_shortcut_as_it_was() {
+    let input = InputShape {
+        channels: 1,
+        rows: 16,
+        cols: 16,
+    };
+    for spec in ["mobilenetv2:0.5", "mobilenetv2:0.25", "resnet:14-w8"] {
+        let model = random_model(spec, input, 3);
+        let s = model.spec();
+        let groups = channel_groups(s);
+        let sc = scores(&model, &groups, Criterion::L1, None).unwrap();
+        let shortcuts = |m: &ModelSpec| {
+            super::plan::identity_blocks(m)
+                .iter()
+                .map(|b| b.0)
+                .collect::<Vec<_>>()
+        };
+        for amount in [
+            Amount::Ratio(0.95),
+            Amount::Ratio(0.6),
+            Amount::TargetMacs(s.macs() / 4),
+        ] {
+            let p = plan(s, &groups, &sc, Criterion::L1, Scope::Layer, amount)
+                .unwrap_or_else(|e| panic!("{spec} {amount:?}: {e}"));
+            assert_eq!(shortcuts(&p.after), shortcuts(s), "{spec} {amount:?}");
+            if let Amount::TargetMacs(t) = amount {
+                assert!(p.after.macs() <= t, "{spec}");
+            }
+            assert!(p.after.name.ends_with("-pruned"), "{}", p.after.name);
+            apply(&model, &groups, &p).unwrap();
+        }
+    }
+}
