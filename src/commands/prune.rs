@@ -108,14 +108,9 @@ pub fn run(args: PruneArgs) -> Result<()> {
     )?;
     let plan = prune::plan(model.spec(), &groups, &scores, criterion, scope, amount)?;
     print_plan(&plan);
-    if args.dry_run {
-        eprintln!("dry run: nothing written");
+    let Some(out) = destination(&args) else {
         return Ok(());
-    }
-    let out = args
-        .out
-        .as_deref()
-        .expect("clap requires --out without --dry-run");
+    };
     let pruned = prune::apply(&model, &groups, &plan)?;
     if let Some(d) = &data {
         let (before, after) = (evaluate(&model, &d.test)?, evaluate(&pruned, &d.test)?);
@@ -137,6 +132,19 @@ pub fn run(args: PruneArgs) -> Result<()> {
         out.display()
     );
     Ok(())
+}
+
+/// Where to write the result; None (said on stderr) on a dry run.
+fn destination(args: &PruneArgs) -> Option<&Path> {
+    if args.dry_run {
+        eprintln!("dry run: nothing written");
+        return None;
+    }
+    Some(
+        args.out
+            .as_deref()
+            .expect("clap requires --out without --dry-run"),
+    )
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {
@@ -231,14 +239,9 @@ fn unstructured(
             after.total
         );
     }
-    if args.dry_run {
-        eprintln!("dry run: nothing written");
+    let Some(out) = destination(args) else {
         return Ok(());
-    }
-    let out = args
-        .out
-        .as_deref()
-        .expect("clap requires --out without --dry-run");
+    };
     checkpoint::save_model(out, &sparse)?;
     checkpoint::save_json(&out.join("sparsity.json"), &report)?;
     let original = std::fs::read(args.checkpoint.join(WEIGHTS_FILE))?;
