@@ -17,8 +17,8 @@ mkdir -p "$RUNS" "$OUT"
 
 "$EDGEKD" train --config experiments/prune-mnist-teacher.toml --threads 1 --resume -q
 [ -f "$RUNS/pruned/model.toml" ] ||
-    "$EDGEKD" prune "$RUNS/teacher60" --ratio 0.75 --criterion taylor --data "$DATA" \
-        --out "$RUNS/pruned" | tee "$OUT/prune.txt"
+    "$EDGEKD" prune "$RUNS/teacher60" --ratio 0.75 --criterion taylor --channel-multiple 1 \
+        --data "$DATA" --out "$RUNS/pruned" | tee "$OUT/prune.txt"
 "$EDGEKD" distill --config experiments/prune-mnist-recover.toml --threads 1 --resume -q | tee "$OUT/recover.txt"
 "$EDGEKD" distill --config experiments/prune-mnist-scratch.toml --threads 1 --resume -q | tee "$OUT/scratch.txt"
 [ -f "$RUNS/sparse92/model.toml" ] ||

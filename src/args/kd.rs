@@ -151,6 +151,9 @@ pub struct KdOpts {
     /// How --prune-ratio ranks channels (see `edgekd prune --help`) [default: l1]
     #[arg(long, value_enum, requires = "prune_ratio")]
     pub prune_criterion: Option<CriterionArg>,
+    /// Round pruned widths to multiples of this (see `edgekd prune --help`) [default: 8]
+    #[arg(long, value_name = "N", requires = "prune_ratio")]
+    pub prune_channel_multiple: Option<usize>,
     /// Where pruned channels compete: layer or global [default: layer]
     #[arg(long, value_enum, requires = "prune_ratio")]
     pub prune_scope: Option<ScopeArg>,
@@ -183,6 +186,7 @@ impl KdOpts {
             prune_steps,
             prune_criterion,
             prune_scope,
+            prune_channel_multiple,
             seeds
         );
         self

@@ -121,6 +121,7 @@ pub fn run(args: DistillArgs) -> Result<()> {
                 criterion: kd.prune_criterion.unwrap_or(CriterionArg::L1).criterion(),
                 scope: kd.prune_scope.unwrap_or(ScopeArg::Layer).scope(),
                 batches: 32,
+                multiple: kd.prune_channel_multiple.unwrap_or(8),
             };
             let model = start.model(&distillation.student)?;
             let Some(outcome) = gradual.run(model, &distillation, &setup, &out, &mut console)?

@@ -25,6 +25,8 @@ pub struct Gradual {
     pub scope: Scope,
     /// Batches of training data the taylor criterion runs.
     pub batches: usize,
+    /// Widths are rounded to multiples of this (see [`super::plan()`]).
+    pub multiple: usize,
 }
 
 /// What each step did, and the last step's distillation.
@@ -90,7 +92,14 @@ impl Gradual {
                         .iter()
                         .map(|&w| (w as f64 * fraction).round() as usize)
                         .collect();
-                    plan_widths(current.spec(), &groups, &s, self.criterion, &keep)?
+                    plan_widths(
+                        current.spec(),
+                        &groups,
+                        &s,
+                        self.criterion,
+                        &keep,
+                        self.multiple,
+                    )?
                 }
                 Scope::Global => plan(
                     current.spec(),
@@ -99,6 +108,7 @@ impl Gradual {
                     self.criterion,
                     self.scope,
                     Amount::Ratio(self.per_step()),
+                    self.multiple,
                 )?,
             };
             p.after.dropout = base.student.dropout;

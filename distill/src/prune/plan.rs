@@ -74,7 +74,35 @@ impl PrunePlan {
 }
 
 /// How many channels each group keeps at `ratio` (never fewer than one).
+/// `k` moved to the nearest multiple of `multiple` (or to the full `width`), so the kernels'
+/// channel panels (8 wide in edgekd's int8 engine) stay full: 11 of 16 channels cost what 16
+/// do, 8 cost half. Ties go to the wider; widths at or below `multiple` are left as they are.
+pub(super) fn round_to(k: usize, width: usize, multiple: usize) -> usize {
+    if multiple <= 1 || width <= multiple {
+        return k;
+    }
+    (1..=width / multiple)
+        .map(|i| i * multiple)
+        .chain(std::iter::once(width))
+        .min_by_key(|&c| (c.abs_diff(k), std::cmp::Reverse(c)))
+        .unwrap_or(k)
+}
+
 fn counts(
+    groups: &[ChannelGroup],
+    normalized: &[Vec<f32>],
+    scope: Scope,
+    ratio: f64,
+    multiple: usize,
+) -> Vec<usize> {
+    let keep = counts_exact(groups, normalized, scope, ratio);
+    keep.iter()
+        .zip(groups)
+        .map(|(&k, g)| round_to(k, g.width, multiple))
+        .collect()
+}
+
+fn counts_exact(
     groups: &[ChannelGroup],
     normalized: &[Vec<f32>],
     scope: Scope,
@@ -249,7 +277,8 @@ fn refuse<T>(reason: String) -> Result<T> {
     Err(Error::Config(reason))
 }
 
-/// Chooses the channels to keep. `scores` are [`criterion::scores`]' for `groups`.
+/// Chooses the channels to keep. `scores` are [`criterion::scores`]' for `groups`; each
+/// group's count moves to the nearest multiple of `multiple` (1: exact).
 pub fn plan(
     spec: &ModelSpec,
     groups: &[ChannelGroup],
@@ -257,6 +286,7 @@ pub fn plan(
     criterion: Criterion,
     scope: Scope,
     amount: Amount,
+    multiple: usize,
 ) -> Result<PrunePlan> {
     if groups.is_empty() {
         return refuse(format!(
@@ -289,7 +319,7 @@ pub fn plan(
                     "--ratio is the fraction of neurons and channels removed, in (0, 1); got {r}"
                 ));
             }
-            (r, counts(groups, &normalized, scope, r))
+            (r, counts(groups, &normalized, scope, r, multiple))
         }
         Amount::TargetMacs(target) => {
             let before = spec.macs();
@@ -301,7 +331,7 @@ pub fn plan(
             }
             // MACs at ratio r, None where no spec of that ratio keeps the block structure.
             let macs = |r: f64| {
-                build(&counts(groups, &normalized, scope, r))
+                build(&counts(groups, &normalized, scope, r, multiple))
                     .ok()
                     .map(|(s, _)| s.macs())
             };
@@ -326,7 +356,7 @@ pub fn plan(
                     spec.name
                 ));
             }
-            (hi, counts(groups, &normalized, scope, hi))
+            (hi, counts(groups, &normalized, scope, hi, multiple))
         }
     };
     finish(spec, groups, scores, criterion, scope, ratio, &keep)
@@ -340,11 +370,12 @@ pub fn plan_widths(
     scores: &[Vec<f32>],
     criterion: Criterion,
     keep: &[usize],
+    multiple: usize,
 ) -> Result<PrunePlan> {
     let keep: Vec<usize> = keep
         .iter()
         .zip(groups)
-        .map(|(&k, g)| k.clamp(1, g.width))
+        .map(|(&k, g)| round_to(k.clamp(1, g.width), g.width, multiple))
         .collect();
     let before: usize = groups.iter().map(|g| g.width).sum();
     let ratio = 1.0 - keep.iter().sum::<usize>() as f64 / before.max(1) as f64;

@@ -98,6 +98,7 @@ fn a_pruned_model_computes_what_the_original_does_with_those_channels_silenced()
                 criterion,
                 scope,
                 Amount::Ratio(0.4),
+                if scope == Scope::Global { 8 } else { 1 },
             )
             .unwrap();
             let pruned = apply(&model, &groups, &plan).unwrap();
@@ -134,6 +135,7 @@ fn layer_scope_removes_the_ratio_from_every_group_and_keeps_the_strongest() {
         Criterion::L1,
         Scope::Layer,
         Amount::Ratio(0.5),
+        1,
     )
     .unwrap();
     assert_eq!(p.groups[0].kept, vec![5, 6, 7, 8, 9]);
@@ -215,6 +217,7 @@ fn a_mac_target_is_met_by_the_least_pruning_that_meets_it() {
         Criterion::L1,
         Scope::Layer,
         Amount::TargetMacs(target),
+        1,
     )
     .unwrap();
     assert!(p.after.macs() <= target);
@@ -232,7 +235,7 @@ fn impossible_requests_are_refused_with_the_reason() {
     let groups = channel_groups(model.spec());
     let s = scores(&model, &groups, Criterion::L1, None).unwrap();
     let go = |spec: &ModelSpec, groups: &[ChannelGroup], s: &[Vec<f32>], a| {
-        plan(spec, groups, s, Criterion::L1, Scope::Layer, a)
+        plan(spec, groups, s, Criterion::L1, Scope::Layer, a, 1)
             .unwrap_err()
             .to_string()
     };
@@ -327,7 +330,7 @@ fn hard_pruning_keeps_every_blocks_shortcut_as_it_was() {
             Amount::Ratio(0.6),
             Amount::TargetMacs(s.macs() / 4),
         ] {
-            let p = plan(s, &groups, &sc, Criterion::L1, Scope::Layer, amount)
+            let p = plan(s, &groups, &sc, Criterion::L1, Scope::Layer, amount, 8)
                 .unwrap_or_else(|e| panic!("{spec} {amount:?}: {e}"));
             assert_eq!(shortcuts(&p.after), shortcuts(s), "{spec} {amount:?}");
             if let Amount::TargetMacs(t) = amount {
@@ -337,4 +340,18 @@ fn hard_pruning_keeps_every_blocks_shortcut_as_it_was() {
             apply(&model, &groups, &p).unwrap();
         }
     }
+}
+
+#[test]
+fn widths_round_to_the_nearest_multiple_or_the_full_width() {
+    use super::plan::round_to;
+    assert_eq!(round_to(11, 16, 8), 8);
+    assert_eq!(round_to(12, 16, 8), 16);
+    assert_eq!(round_to(23, 32, 8), 24);
+    assert_eq!(round_to(45, 64, 8), 48);
+    assert_eq!(round_to(19, 20, 8), 20);
+    assert_eq!(round_to(3, 16, 8), 8);
+    assert_eq!(round_to(5, 6, 8), 5);
+    assert_eq!(round_to(300, 1200, 1), 300);
+    assert_eq!(round_to(300, 1200, 8), 304);
 }
