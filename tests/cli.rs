@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use common::{
-    edgekd, fails, outputs, quick_export, quick_train_on, stdout, subset, teacher_fixture,
+    edgekd, fails, json, outputs, quick_export, quick_train_on, stdout, subset, teacher_fixture,
 };
 
 /// The full MNIST beside the checkout, when this machine has it.
@@ -20,10 +20,6 @@ fn shared_mnist() -> Option<PathBuf> {
         eprintln!("SKIPPED: ../shared/data/mnist is not beside this checkout");
         None
     }
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// A quick training command on the first 600 shipped images.

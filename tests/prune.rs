@@ -5,11 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{edgekd, fails, outputs, quick_export, quick_train_on, stdout, subset};
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
+use common::{edgekd, fails, json, outputs, quick_export, quick_train_on, stdout, subset};
 
 fn recover(teacher: &Path, student: &Path, out: &Path, baseline: bool) -> String {
     let mut c = edgekd();

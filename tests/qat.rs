@@ -5,11 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{edgekd, fails, quick_export, quick_train_on, stdout, teacher_fixture};
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
+use common::{edgekd, fails, json, quick_export, quick_train_on, stdout, teacher_fixture};
 
 fn qat_train(model: &str, out: &Path, epochs: usize, qat_epochs: usize) -> assert_cmd::Command {
     let mut c = quick_train_on(model, out, epochs, 300);

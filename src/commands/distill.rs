@@ -85,13 +85,11 @@ pub fn run(args: DistillArgs) -> Result<()> {
     let data = opts.load_data_for(Some(teachers[0].input()))?;
     let distillation = distillation(&kd, &opts, &teachers, &data)?;
     if let Some(start) = &distillation.student_start {
-        if let (Ok(a), Ok(b)) = (start.dir.canonicalize(), out.canonicalize()) {
-            if a == b {
-                bail!(
-                    "--out {} is the --student checkpoint training starts from; write the student elsewhere",
-                    out.display()
-                );
-            }
+        if super::same_path(&start.dir, &out) {
+            bail!(
+                "--out {} is the --student checkpoint training starts from; write the student elsewhere",
+                out.display()
+            );
         }
     }
     if kd.prune_ratio.is_none()

@@ -21,6 +21,14 @@ pub mod teacher_logits;
 #[cfg(feature = "train")]
 pub mod train;
 
+/// Whether two paths name the same existing directory or file.
+pub fn same_path(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// Size limits for files from strangers, shared by the commands that load models.
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
 pub struct LimitArgs {

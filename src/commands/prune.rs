@@ -74,7 +74,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
     let model = checkpoint::load(&args.checkpoint)
         .with_context(|| format!("loading checkpoint {}", args.checkpoint.display()))?;
     if let Some(out) = &args.out {
-        if same_dir(out, &args.checkpoint) {
+        if super::same_path(out, &args.checkpoint) {
             bail!(
                 "--out {} is the checkpoint being pruned; write the pruned model elsewhere",
                 out.display()
@@ -156,13 +156,6 @@ fn destination(args: &PruneArgs) -> Option<&Path> {
             .as_deref()
             .expect("clap requires --out without --dry-run"),
     )
-}
-
-fn same_dir(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
 }
 
 fn ratio(after: usize, before: usize) -> String {

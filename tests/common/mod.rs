@@ -23,6 +23,11 @@ pub fn teacher_fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A JSON file's contents.
+pub fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 pub fn subset() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist-subset")
 }
