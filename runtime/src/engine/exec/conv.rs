@@ -369,6 +369,12 @@ unsafe fn q_gemm(
                     }
                 }
                 let ch0 = g * geo.og + pair * 2 * NR;
+                if let Output::Q8 { .. } = c.requant.out {
+                    let dst = cx.ptr::<i8>(c.y).add(m0 * geo.ocs + ch0);
+                    c.requant
+                        .tile_to_q8(cx.isa, &acc[..real], cols, ch0, dst, geo.ocs);
+                    continue;
+                }
                 for (r, row) in acc.iter().enumerate().take(real) {
                     epilogue(cx, c, &row[..cols], ch0, (m0 + r) * geo.ocs + ch0);
                 }
