@@ -207,7 +207,22 @@ fn float(name: &str, v: f32) -> AttributeProto {
 /// transB, alpha and beta, against f64 arithmetic written out loop by loop.
 #[test]
 fn float_convolution_and_gemm_match_reference() {
-    let (c, h, w, o, group, k, stride, pad, classes) = (4, 9, 11, 6, 2, 3, 2, 1, 5);
+    check_float_conv([4, 9, 11], 6, 2, 3, 2, 1);
+    // One to three input channels: the window is gathered into one row (a first layer).
+    check_float_conv([3, 9, 11], 5, 1, 5, 1, 2);
+    check_float_conv([1, 8, 10], 4, 1, 3, 2, 1);
+    check_float_conv([2, 7, 7], 9, 1, 3, 1, 0);
+}
+
+fn check_float_conv(
+    [c, h, w]: [usize; 3],
+    o: usize,
+    group: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+) {
+    let classes = 5;
     let cg = c / group;
     let wconv: Vec<f32> = spread(o * cg * k * k, 7, 100)
         .into_iter()

@@ -26,6 +26,17 @@ pub(super) fn signed_weights(
         .collect()
 }
 
+/// Whether a convolution with `cg` input channels per group and `taps` taps is packed as one
+/// tap of `taps · cg` values (the engine gathers each row's window first): a network's first
+/// layer, with one to three input channels, would otherwise run one short inner loop per tap
+/// (an int8 quad of which three quarters are padding when there is one channel).
+pub(super) fn gathered(cg: usize, taps: usize, groups: usize) -> bool {
+    groups == 1 && cg < 4 && taps > 1 && taps * cg <= GATHER_MAX
+}
+
+/// The most values a gathered row holds.
+pub(crate) const GATHER_MAX: usize = 128;
+
 /// Packs `[o, cin/g, kh, kw]` weights for `groups` groups: depthwise when every group has one
 /// input and one output channel, else one GEMM whose columns are the groups' output channels,
 /// each group starting a new panel (so a panel never spans two groups).
@@ -33,6 +44,11 @@ pub(super) fn pack_q(o: usize, cg: usize, taps: usize, groups: usize, w: &[i8]) 
     let at = |oc: usize, ci: usize, t: usize| w[(oc * cg + ci) * taps + t];
     if groups > 1 && cg == 1 && o == groups {
         return Weights::QDepthwise(QDepthwise::pack(o, taps, |ch, t| at(ch, 0, t)));
+    }
+    if gathered(cg, taps, groups) {
+        return Weights::Q(QPacked::pack(o, 1, taps * cg, |oc, _, k| {
+            at(oc, k % cg, k / cg)
+        }));
     }
     let og = o / groups;
     let padded = og.div_ceil(qgemm::NR) * qgemm::NR;
@@ -50,6 +66,11 @@ pub(super) fn pack_f(o: usize, cg: usize, taps: usize, groups: usize, w: &[f32])
     let at = |oc: usize, ci: usize, t: usize| w[(oc * cg + ci) * taps + t];
     if groups > 1 && cg == 1 && o == groups {
         return Weights::FDepthwise(FDepthwise::pack(o, taps, |ch, t| at(ch, 0, t)));
+    }
+    if gathered(cg, taps, groups) {
+        return Weights::F(FPacked::pack(o, 1, taps * cg, |oc, _, k| {
+            at(oc, k % cg, k / cg)
+        }));
     }
     let og = o / groups;
     let padded = og.div_ceil(sgemm::NR) * sgemm::NR;

@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 
 use super::Ctx;
+use crate::engine::build::GATHER_MAX;
 use crate::engine::ir::{Conv, Elem, Weights, Window};
 use crate::engine::kernels::requant::Output;
 use crate::engine::kernels::{qgemm, sgemm};
@@ -160,6 +161,64 @@ impl Geometry {
         }
     }
 
+    /// Output row `m`'s window of an ungrouped layer, tap after tap (`taps · ics` values),
+    /// into `dst`; taps in the padding get `fill`. Each kernel row inside the image is one
+    /// contiguous run of the input. `cur` as in [`Geometry::taps`].
+    ///
+    /// # Safety
+    /// `x` must hold the whole input; `dst` must have room for the window.
+    #[inline(always)]
+    unsafe fn gather<T: Copy, const RUN: usize>(
+        &self,
+        x: *const T,
+        fill: T,
+        cur: &mut Cursor,
+        m: usize,
+        dst: *mut T,
+    ) {
+        if cur.m != m {
+            *cur = self.cursor(m);
+        }
+        let win = &self.window;
+        let y0 = (cur.oy * win.strides[0]) as isize - win.pads[0] as isize;
+        let x0 = (cur.ox * win.strides[1]) as isize - win.pads[1] as isize;
+        let b = cur.b;
+        self.advance(cur);
+        let ([kh, kw], [dy, dx], c) = (win.kernel, win.dilations, self.ics);
+        let len = if RUN > 0 { RUN } else { kw * c };
+        let run = dx == 1 && x0 >= 0 && x0 as usize + kw <= self.w;
+        let mut out = dst;
+        for ky in 0..kh {
+            let iy = y0 + (ky * dy) as isize;
+            if iy < 0 || iy as usize >= self.h {
+                for i in 0..len {
+                    *out.add(i) = fill;
+                }
+            } else {
+                let line = x.add((b * self.h + iy as usize) * self.w * c);
+                if run {
+                    let src = line.add(x0 as usize * c);
+                    for i in 0..len {
+                        *out.add(i) = *src.add(i);
+                    }
+                } else {
+                    for kx in 0..kw {
+                        let ix = x0 + (kx * dx) as isize;
+                        let inside = ix >= 0 && (ix as usize) < self.w;
+                        for ch in 0..c {
+                            *out.add(kx * c + ch) = if inside {
+                                *line.add(ix as usize * c + ch)
+                            } else {
+                                fill
+                            };
+                        }
+                    }
+                }
+            }
+            out = out.add(len);
+        }
+    }
+
     /// Tap pointers of output rows `rows` (one tile), group `g`: `taps` per row, row after
     /// row in `ind`.
     ///
@@ -266,6 +325,72 @@ impl<T> Pointers<T> {
     }
 }
 
+/// Rows gathered for a layer packed as one long tap (see `build::weights::gathered`): each
+/// output row's window, tap after tap, copied straight from the image into a block the
+/// kernel reads as one dense row.
+struct Gathered<T: Copy, const N: usize> {
+    block: [T; N],
+    rows: [*const T; 8],
+}
+
+impl<T: Copy + Default, const N: usize> Gathered<T, N> {
+    fn new() -> Self {
+        Gathered {
+            block: [T::default(); N],
+            rows: [std::ptr::null(); 8],
+        }
+    }
+
+    /// Gathers output rows `rows`, `stride` values apart; taps in the padding get `fill`.
+    /// Returns one pointer per row.
+    ///
+    /// # Safety
+    /// `x` must hold the whole input.
+    unsafe fn rows(
+        &mut self,
+        geo: &Geometry,
+        x: *const T,
+        fill: T,
+        cur: &mut Cursor,
+        rows: std::ops::Range<usize>,
+        stride: usize,
+    ) -> &[*const T] {
+        // The window's width in values, a constant where it is common: a copy of a length
+        // known only at run time becomes a call to `memmove`, dearer than five bytes.
+        match geo.window.kernel[1] * geo.ics {
+            3 => self.fill::<3>(geo, x, fill, cur, rows, stride),
+            5 => self.fill::<5>(geo, x, fill, cur, rows, stride),
+            7 => self.fill::<7>(geo, x, fill, cur, rows, stride),
+            9 => self.fill::<9>(geo, x, fill, cur, rows, stride),
+            15 => self.fill::<15>(geo, x, fill, cur, rows, stride),
+            21 => self.fill::<21>(geo, x, fill, cur, rows, stride),
+            _ => self.fill::<0>(geo, x, fill, cur, rows, stride),
+        }
+    }
+
+    /// [`Gathered::rows`] for windows `RUN` values wide (0: any width).
+    #[inline(never)]
+    unsafe fn fill<const RUN: usize>(
+        &mut self,
+        geo: &Geometry,
+        x: *const T,
+        fill: T,
+        cur: &mut Cursor,
+        rows: std::ops::Range<usize>,
+        stride: usize,
+    ) -> &[*const T] {
+        let n = rows.len();
+        for (r, m) in rows.enumerate() {
+            let row = self.block.as_mut_ptr().add(r * stride);
+            geo.gather::<T, RUN>(x, fill, cur, m, row);
+            self.rows[r] = row;
+        }
+        &self.rows[..n]
+    }
+}
+
+const _: () = assert!(qgemm::MR <= 8 && sgemm::MR <= 8);
+
 thread_local! {
     /// A depthwise pixel's int32 sums.
     static SUMS: RefCell<Vec<i32>> = const { RefCell::new(Vec::new()) };
@@ -335,11 +460,14 @@ unsafe fn q_gemm(
     dyn_zp: Option<i32>,
 ) {
     use qgemm::{MR, NR};
+    let za = dyn_zp.unwrap_or(c.input_zp);
     let rows = geo.rows();
     let tiles = rows.div_ceil(MR);
     let panels = geo.og.div_ceil(NR);
     let pairs = panels.div_ceil(2);
-    let taps = p.taps;
+    let taps = geo.window.taps();
+    // Packed as one tap of the whole window: rows are gathered first.
+    let gather = p.taps != taps;
     let macs = rows * geo.ocs * taps * geo.cg;
     let split = Split::new(geo.groups * tiles, pairs, cx.pool.threads(), macs);
     // Addresses, not pointers, cross into the tasks (raw pointers are not `Sync`).
@@ -349,13 +477,19 @@ unsafe fn q_gemm(
         let (units, pair_range) = split.task(i);
         let mut pointers = Pointers::<i8>::new();
         let ind = pointers.table(MR * taps);
+        let mut block = Gathered::<i8, { MR * (GATHER_MAX + 4) }>::new();
         let mut acc = [[0i32; 2 * NR]; MR];
         let mut cur = geo.cursor(0);
         for u in units {
             let (g, tile) = (u / tiles, u % tiles);
             let m0 = tile * MR;
             let real = MR.min(rows - m0);
-            geo.tile_taps(x, pad, &mut cur, m0..m0 + real, g, taps, ind);
+            let ind: &[*const i8] = if gather {
+                block.rows(geo, x, za as i8, &mut cur, m0..m0 + real, p.quads * 4)
+            } else {
+                geo.tile_taps(x, pad, &mut cur, m0..m0 + real, g, taps, ind);
+                ind
+            };
             for pair in pair_range.clone() {
                 let first = g * panels + pair * 2;
                 let np = 2.min(panels - pair * 2);
@@ -369,11 +503,22 @@ unsafe fn q_gemm(
                     }
                 }
                 let ch0 = g * geo.og + pair * 2 * NR;
-                if let Output::Q8 { .. } = c.requant.out {
-                    let dst = cx.ptr::<i8>(c.y).add(m0 * geo.ocs + ch0);
-                    c.requant
-                        .tile_to_q8(cx.isa, &acc[..real], cols, ch0, dst, geo.ocs);
-                    continue;
+                match c.requant.out {
+                    Output::Q8 { .. } => {
+                        let dst = cx.ptr::<i8>(c.y).add(m0 * geo.ocs + ch0);
+                        c.requant
+                            .tile_to_q8(cx.isa, &acc[..real], cols, ch0, dst, geo.ocs);
+                        continue;
+                    }
+                    Output::F32 { .. } if cols < 8 => {
+                        let at = m0 * geo.ocs + ch0;
+                        let dst = cx.ptr::<f32>(c.y).add(at);
+                        let res = c.residual.map(|r| cx.ptr::<f32>(r).add(at) as *const f32);
+                        c.requant
+                            .tile_to_f32(&acc[..real], cols, ch0, dst, geo.ocs, res);
+                        continue;
+                    }
+                    _ => {}
                 }
                 for (r, row) in acc.iter().enumerate().take(real) {
                     epilogue(cx, c, &row[..cols], ch0, (m0 + r) * geo.ocs + ch0);
@@ -389,7 +534,9 @@ unsafe fn f_gemm(cx: &Ctx, c: &Conv, p: &sgemm::FPacked, geo: &Geometry, pad: *c
     let rows = geo.rows();
     let tiles = rows.div_ceil(MR);
     let panels = geo.og.div_ceil(NR);
-    let taps = p.taps;
+    let taps = geo.window.taps();
+    // Packed as one tap of the whole window: rows are gathered first.
+    let gather = p.taps != taps;
     let macs = rows * geo.ocs * taps * geo.cg;
     let split = Split::new(geo.groups * tiles, panels, cx.pool.threads(), macs);
     let (x, y, pad) = (
@@ -402,26 +549,27 @@ unsafe fn f_gemm(cx: &Ctx, c: &Conv, p: &sgemm::FPacked, geo: &Geometry, pad: *c
         let (units, panel_range) = split.task(i);
         let mut pointers = Pointers::<f32>::new();
         let ind = pointers.table(MR * taps);
+        let mut block = Gathered::<f32, { MR * GATHER_MAX }>::new();
         let mut acc = [[0f32; NR]; MR];
         let mut cur = geo.cursor(0);
         for u in units {
             let (g, tile) = (u / tiles, u % tiles);
             let m0 = tile * MR;
             let real = MR.min(rows - m0);
-            geo.tile_taps(x, pad, &mut cur, m0..m0 + real, g, taps, ind);
+            let ind: &[*const f32] = if gather {
+                block.rows(geo, x, 0.0, &mut cur, m0..m0 + real, p.cin)
+            } else {
+                geo.tile_taps(x, pad, &mut cur, m0..m0 + real, g, taps, ind);
+                ind
+            };
             for panel in panel_range.clone() {
                 p.accumulate(cx.isa, cx.mode, ind, real, g * panels + panel, &mut acc);
                 let cols = NR.min(geo.og - panel * NR);
                 let ch0 = g * geo.og + panel * NR;
-                for (r, row) in acc.iter().enumerate().take(real) {
-                    let at = (m0 + r) * geo.ocs + ch0;
-                    let dst = std::slice::from_raw_parts_mut(y.add(at), cols);
-                    dst.copy_from_slice(&row[..cols]);
-                    let res = c.residual.map(|r| {
-                        std::slice::from_raw_parts(cx.ptr::<f32>(r).add(at) as *const f32, cols)
-                    });
-                    c.requant.finish_f32(ch0, res, dst);
-                }
+                let at = m0 * geo.ocs + ch0;
+                let res = c.residual.map(|r| cx.ptr::<f32>(r).add(at) as *const f32);
+                c.requant
+                    .tile_f32(&acc[..real], cols, ch0, y.add(at), geo.ocs, res);
             }
         }
     };

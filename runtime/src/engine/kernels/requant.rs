@@ -175,6 +175,75 @@ impl Requant {
         }
     }
 
+    /// [`Requant::to_f32`] (or [`Requant::to_f32_plus`]) for a tile of a few columns, in
+    /// plain loops that inline: one call per tile rather than per row.
+    ///
+    /// # Safety
+    /// `dst` and `residual` (when given) must be valid for every row's `cols` values.
+    pub unsafe fn tile_to_f32<const W: usize>(
+        &self,
+        acc: &[[i32; W]],
+        cols: usize,
+        ch0: usize,
+        dst: *mut f32,
+        stride: usize,
+        residual: Option<*const f32>,
+    ) {
+        let Output::F32 { lo, hi } = self.out else {
+            unreachable!("an f32 epilogue");
+        };
+        let c = ch0..ch0 + cols;
+        let (b, m, a) = (&self.bias[c.clone()], &self.mult[c.clone()], &self.add[c]);
+        for (r, row) in acc.iter().enumerate() {
+            let out = std::slice::from_raw_parts_mut(dst.add(r * stride), cols);
+            for j in 0..cols {
+                let v = ((row[j] + b[j]) as f32) * m[j] + a[j];
+                out[j] = match residual {
+                    Some(res) => (v + *res.add(r * stride + j)).max(lo).min(hi),
+                    None => v.clamp(lo, hi),
+                };
+            }
+        }
+    }
+
+    /// The f32 epilogue of a float layer's tile: `acc[r][j] + add[ch0 + j] (+ residual)`,
+    /// clamped, written at `dst + r · stride + j`. One call per tile, in loops that inline:
+    /// a first layer with three output channels would otherwise spend more on the calls than
+    /// on its sums.
+    ///
+    /// # Safety
+    /// `dst` and `residual` (when given) must be valid for every row's `cols` values.
+    pub unsafe fn tile_f32<const W: usize>(
+        &self,
+        acc: &[[f32; W]],
+        cols: usize,
+        ch0: usize,
+        dst: *mut f32,
+        stride: usize,
+        residual: Option<*const f32>,
+    ) {
+        let Output::F32 { lo, hi } = self.out else {
+            unreachable!("an f32 epilogue");
+        };
+        let a = &self.add[ch0..ch0 + cols];
+        for (r, row) in acc.iter().enumerate() {
+            let out = std::slice::from_raw_parts_mut(dst.add(r * stride), cols);
+            match residual {
+                Some(res) => {
+                    let res = std::slice::from_raw_parts(res.add(r * stride), cols);
+                    for j in 0..cols {
+                        out[j] = ((row[j] + a[j]) + res[j]).max(lo).min(hi);
+                    }
+                }
+                None => {
+                    for j in 0..cols {
+                        out[j] = (row[j] + a[j]).max(lo).min(hi);
+                    }
+                }
+            }
+        }
+    }
+
     /// Applies channels `ch0..` to one row of sums, writing int32 values.
     pub fn to_i32(&self, acc: &[i32], ch0: usize, dst: &mut [i32]) {
         for (i, (d, &v)) in dst.iter_mut().zip(acc).enumerate() {
