@@ -569,7 +569,7 @@ unsafe fn f_gemm(cx: &Ctx, c: &Conv, p: &sgemm::FPacked, geo: &Geometry, pad: *c
                 let at = m0 * geo.ocs + ch0;
                 let res = c.residual.map(|r| cx.ptr::<f32>(r).add(at) as *const f32);
                 c.requant
-                    .tile_f32(&acc[..real], cols, ch0, y.add(at), geo.ocs, res);
+                    .tile_f32(cx.isa, &acc[..real], cols, ch0, y.add(at), geo.ocs, res);
             }
         }
     };

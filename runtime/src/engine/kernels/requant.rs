@@ -207,14 +207,16 @@ impl Requant {
     }
 
     /// The f32 epilogue of a float layer's tile: `acc[r][j] + add[ch0 + j] (+ residual)`,
-    /// clamped, written at `dst + r · stride + j`. One call per tile, in loops that inline:
-    /// a first layer with three output channels would otherwise spend more on the calls than
-    /// on its sums.
+    /// clamped, written at `dst + r · stride + j`. One call per tile, in loops the compiler
+    /// vectorizes (for AVX where present): a per-row call costs more than a small layer's
+    /// row of sums.
     ///
     /// # Safety
     /// `dst` and `residual` (when given) must be valid for every row's `cols` values.
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn tile_f32<const W: usize>(
         &self,
+        isa: Isa,
         acc: &[[f32; W]],
         cols: usize,
         ch0: usize,
@@ -226,28 +228,43 @@ impl Requant {
             unreachable!("an f32 epilogue");
         };
         let a = &self.add[ch0..ch0 + cols];
-        for (r, row) in acc.iter().enumerate() {
-            let out = std::slice::from_raw_parts_mut(dst.add(r * stride), cols);
-            match residual {
-                Some(res) => {
-                    let res = std::slice::from_raw_parts(res.add(r * stride), cols);
-                    for j in 0..cols {
-                        out[j] = ((row[j] + a[j]) + res[j]).max(lo).min(hi);
-                    }
-                }
-                None => {
-                    for j in 0..cols {
-                        out[j] = (row[j] + a[j]).max(lo).min(hi);
-                    }
-                }
-            }
+        #[cfg(target_arch = "x86_64")]
+        if isa.is_avx2() {
+            return x86::tile_f32(acc, a, [lo, hi], dst, stride, residual);
         }
+        let _ = isa;
+        tile_f32(acc, a, [lo, hi], dst, stride, residual)
     }
 
     /// Applies channels `ch0..` to one row of sums, writing int32 values.
     pub fn to_i32(&self, acc: &[i32], ch0: usize, dst: &mut [i32]) {
         for (i, (d, &v)) in dst.iter_mut().zip(acc).enumerate() {
             *d = v + self.bias[ch0 + i];
+        }
+    }
+}
+
+/// The body of [`Requant::tile_f32`], as zipped slices (no bounds checks, so it vectorizes).
+#[inline(always)]
+unsafe fn tile_f32<const W: usize>(
+    acc: &[[f32; W]],
+    a: &[f32],
+    [lo, hi]: [f32; 2],
+    dst: *mut f32,
+    stride: usize,
+    residual: Option<*const f32>,
+) {
+    let cols = a.len();
+    for (r, row) in acc.iter().enumerate() {
+        let out = std::slice::from_raw_parts_mut(dst.add(r * stride), cols);
+        let sums = out.iter_mut().zip(&row[..cols]).zip(a);
+        match residual {
+            Some(res) => {
+                let res = std::slice::from_raw_parts(res.add(r * stride), cols);
+                sums.zip(res)
+                    .for_each(|(((o, &v), &a), &q)| *o = ((v + a) + q).max(lo).min(hi));
+            }
+            None => sums.for_each(|((o, &v), &a)| *o = (v + a).max(lo).min(hi)),
         }
     }
 }
@@ -332,6 +349,19 @@ mod x86 {
                 .max(lo)
                 .min(hi);
         }
+    }
+
+    /// [`super::tile_f32`] compiled for AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn tile_f32<const W: usize>(
+        acc: &[[f32; W]],
+        a: &[f32],
+        bounds: [f32; 2],
+        dst: *mut f32,
+        stride: usize,
+        residual: Option<*const f32>,
+    ) {
+        super::tile_f32(acc, a, bounds, dst, stride, residual)
     }
 
     /// One vector's channel constants and clamp bounds.
