@@ -130,6 +130,11 @@ impl Window {
     }
 }
 
+/// The most values a gathered row holds: a layer with few input channels is packed as one tap
+/// of its whole window when `taps · channels` is at most this, and the engine gathers each
+/// output row's window into a block of this size.
+pub(crate) const GATHER_MAX: usize = 128;
+
 /// The weights of a convolution or dense layer, packed for its kernel.
 #[derive(Debug)]
 pub(crate) enum Weights {

@@ -20,8 +20,6 @@ mod shape;
 mod shape_rules;
 mod weights;
 
-pub(crate) use weights::GATHER_MAX;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::Builder;
-use crate::engine::ir::Weights;
+use crate::engine::ir::{Weights, GATHER_MAX};
 use crate::engine::kernels::depthwise::{FDepthwise, QDepthwise};
 use crate::engine::kernels::qgemm::{self, QPacked};
 use crate::engine::kernels::sgemm::{self, FPacked};
@@ -33,9 +33,6 @@ pub(super) fn signed_weights(
 pub(super) fn gathered(cg: usize, taps: usize, groups: usize) -> bool {
     groups == 1 && cg < 4 && taps > 1 && taps * cg <= GATHER_MAX
 }
-
-/// The most values a gathered row holds.
-pub(crate) const GATHER_MAX: usize = 128;
 
 /// Packs `[o, cin/g, kh, kw]` weights for `groups` groups: depthwise when every group has one
 /// input and one output channel, else one GEMM whose columns are the groups' output channels,

@@ -2,6 +2,7 @@
 //! writing there. Convolutions are in [`conv`], everything else in [`ops`].
 
 mod conv;
+mod geometry;
 mod ops;
 
 use super::build::Program;
