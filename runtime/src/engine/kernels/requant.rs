@@ -271,9 +271,13 @@ unsafe fn tile_f32<const W: usize>(
 
 /// `round_half_even(v) + zp`, clamped to `[lo, hi]`: ONNX `QuantizeLinear`'s rounding.
 pub(crate) fn quantize(v: f32, zp: i32, lo: i32, hi: i32) -> i8 {
-    // Clamp in float first: a huge v must not wrap when converted.
-    let r = v.clamp(-65536.0, 65536.0).round_ties_even() as i32;
-    (r + zp).clamp(lo, hi) as i8
+    // Clamp in float first, at the integer bounds less the zero point: a huge v must not wrap
+    // when converted, and NaN goes low (`f32::max` ignores it), as `vmaxps` does on AVX2.
+    let r = v
+        .max((lo - zp) as f32)
+        .min((hi - zp) as f32)
+        .round_ties_even() as i32;
+    (r + zp) as i8
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -517,7 +521,7 @@ mod tests {
         f.to_f32(Isa::detect(), &acc, 0, &mut b);
         assert_eq!(a, b);
         // Whole tiles: sixteen, eight and odd column counts, one to four rows, sums far
-        // outside the int8 range and half-way values included.
+        // outside the int8 range (ties are checked on `quantize` below).
         let mut tile = [[0i32; 16]; 4];
         for (i, v) in tile.iter_mut().flatten().enumerate() {
             *v = match i % 5 {
@@ -553,5 +557,21 @@ mod tests {
             (2, -4)
         );
         assert_eq!(quantize(1e30, 5, -128, 127), 127);
+        // NaN (a corrupt scale) goes to the low bound on every path.
+        assert_eq!(quantize(f32::NAN, 5, -100, 127), -100);
+        let nan = Requant {
+            bias: vec![0; 16],
+            mult: vec![f32::NAN; 16],
+            add: vec![0.0; 16],
+            out: Output::Q8 {
+                zp: 5,
+                lo: -100,
+                hi: 127,
+            },
+        };
+        let (mut a, mut b) = (vec![0i8; 16], vec![0i8; 16]);
+        nan.to_q8(Isa::PORTABLE, &[7; 16], 0, &mut a);
+        nan.to_q8(Isa::detect(), &[7; 16], 0, &mut b);
+        assert_eq!((a.clone(), b), (vec![-100; 16], a));
     }
 }
