@@ -327,7 +327,7 @@ unsafe fn f_depthwise(
             let res = c.residual.map(|r| {
                 std::slice::from_raw_parts(cx.ptr::<f32>(r).add(m * geo.ocs) as *const f32, d.c)
             });
-            c.requant.finish_f32(0, res, dst);
+            c.requant.finish_f32(cx.isa, 0, res, dst);
         }
     };
     cx.pool.run(split.tasks(), &task);

@@ -157,22 +157,18 @@ impl Requant {
     }
 
     /// The f32 epilogue of a float layer, in place: `v + add[c] (+ residual)`, clamped.
-    pub fn finish_f32(&self, ch0: usize, residual: Option<&[f32]>, dst: &mut [f32]) {
+    pub fn finish_f32(&self, isa: Isa, ch0: usize, residual: Option<&[f32]>, dst: &mut [f32]) {
         let Output::F32 { lo, hi } = self.out else {
             unreachable!("an f32 epilogue");
         };
         let a = &self.add[ch0..ch0 + dst.len()];
-        match residual {
-            Some(r) => dst
-                .iter_mut()
-                .zip(a)
-                .zip(r)
-                .for_each(|((d, &a), &r)| *d = ((*d + a) + r).max(lo).min(hi)),
-            None => dst
-                .iter_mut()
-                .zip(a)
-                .for_each(|(d, &a)| *d = (*d + a).max(lo).min(hi)),
+        #[cfg(target_arch = "x86_64")]
+        if isa.is_avx2() {
+            // SAFETY: AVX2 is detected.
+            return unsafe { x86::finish_f32(a, [lo, hi], residual, dst) };
         }
+        let _ = isa;
+        finish_f32(a, [lo, hi], residual, dst)
     }
 
     /// [`Requant::to_f32`] (or [`Requant::to_f32_plus`]) for a tile of a few columns, in
@@ -241,6 +237,22 @@ impl Requant {
         for (i, (d, &v)) in dst.iter_mut().zip(acc).enumerate() {
             *d = v + self.bias[ch0 + i];
         }
+    }
+}
+
+/// The body of [`Requant::finish_f32`].
+#[inline(always)]
+fn finish_f32(a: &[f32], [lo, hi]: [f32; 2], residual: Option<&[f32]>, dst: &mut [f32]) {
+    match residual {
+        Some(r) => dst
+            .iter_mut()
+            .zip(a)
+            .zip(r)
+            .for_each(|((d, &a), &r)| *d = ((*d + a) + r).max(lo).min(hi)),
+        None => dst
+            .iter_mut()
+            .zip(a)
+            .for_each(|(d, &a)| *d = (*d + a).max(lo).min(hi)),
     }
 }
 
@@ -353,6 +365,17 @@ mod x86 {
                 .max(lo)
                 .min(hi);
         }
+    }
+
+    /// [`super::finish_f32`] compiled for AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn finish_f32(
+        a: &[f32],
+        bounds: [f32; 2],
+        residual: Option<&[f32]>,
+        dst: &mut [f32],
+    ) {
+        super::finish_f32(a, bounds, residual, dst)
     }
 
     /// [`super::tile_f32`] compiled for AVX2.
