@@ -8,7 +8,7 @@ use clap::Args;
 use edgekd_distill::checkpoint::{self, REPORT_FILE};
 use edgekd_distill::experiment::{self_distillation_student, Distillation, Distilled, Setup};
 use edgekd_distill::onnx_teacher::OnnxOptions;
-use edgekd_distill::prune::Gradual;
+use edgekd_distill::prune::{Gradual, CHANNEL_MULTIPLE};
 use edgekd_distill::teacher::Teacher;
 use edgekd_distill::{ModelSpec, Report, Splits};
 
@@ -119,7 +119,7 @@ pub fn run(args: DistillArgs) -> Result<()> {
                 criterion: kd.prune_criterion.unwrap_or(CriterionArg::L1).criterion(),
                 scope: kd.prune_scope.unwrap_or(ScopeArg::Layer).scope(),
                 batches: 32,
-                multiple: kd.prune_channel_multiple.unwrap_or(8),
+                multiple: kd.prune_channel_multiple.unwrap_or(CHANNEL_MULTIPLE),
             };
             let model = start.model(&distillation.student)?;
             let Some(outcome) = gradual.run(model, &distillation, &setup, &out, &mut console)?

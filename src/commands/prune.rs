@@ -48,7 +48,7 @@ pub struct PruneArgs {
     #[arg(long, value_enum, default_value_t = ScopeArg::Layer)]
     scope: ScopeArg,
     /// Round every layer's kept width to the nearest multiple of this (or its full width), so the engine's 8-channel panels stay full: a ResNet-20 cut to 11/23/45 channels (0.49x MACs) ran 1.1x faster in int8, one cut to 8/16/32 (0.25x) 2.0x; 1 keeps exact counts
-    #[arg(long, value_name = "N", default_value_t = 8)]
+    #[arg(long, value_name = "N", default_value_t = prune::CHANNEL_MULTIPLE)]
     channel_multiple: usize,
     /// Zero the smallest weights instead of removing channels (shapes kept; see above)
     #[arg(long, requires = "sparsity")]

@@ -16,7 +16,7 @@ mod unstructured;
 pub use criterion::{scores, Criterion};
 pub use gradual::{Gradual, GradualOutcome};
 pub use groups::{channel_groups, ChannelGroup};
-pub use plan::{apply, plan, plan_widths, Amount, GroupChange, PrunePlan, Scope};
+pub use plan::{apply, plan, plan_widths, Amount, GroupChange, PrunePlan, Scope, CHANNEL_MULTIPLE};
 pub use unstructured::{sparsify, Sparsity};
 
 #[cfg(test)]

@@ -73,6 +73,10 @@ impl PrunePlan {
     }
 }
 
+/// The channel multiple pruned widths round to by default: the output-channel panel of
+/// edgekd's int8 engine (`runtime`'s qgemm `NR`).
+pub const CHANNEL_MULTIPLE: usize = 8;
+
 /// How many channels each group keeps at `ratio` (never fewer than one).
 /// `k` moved to the nearest multiple of `multiple` (or to the full `width`), so the kernels'
 /// channel panels (8 wide in edgekd's int8 engine) stay full: 11 of 16 channels cost what 16

@@ -168,14 +168,15 @@ unsafe fn q_gemm(
         let (units, pair_range) = split.task(i);
         let mut pointers = Pointers::<i8>::new();
         let ind = pointers.table(MR * taps);
-        let mut block = Gathered::<i8, { MR * (GATHER_MAX + 4) }>::new();
+        // Zeroed only where the layer is gathered: it is on every task's path.
+        let mut block = gather.then(Gathered::<i8, { MR * (GATHER_MAX + 4) }>::new);
         let mut acc = [[0i32; 2 * NR]; MR];
         let mut cur = geo.cursor(0);
         for u in units {
             let (g, tile) = (u / tiles, u % tiles);
             let m0 = tile * MR;
             let real = MR.min(rows - m0);
-            let ind: &[*const i8] = if gather {
+            let ind: &[*const i8] = if let Some(block) = &mut block {
                 block.rows(geo, x, za as i8, &mut cur, m0..m0 + real, p.quads * 4)
             } else {
                 geo.tile_taps(x, pad, &mut cur, m0..m0 + real, g, taps, ind);
@@ -201,12 +202,12 @@ unsafe fn q_gemm(
                             .tile_to_q8(cx.isa, &acc[..real], cols, ch0, dst, geo.ocs);
                         continue;
                     }
-                    Output::F32 { .. } if cols < 8 => {
+                    Output::F32 { .. } => {
                         let at = m0 * geo.ocs + ch0;
                         let dst = cx.ptr::<f32>(c.y).add(at);
                         let res = c.residual.map(|r| cx.ptr::<f32>(r).add(at) as *const f32);
                         c.requant
-                            .tile_to_f32(&acc[..real], cols, ch0, dst, geo.ocs, res);
+                            .tile_to_f32(cx.isa, &acc[..real], cols, ch0, dst, geo.ocs, res);
                         continue;
                     }
                     _ => {}
@@ -240,14 +241,14 @@ unsafe fn f_gemm(cx: &Ctx, c: &Conv, p: &sgemm::FPacked, geo: &Geometry, pad: *c
         let (units, panel_range) = split.task(i);
         let mut pointers = Pointers::<f32>::new();
         let ind = pointers.table(MR * taps);
-        let mut block = Gathered::<f32, { MR * GATHER_MAX }>::new();
+        let mut block = gather.then(Gathered::<f32, { MR * GATHER_MAX }>::new);
         let mut acc = [[0f32; NR]; MR];
         let mut cur = geo.cursor(0);
         for u in units {
             let (g, tile) = (u / tiles, u % tiles);
             let m0 = tile * MR;
             let real = MR.min(rows - m0);
-            let ind: &[*const f32] = if gather {
+            let ind: &[*const f32] = if let Some(block) = &mut block {
                 block.rows(geo, x, 0.0, &mut cur, m0..m0 + real, p.cin)
             } else {
                 geo.tile_taps(x, pad, &mut cur, m0..m0 + real, g, taps, ind);

@@ -20,7 +20,7 @@ pub(crate) struct QDepthwise {
     pub sums: Vec<i32>,
     /// Whole blocks of sixteen channels, `[block][tap pair][half][16]`: the weights of taps
     /// `2p` and `2p + 1` interleaved in the order `vpunpck{l,h}wd` interleaves inputs (a
-    /// missing last tap weighs zero).
+    /// missing last tap weighs zero). Empty off x86, where nothing reads them.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub pairs: Vec<i16>,
 }
@@ -38,7 +38,13 @@ impl QDepthwise {
             }
         }
         let npairs = taps.div_ceil(2);
-        let mut pairs = vec![0i16; c / 16 * npairs * 32];
+        // Only the AVX2 kernel reads them.
+        let blocks = if cfg!(target_arch = "x86_64") {
+            c / 16
+        } else {
+            0
+        };
+        let mut pairs = vec![0i16; blocks * npairs * 32];
         for (i, v) in pairs.iter_mut().enumerate() {
             let (block, pair, half, j) = (i / (npairs * 32), i / 32 % npairs, i / 16 % 2, i % 16);
             // Within each 128-bit lane of eight int16: channel k/2 of the lane's quarter,

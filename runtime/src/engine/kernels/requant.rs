@@ -59,9 +59,7 @@ impl Requant {
             return unsafe { x86::to_f32(acc, b, m, a, lo, hi, dst) };
         }
         let _ = isa;
-        for i in 0..n {
-            dst[i] = (((acc[i] + b[i]) as f32) * m[i] + a[i]).clamp(lo, hi);
-        }
+        dequantize_row(acc, b, m, a, [lo, hi], None, dst);
     }
 
     /// Applies channels `ch0..ch0 + acc.len()` to one row of sums, writing int8 values.
@@ -149,11 +147,7 @@ impl Requant {
             return unsafe { x86::to_f32_plus(acc, b, m, a, residual, lo, hi, dst) };
         }
         let _ = isa;
-        for i in 0..n {
-            dst[i] = ((((acc[i] + b[i]) as f32) * m[i] + a[i]) + residual[i])
-                .max(lo)
-                .min(hi);
-        }
+        dequantize_row(acc, b, m, a, [lo, hi], Some(residual), dst);
     }
 
     /// The f32 epilogue of a float layer, in place: `v + add[c] (+ residual)`, clamped.
@@ -171,13 +165,16 @@ impl Requant {
         finish_f32(a, [lo, hi], residual, dst)
     }
 
-    /// [`Requant::to_f32`] (or [`Requant::to_f32_plus`]) for a tile of a few columns, in
-    /// plain loops that inline: one call per tile rather than per row.
+    /// [`Requant::to_f32`] (or [`Requant::to_f32_plus`]) for a tile of rows (`acc[r][..cols]`),
+    /// writing row `r` at `dst + r · stride`: one call per tile rather than per row, which is
+    /// what a layer with three output channels (LeNet's first) spends most on otherwise.
     ///
     /// # Safety
     /// `dst` and `residual` (when given) must be valid for every row's `cols` values.
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn tile_to_f32<const W: usize>(
         &self,
+        isa: Isa,
         acc: &[[i32; W]],
         cols: usize,
         ch0: usize,
@@ -192,14 +189,18 @@ impl Requant {
         let (b, m, a) = (&self.bias[c.clone()], &self.mult[c.clone()], &self.add[c]);
         for (r, row) in acc.iter().enumerate() {
             let out = std::slice::from_raw_parts_mut(dst.add(r * stride), cols);
-            for j in 0..cols {
-                let v = ((row[j] + b[j]) as f32) * m[j] + a[j];
-                out[j] = match residual {
-                    Some(res) => (v + *res.add(r * stride + j)).max(lo).min(hi),
-                    None => v.clamp(lo, hi),
-                };
+            let res = residual.map(|p| std::slice::from_raw_parts(p.add(r * stride), cols));
+            #[cfg(target_arch = "x86_64")]
+            if isa.is_avx2() && cols >= 8 {
+                match res {
+                    Some(res) => x86::to_f32_plus(&row[..cols], b, m, a, res, lo, hi, out),
+                    None => x86::to_f32(&row[..cols], b, m, a, lo, hi, out),
+                }
+                continue;
             }
+            dequantize_row(&row[..cols], b, m, a, [lo, hi], res, out);
         }
+        let _ = isa;
     }
 
     /// The f32 epilogue of a float layer's tile: `acc[r][j] + add[ch0 + j] (+ residual)`,
@@ -237,6 +238,27 @@ impl Requant {
         for (i, (d, &v)) in dst.iter_mut().zip(acc).enumerate() {
             *d = v + self.bias[ch0 + i];
         }
+    }
+}
+
+/// `clamp((acc + bias) · mult + add (+ residual))` per value, the form every f32 epilogue of
+/// int32 sums computes (vector paths give the same bits: a multiply, then adds).
+#[inline(always)]
+fn dequantize_row(
+    acc: &[i32],
+    b: &[i32],
+    m: &[f32],
+    a: &[f32],
+    [lo, hi]: [f32; 2],
+    residual: Option<&[f32]>,
+    dst: &mut [f32],
+) {
+    for i in 0..dst.len() {
+        let v = ((acc[i] + b[i]) as f32) * m[i] + a[i];
+        dst[i] = match residual {
+            Some(r) => (v + r[i]).max(lo).min(hi),
+            None => v.clamp(lo, hi),
+        };
     }
 }
 
@@ -324,9 +346,8 @@ mod x86 {
             );
             i += 8;
         }
-        for i in i..n {
-            dst[i] = (((acc[i] + b[i]) as f32) * m[i] + a[i]).clamp(lo, hi);
-        }
+        let (b, m, a) = (&b[i..], &m[i..], &a[i..]);
+        super::dequantize_row(&acc[i..], b, m, a, [lo, hi], None, &mut dst[i..]);
     }
 
     #[target_feature(enable = "avx2")]
@@ -360,11 +381,8 @@ mod x86 {
             );
             i += 8;
         }
-        for i in i..n {
-            dst[i] = ((((acc[i] + b[i]) as f32) * m[i] + a[i]) + r[i])
-                .max(lo)
-                .min(hi);
-        }
+        let (b, m, a) = (&b[i..], &m[i..], &a[i..]);
+        super::dequantize_row(&acc[i..], b, m, a, [lo, hi], Some(&r[i..]), &mut dst[i..]);
     }
 
     /// [`super::finish_f32`] compiled for AVX2.
