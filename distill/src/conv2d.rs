@@ -161,10 +161,71 @@ impl Geometry {
         (lo, hi)
     }
 
+    /// Stride 1 with output rows as wide as the input's ("same" padding): each tap's column
+    /// row is the input plane shifted by one offset, so it is copied whole.
+    fn shifted(&self) -> bool {
+        self.stride == 1 && self.ow == self.w
+    }
+
+    /// For [`Geometry::shifted`] convolutions, tap `(i, j)`'s input offset from an output
+    /// pixel, and the span `start..end` of output pixels from its first inside the image to
+    /// its last: within it only the `lo`/`hi` edge columns of each row fall outside.
+    fn shifted_span(&self, i: usize, j: usize) -> (isize, usize, usize) {
+        let w = self.w;
+        let shift = (i as isize - self.pad as isize) * w as isize + j as isize - self.pad as isize;
+        let (lo, hi) = self.columns_inside(j);
+        let y_lo = self.pad.saturating_sub(i).min(self.oh);
+        let y_hi = (self.h + self.pad).saturating_sub(i).clamp(y_lo, self.oh);
+        if y_lo == y_hi || lo == hi {
+            return (shift, 0, 0);
+        }
+        (shift, y_lo * w + lo, (y_hi - 1) * w + hi)
+    }
+
+    /// Zeroes the positions of `row` inside `start..end` (see [`Geometry::shifted_span`])
+    /// whose input column is outside the image: the wrap-around of a whole-plane shift.
+    fn clear_wrapped(&self, j: usize, start: usize, end: usize, row: &mut [f32]) {
+        let (lo, hi) = self.columns_inside(j);
+        let w = self.w;
+        if (lo == 0 && hi == w) || start == end {
+            return;
+        }
+        // Column by column, a strided store each: the edges are one pixel wide or two.
+        let first_row = start / w * w;
+        for edge in (0..lo).chain(hi..w) {
+            let mut q = first_row + edge;
+            if q < start {
+                q += w;
+            }
+            while q < end {
+                row[q] = 0.0;
+                q += w;
+            }
+        }
+    }
+
     /// Group `g`'s im2col of one sample's `image` (`[c, h, w]`): `cols[row, pixel]`, a row per
-    /// (input channel of the group, kernel row, kernel column).
+    /// (input channel of the group, kernel row, kernel column). For [`Geometry::shifted`]
+    /// convolutions only the pixels inside the image are written: `cols` must come zeroed and
+    /// only ever hold this geometry's columns, whose padding is the same for every sample.
     fn columns(&self, image: &[f32], g: usize, cols: &mut [f32]) {
         let (p, s) = (self.pixels(), self.stride);
+        if self.shifted() {
+            for cl in 0..self.cg() {
+                let plane = &image[(g * self.cg() + cl) * self.h * self.w..][..self.h * self.w];
+                for i in 0..self.k {
+                    for j in 0..self.k {
+                        let row = (cl * self.k + i) * self.k + j;
+                        let dst = &mut cols[row * p..(row + 1) * p];
+                        let (shift, start, end) = self.shifted_span(i, j);
+                        let from = (start as isize + shift) as usize;
+                        dst[start..end].copy_from_slice(&plane[from..from + end - start]);
+                        self.clear_wrapped(j, start, end, dst);
+                    }
+                }
+            }
+            return;
+        }
         for cl in 0..self.cg() {
             let plane = &image[(g * self.cg() + cl) * self.h * self.w..][..self.h * self.w];
             for i in 0..self.k {
@@ -193,9 +254,28 @@ impl Geometry {
         }
     }
 
-    /// col2im, adding: the inverse of [`Geometry::columns`] into one sample's `dx`.
-    fn add_columns(&self, cols: &[f32], g: usize, dx: &mut [f32]) {
+    /// col2im, adding: the inverse of [`Geometry::columns`] into one sample's `dx`. Clears
+    /// the wrapped positions of a [`Geometry::shifted`] convolution's `cols` on the way (so
+    /// each tap adds as one contiguous run).
+    fn add_columns(&self, cols: &mut [f32], g: usize, dx: &mut [f32]) {
         let (p, s) = (self.pixels(), self.stride);
+        if self.shifted() {
+            for cl in 0..self.cg() {
+                let plane = &mut dx[(g * self.cg() + cl) * self.h * self.w..][..self.h * self.w];
+                for i in 0..self.k {
+                    for j in 0..self.k {
+                        let row = (cl * self.k + i) * self.k + j;
+                        let src = &mut cols[row * p..(row + 1) * p];
+                        let (shift, start, end) = self.shifted_span(i, j);
+                        self.clear_wrapped(j, start, end, src);
+                        let to = (start as isize + shift) as usize;
+                        let dst = &mut plane[to..to + end - start];
+                        dst.iter_mut().zip(&src[start..end]).for_each(|(d, &v)| *d += v);
+                    }
+                }
+            }
+            return;
+        }
         for cl in 0..self.cg() {
             let plane = &mut dx[(g * self.cg() + cl) * self.h * self.w..][..self.h * self.w];
             for i in 0..self.k {
@@ -440,7 +520,10 @@ impl CustomOp2 for ConvOp {
                         let first = b * block;
                         let count = block.min(g.n - first);
                         let mut dw = vec![0f32; wlen];
+                        // Columns and their gradient apart: the columns' padding is written
+                        // once (see `Geometry::columns`).
                         let mut cols = vec![0f32; rows * p];
+                        let mut dcols = vec![0f32; if want_dx { rows * p } else { 0 }];
                         for smp in 0..count {
                             let i = first + smp;
                             let xs = &xv[i * image..][..image];
@@ -474,14 +557,14 @@ impl CustomOp2 for ConvOp {
                                     } else {
                                         matmul_serial(
                                             (rows, p, og),
-                                            &mut cols,
+                                            &mut dcols,
                                             false,
                                             wg,
                                             (1, rows),
                                             gs,
                                             (p, 1),
                                         );
-                                        g.add_columns(&cols, grp, dxs);
+                                        g.add_columns(&mut dcols, grp, dxs);
                                     }
                                 }
                             }
@@ -538,6 +621,8 @@ mod tests {
             (3, 6, 8, 6, 3, 1, 1, 6),
             (2, 5, 9, 5, 3, 2, 1, 5),
             (40, 3, 16, 4, 3, 1, 1, 1),
+            (3, 2, 6, 3, 5, 1, 2, 1),
+            (2, 2, 5, 3, 3, 1, 2, 1),
         ] {
             let x = Var::from_vec(wave(n * c * h * h, 0.37), (n, c, h, h), &dev).unwrap();
             let w = Var::from_vec(
