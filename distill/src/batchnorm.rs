@@ -167,6 +167,19 @@ fn sums(v: &[f32]) -> (f64, f64) {
     (add(s) + ts, add(s2) + ts2)
 }
 
+/// `Σ v` in eight f32 lanes, added up in f64.
+fn sum(v: &[f32]) -> f64 {
+    let mut lanes = [0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let tail: f64 = chunks.remainder().iter().map(|&x| x as f64).sum();
+    for c in chunks {
+        for l in 0..8 {
+            lanes[l] += c[l];
+        }
+    }
+    lanes.iter().map(|&x| x as f64).sum::<f64>() + tail
+}
+
 /// `Σ a · b` in eight f32 lanes, added up in f64.
 fn dot(a: &[f32], b: &[f32]) -> f64 {
     let mut lanes = [0f32; 8];
@@ -295,7 +308,7 @@ impl CustomOp3 for BnOp {
                                 for i in 0..n {
                                     let at = (i * c + ch) * plane;
                                     let (g, x) = (&dx[at..at + plane], &xv[at..at + plane]);
-                                    sg += g.iter().map(|&v| v as f64).sum::<f64>();
+                                    sg += sum(g);
                                     sgx += dot(g, x);
                                 }
                                 let inv = 1.0 / (var[ch] as f64 + EPS as f64).sqrt();
