@@ -27,15 +27,19 @@ fuzz_target!(|data: &[u8]| {
         let g = 1 + d(5) % 3;
         (g * (1 + d(4) % 10), g * (1 + d(6) % 20), g)
     };
+    // Dilation 1 or 2 from d(1)'s bits above the kernel choice.
+    let dilation = 1 + (d(1) / 6) % 2;
+    let span = k.map(|k| (k - 1) * dilation + 1);
     let case = ConvCase {
         c,
-        h: k[0] + d(7) % 10,
-        w: k[1] + d(8) % 10,
+        h: span[0] + d(7) % 10,
+        w: span[1] + d(8) % 10,
         o,
         k,
         group,
         stride,
         pad,
+        dilation,
     };
     let batch = 1 + d(9) % 3;
     let bytes = &data[12..];

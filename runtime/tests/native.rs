@@ -113,6 +113,58 @@ fn grouped_strided_padded_integer_convolution_matches_reference() {
     check_conv([16, 9, 9], 36, [2, 2], 2, 1, 0);
 }
 
+/// Dilated kernels (taps two or three pixels apart), integer and float, against the
+/// references: first layers of one to three channels (their windows gathered into one row,
+/// padding filled with the zero point), a dense layer, depthwise, strided.
+#[test]
+fn dilated_convolutions_match_reference() {
+    let case = |c, h, o, k, group, stride, pad, dilation| ConvCase {
+        c,
+        h,
+        w: h + 3,
+        o,
+        k: [k, k],
+        group,
+        stride,
+        pad,
+        dilation,
+    };
+    let cases = [
+        case(1, 12, 4, 3, 1, 1, 2, 2),
+        case(3, 11, 5, 3, 1, 2, 1, 2),
+        case(2, 13, 3, 5, 1, 1, 4, 2),
+        case(8, 10, 6, 3, 1, 1, 3, 3),
+        case(6, 9, 6, 3, 6, 1, 2, 2),
+        case(6, 10, 6, 3, 6, 2, 1, 2),
+    ];
+    for case in cases {
+        check_conv_case(case);
+        let (weights, bias): (Vec<f32>, Vec<f32>) = (
+            spread(case.weight_len(), 9, 100)
+                .into_iter()
+                .map(|v| v as f32 * 0.01)
+                .collect(),
+            (0..case.o).map(|i| i as f32 * 0.1 - 0.3).collect(),
+        );
+        let x: Vec<f32> = spread(2 * case.c * case.h * case.w, 3, 500)
+            .into_iter()
+            .map(|v| v as f32 * 0.004)
+            .collect();
+        let want = case.f32_reference(2, &x, &weights, &bias);
+        for m in engines(&case.f32_model(&weights, &bias)) {
+            let got = m.logits(&x, 2).unwrap();
+            for (i, (&g, &(w, mag))) in got.data.iter().zip(&want).enumerate() {
+                let tol = 1e-5 * (mag + 1.0);
+                assert!(
+                    (g - w).abs() <= tol,
+                    "{} {case:?} output {i}: {g} vs {w}",
+                    m.backend()
+                );
+            }
+        }
+    }
+}
+
 /// Random shapes against the reference: odd channel counts, depthwise and grouped, 1x1 to 5x5
 /// kernels, strides 1 and 2, padding up to half the kernel, images as small as the kernel.
 #[test]
@@ -155,7 +207,13 @@ fn check_conv(
         group,
         stride,
         pad,
+        dilation: 1,
     };
+    check_conv_case(case);
+}
+
+fn check_conv_case(case: ConvCase) {
+    let ConvCase { c, h, w, o, .. } = case;
     let weights: Vec<i8> = spread(case.weight_len(), 4, 127)
         .into_iter()
         .map(|v| v as i8)
@@ -573,6 +631,7 @@ fn fuzz_dynamic_quantization_divides_by_the_scale_as_the_spec_does() {
         group: 2,
         stride: 1,
         pad: 0,
+        dilation: 1,
     };
     let weights: Vec<i8> = (0..case.weight_len()).map(|i| [2, 0][i % 2]).collect();
     let x: Vec<f32> = spread(2 * 16 * 81, 0, 1000)

@@ -121,7 +121,8 @@ pub fn spread(n: usize, seed: u64, r: i64) -> Vec<i64> {
         .collect()
 }
 
-/// A convolution's shape: input `[c, h, w]`, `o` outputs, kernel `k` (`[kh, kw]`).
+/// A convolution's shape: input `[c, h, w]`, `o` outputs, kernel `k` (`[kh, kw]`), taps
+/// `dilation` pixels apart.
 #[derive(Debug, Clone, Copy)]
 pub struct ConvCase {
     pub c: usize,
@@ -132,13 +133,20 @@ pub struct ConvCase {
     pub group: usize,
     pub stride: usize,
     pub pad: usize,
+    pub dilation: usize,
 }
 
 impl ConvCase {
+    /// The kernel's reach in pixels, `[kh, kw]` with dilation.
+    pub fn span(&self) -> [usize; 2] {
+        self.k.map(|k| (k - 1) * self.dilation + 1)
+    }
+
     pub fn out_hw(&self) -> (usize, usize) {
+        let [sh, sw] = self.span();
         (
-            (self.h + 2 * self.pad - self.k[0]) / self.stride + 1,
-            (self.w + 2 * self.pad - self.k[1]) / self.stride + 1,
+            (self.h + 2 * self.pad - sh) / self.stride + 1,
+            (self.w + 2 * self.pad - sw) / self.stride + 1,
         )
     }
 
@@ -151,6 +159,7 @@ impl ConvCase {
         vec![
             ints("strides", &[self.stride as i64; 2]),
             ints("pads", &[self.pad as i64; 4]),
+            ints("dilations", &[self.dilation as i64; 2]),
             int("group", self.group as i64),
         ]
     }
@@ -215,8 +224,9 @@ impl ConvCase {
                         for ic in 0..cg {
                             for ky in 0..kh {
                                 for kx in 0..kw {
-                                    let y = (oy * self.stride + ky) as i64 - self.pad as i64;
-                                    let xx = (ox * self.stride + kx) as i64 - self.pad as i64;
+                                    let d = self.dilation;
+                                    let y = (oy * self.stride + ky * d) as i64 - self.pad as i64;
+                                    let xx = (ox * self.stride + kx * d) as i64 - self.pad as i64;
                                     let inside = y >= 0 && xx >= 0 && y < h as i64 && xx < w as i64;
                                     let v = inside.then(|| {
                                         x[((img * c + g * cg + ic) * h + y as usize) * w
