@@ -270,6 +270,10 @@ fn float_convolution_and_gemm_match_reference() {
     check_float_conv([3, 9, 11], 5, 1, 5, 1, 2);
     check_float_conv([1, 8, 10], 4, 1, 3, 2, 1);
     check_float_conv([2, 7, 7], 9, 1, 3, 1, 0);
+    // Eight or fewer filters, stride 1: pixels in lanes on x86_64 (blocks of eight pixels,
+    // rows that end mid-block).
+    check_float_conv([1, 28, 28], 3, 1, 5, 1, 2);
+    check_float_conv([2, 6, 17], 8, 1, 3, 1, 1);
 }
 
 fn check_float_conv(

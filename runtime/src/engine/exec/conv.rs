@@ -9,6 +9,8 @@ use super::geometry::{Gathered, Geometry};
 use super::Ctx;
 use crate::engine::ir::{Conv, Elem, Weights, GATHER_MAX};
 use crate::engine::kernels::requant::Output;
+#[cfg(target_arch = "x86_64")]
+use crate::engine::kernels::{narrow, sgemm::FloatMode};
 use crate::engine::kernels::{qgemm, sgemm};
 
 /// How a layer's work is cut into tasks: `units` (group, tile of rows) split into `row_chunks`
@@ -85,6 +87,9 @@ impl<T> Pointers<T> {
 thread_local! {
     /// A depthwise pixel's int32 sums.
     static SUMS: RefCell<Vec<i32>> = const { RefCell::new(Vec::new()) };
+    /// The padded planes of a narrow layer's image.
+    #[cfg(target_arch = "x86_64")]
+    static PLANES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs the step.
@@ -229,6 +234,9 @@ unsafe fn f_gemm(cx: &Ctx, c: &Conv, p: &sgemm::FPacked, geo: &Geometry, pad: *c
     let taps = geo.window.taps();
     // Packed as one tap of the whole window: rows are gathered first.
     let gather = p.taps != taps;
+    if gather && f_narrow(cx, c, p, geo) {
+        return;
+    }
     let macs = rows * geo.ocs * taps * geo.cg;
     let split = Split::new(geo.groups * tiles, panels, cx.pool.threads(), macs);
     let (x, y, pad) = (
@@ -266,6 +274,84 @@ unsafe fn f_gemm(cx: &Ctx, c: &Conv, p: &sgemm::FPacked, geo: &Geometry, pad: *c
         }
     };
     cx.pool.run(split.tasks(), &task);
+}
+
+/// Runs a gathered float layer of at most eight output channels, stride 1, with pixels in
+/// lanes (`kernels::narrow`), where the CPU and the float mode allow; false when
+/// they do not (the caller takes the GEMM path).
+unsafe fn f_narrow(cx: &Ctx, c: &Conv, p: &sgemm::FPacked, geo: &Geometry) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let win = &geo.window;
+        let fits = cx.mode == FloatMode::Fast
+            && cx.isa.has_fma()
+            && geo.groups == 1
+            && geo.og <= narrow::MAX_OUT
+            && win.strides == [1, 1]
+            && win.dilations == [1, 1]
+            && c.residual.is_none()
+            && p.taps == 1
+            && p.cin == win.taps() * geo.cg;
+        if !fits {
+            return false;
+        }
+        let row: narrow::Row = match geo.og {
+            1 => narrow::row::<1>,
+            2 => narrow::row::<2>,
+            3 => narrow::row::<3>,
+            4 => narrow::row::<4>,
+            5 => narrow::row::<5>,
+            6 => narrow::row::<6>,
+            7 => narrow::row::<7>,
+            _ => narrow::row::<8>,
+        };
+        let (batch, [h, w], [oh, ow]) = geo.sizes();
+        let planes = narrow::Planes::new(geo.ics, [h, w], win.pads);
+        let macs = geo.rows() * geo.og * p.cin;
+        let split = Split::new(batch * oh, 1, cx.pool.threads(), macs);
+        let (x, y) = (cx.ptr::<f32>(c.x) as usize, cx.ptr::<f32>(c.y) as usize);
+        let task = |i: usize| {
+            let (x, y) = (x as *const f32, y as *mut f32);
+            let (units, _) = split.task(i);
+            PLANES.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                // Zeroed each run: the borders must be, and other layers share the buffer.
+                buf.clear();
+                buf.resize(planes.len(), 0.0);
+                let mut image = usize::MAX;
+                for u in units {
+                    let (b, oy) = (u / oh, u % oh);
+                    if b != image {
+                        let at = x.add(b * h * w * geo.ics);
+                        planes.fill(at, [h, w], [win.pads[0], win.pads[1]], &mut buf);
+                        image = b;
+                    }
+                    let mut finish = |x0: usize, tile: &[[f32; narrow::MAX_OUT]]| {
+                        let at = ((b * oh + oy) * ow + x0) * geo.ocs;
+                        c.requant
+                            .tile_f32(cx.isa, tile, geo.og, 0, y.add(at), geo.ocs, None);
+                    };
+                    row(
+                        &buf,
+                        &planes,
+                        oy,
+                        ow,
+                        win.kernel,
+                        &p.data,
+                        sgemm::NR,
+                        &mut finish,
+                    );
+                }
+            });
+        };
+        cx.pool.run(split.tasks(), &task);
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (cx, c, p, geo);
+        false
+    }
 }
 
 unsafe fn q_depthwise(

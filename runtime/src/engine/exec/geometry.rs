@@ -74,6 +74,11 @@ impl Geometry {
         self.batch * self.oh * self.ow
     }
 
+    /// Images, the input's `[h, w]` and the output's `[oh, ow]`.
+    pub(super) fn sizes(&self) -> (usize, [usize; 2], [usize; 2]) {
+        (self.batch, [self.h, self.w], [self.oh, self.ow])
+    }
+
     /// The output position of row `m`.
     pub(super) fn cursor(&self, m: usize) -> Cursor {
         let hw = self.oh * self.ow;

@@ -4,6 +4,8 @@
 //! picked by the [`Isa`] detected once per process.
 
 pub(crate) mod depthwise;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod narrow;
 pub(crate) mod qgemm;
 pub(crate) mod requant;
 pub(crate) mod sgemm;

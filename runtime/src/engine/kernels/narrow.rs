@@ -1,0 +1,122 @@
+//! Float convolutions with few output channels over few input channels (a first layer:
+//! LeNet's 3 or 6 filters over a grey or colour image), stride 1: pixels in lanes. Eight
+//! neighbouring output pixels of one row share a vector, one accumulator per output channel,
+//! and each tap is one broadcast weight times eight neighbouring input values of a padded
+//! plane. The GEMM path puts output channels in lanes, so 3 filters leave 13 of its 16
+//! idle, and it gathers every pixel's window first.
+//!
+//! x86_64 with AVX2 and FMA only (the module is built there alone), in
+//! [`super::sgemm::FloatMode::Fast`]: elsewhere, and in the exact mode, such layers keep the
+//! GEMM path (and its bits).
+
+/// Most output channels a layer may have to run here (one accumulator each).
+pub(crate) const MAX_OUT: usize = 8;
+/// Output pixels per vector.
+pub(crate) const LANES: usize = 8;
+
+/// The padded planes of one image: `c` planes of `rows x pitch` values, the image at row
+/// `top`, column `left`, zeros around it, and [`LANES`] spare columns on the right so the
+/// last block of a row may read past the row's end.
+pub(crate) struct Planes {
+    pub c: usize,
+    pub rows: usize,
+    pub pitch: usize,
+}
+
+impl Planes {
+    pub(crate) fn new(c: usize, [h, w]: [usize; 2], pads: [usize; 4]) -> Planes {
+        Planes {
+            c,
+            rows: h + pads[0] + pads[2],
+            pitch: w + pads[1] + pads[3] + LANES,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.c * self.rows * self.pitch
+    }
+
+    /// Writes an NHWC image (`h x w` pixels of `c` values at `x`) into `dst` (zeroed before,
+    /// by the caller, and only ever written here with this layout: the border stays zero).
+    ///
+    /// # Safety
+    /// `x` must hold the image; `dst` must hold [`Planes::len`] values.
+    pub(crate) unsafe fn fill(
+        &self,
+        x: *const f32,
+        [h, w]: [usize; 2],
+        [top, left]: [usize; 2],
+        dst: &mut [f32],
+    ) {
+        for y in 0..h {
+            for ci in 0..self.c {
+                let row = &mut dst[(ci * self.rows + y + top) * self.pitch + left..][..w];
+                for (i, v) in row.iter_mut().enumerate() {
+                    *v = *x.add((y * w + i) * self.c + ci);
+                }
+            }
+        }
+    }
+}
+
+/// The signature of [`row`], for a caller that picks the width once.
+pub(crate) type Row = unsafe fn(
+    &[f32],
+    &Planes,
+    usize,
+    usize,
+    [usize; 2],
+    &[f32],
+    usize,
+    &mut dyn FnMut(usize, &[[f32; MAX_OUT]]),
+);
+
+/// One output row: `ow` pixels of `OG` channels, written as `[pixel][OG]` rows of
+/// `LANES`-wide blocks into `tile`, handed to `finish` block by block (pixel offset, rows).
+/// Weights `w[(tap · c + ci) · stride + o]` (the GEMM's packed panel), taps `kh x kw` row
+/// by row; the row reads plane rows `oy..oy + kh`.
+///
+/// # Safety
+/// `planes` must hold [`Planes::len`] values laid out as `p` says, with `oy + kh <= p.rows`
+/// and `ow + kw - 1 + LANES <= p.pitch`; the CPU must have AVX2 and FMA.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn row<const OG: usize>(
+    planes: &[f32],
+    p: &Planes,
+    oy: usize,
+    ow: usize,
+    [kh, kw]: [usize; 2],
+    w: &[f32],
+    stride: usize,
+    finish: &mut dyn FnMut(usize, &[[f32; MAX_OUT]]),
+) {
+    use std::arch::x86_64::*;
+    let mut tile = [[0f32; MAX_OUT]; LANES];
+    let base = planes.as_ptr();
+    for x0 in (0..ow).step_by(LANES) {
+        let mut acc = [_mm256_setzero_ps(); OG];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let t = ky * kw + kx;
+                for ci in 0..p.c {
+                    let at = (ci * p.rows + oy + ky) * p.pitch + x0 + kx;
+                    let v = _mm256_loadu_ps(base.add(at));
+                    let wt = w.as_ptr().add((t * p.c + ci) * stride);
+                    for (o, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(_mm256_broadcast_ss(&*wt.add(o)), v, *a);
+                    }
+                }
+            }
+        }
+        let mut lanes = [0f32; LANES];
+        for (o, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(lanes.as_mut_ptr(), *a);
+            for (l, &v) in lanes.iter().enumerate() {
+                tile[l][o] = v;
+            }
+        }
+        let real = LANES.min(ow - x0);
+        finish(x0, &tile[..real]);
+    }
+}
