@@ -588,6 +588,83 @@ fn fuzz_conv_integer_with_scalar_weights_is_an_error_not_a_panic() {
     }
 }
 
+/// Float pooling over windows inside the image (the direct path for max) and across its
+/// padded border, against a loop written out: max, and average with and without the padding
+/// counted.
+#[test]
+fn float_pooling_matches_reference_inside_and_across_the_border() {
+    let (c, h, w) = (3usize, 7usize, 9usize);
+    for (op, k, stride, pad, include) in [
+        ("MaxPool", 3, 2, 1, false),
+        ("MaxPool", 2, 2, 0, false),
+        ("MaxPool", 3, 1, 1, false),
+        ("AveragePool", 3, 1, 1, true),
+        ("AveragePool", 3, 2, 1, false),
+    ] {
+        let mut attrs = vec![
+            ints("kernel_shape", &[k as i64; 2]),
+            ints("strides", &[stride as i64; 2]),
+            ints("pads", &[pad as i64; 4]),
+        ];
+        if op == "AveragePool" {
+            attrs.push(int("count_include_pad", include as i64));
+        }
+        let bytes = model(
+            vec![node(op, &["x"], "out", attrs)],
+            vec![],
+            value("x", &[-1, c as i64, h as i64, w as i64]),
+            "out",
+        );
+        let x: Vec<f32> = spread(2 * c * h * w, 11, 1000)
+            .into_iter()
+            .map(|v| v as f32 * 0.01)
+            .collect();
+        let (oh, ow) = (
+            (h + 2 * pad - k) / stride + 1,
+            (w + 2 * pad - k) / stride + 1,
+        );
+        let mut want = Vec::new();
+        for img in 0..2 {
+            for ch in 0..c {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let (mut max, mut sum, mut inside) = (f32::NEG_INFINITY, 0f64, 0);
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let y = (oy * stride + ky) as i64 - pad as i64;
+                                let xx = (ox * stride + kx) as i64 - pad as i64;
+                                if y < 0 || xx < 0 || y >= h as i64 || xx >= w as i64 {
+                                    continue;
+                                }
+                                let v = x[((img * c + ch) * h + y as usize) * w + xx as usize];
+                                max = max.max(v);
+                                sum += v as f64;
+                                inside += 1;
+                            }
+                        }
+                        let count = if include { k * k } else { inside };
+                        want.push(match op {
+                            "MaxPool" => max,
+                            _ => (sum / count as f64) as f32,
+                        });
+                    }
+                }
+            }
+        }
+        for m in engines(&bytes) {
+            let got = m.logits(&x, 2).unwrap();
+            assert_eq!(got.shape, vec![2, c, oh, ow], "{op} {}", m.backend());
+            for (i, (&g, &e)) in got.data.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - e).abs() <= 1e-6 * (1.0 + e.abs()),
+                    "{op} k {k} stride {stride} pad {pad} on {}: output {i} {g} vs {e}",
+                    m.backend()
+                );
+            }
+        }
+    }
+}
+
 /// Found by fuzzing the native engine: 16,777,215 columns of convolution padding turned a
 /// 6x53 image into 200 million outputs (a timeout). Padding beyond the kernel's reach is
 /// refused when the model loads, for convolutions and pooling alike.

@@ -335,11 +335,28 @@ unsafe fn pool(cx: &Ctx, x: usize, y: usize, kind: PoolKind, win: &Window) {
             0
         }
     ];
+    let [kh, kw] = win.kernel;
     for b in 0..n {
         for oy in 0..oh {
             for ox in 0..ow {
                 let y0 = (oy * win.strides[0]) as isize - win.pads[0] as isize;
                 let x0 = (ox * win.strides[1]) as isize - win.pads[1] as isize;
+                let within = y0 >= 0 && x0 >= 0 && y0 as usize + kh <= h && x0 as usize + kw <= w;
+                if let (Some(v), PoolKind::Max, true, Elem::F32) = (&src_f, kind, within, ye) {
+                    // The common case, a float max over a window inside the image, straight
+                    // into the output.
+                    let at = ((b * oh + oy) * ow + ox) * c;
+                    let out = &mut cx.slice_mut::<f32>(y)[at..at + c];
+                    let pixel = |ky: usize, kx: usize| {
+                        ((b * h + y0 as usize + ky) * w + x0 as usize + kx) * c
+                    };
+                    out.copy_from_slice(&v[pixel(0, 0)..][..c]);
+                    for t in 1..kh * kw {
+                        let from = &v[pixel(t / kw, t % kw)..][..c];
+                        out.iter_mut().zip(from).for_each(|(o, &v)| *o = o.max(v));
+                    }
+                    continue;
+                }
                 let (mut inside, mut padded) = (0usize, 0usize);
                 acc.fill(if kind == PoolKind::Max {
                     f32::NEG_INFINITY
