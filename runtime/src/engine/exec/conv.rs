@@ -305,6 +305,10 @@ unsafe fn f_narrow(cx: &Ctx, c: &Conv, p: &sgemm::FPacked, geo: &Geometry) -> bo
             7 => narrow::row::<7>,
             _ => narrow::row::<8>,
         };
+        let Output::F32 { lo, hi } = c.requant.out else {
+            return false;
+        };
+        let bounds = [lo, hi];
         let (batch, [h, w], [oh, ow]) = geo.sizes();
         let planes = narrow::Planes::new(geo.ics, [h, w], win.pads);
         let macs = geo.rows() * geo.og * p.cin;
@@ -326,21 +330,13 @@ unsafe fn f_narrow(cx: &Ctx, c: &Conv, p: &sgemm::FPacked, geo: &Geometry) -> bo
                         planes.fill(at, [h, w], [win.pads[0], win.pads[1]], &mut buf);
                         image = b;
                     }
-                    let mut finish = |x0: usize, tile: &[[f32; narrow::MAX_OUT]]| {
-                        let at = ((b * oh + oy) * ow + x0) * geo.ocs;
-                        c.requant
-                            .tile_f32(cx.isa, tile, geo.og, 0, y.add(at), geo.ocs, None);
+                    let e = narrow::Epilogue {
+                        add: &c.requant.add,
+                        bounds,
+                        dst: y.add((b * oh + oy) * ow * geo.ocs),
+                        stride: geo.ocs,
                     };
-                    row(
-                        &buf,
-                        &planes,
-                        oy,
-                        ow,
-                        win.kernel,
-                        &p.data,
-                        sgemm::NR,
-                        &mut finish,
-                    );
+                    row(&buf, &planes, oy, ow, win.kernel, &p.data, sgemm::NR, e);
                 }
             });
         };

@@ -60,25 +60,25 @@ impl Planes {
 }
 
 /// The signature of [`row`], for a caller that picks the width once.
-pub(crate) type Row = unsafe fn(
-    &[f32],
-    &Planes,
-    usize,
-    usize,
-    [usize; 2],
-    &[f32],
-    usize,
-    &mut dyn FnMut(usize, &[[f32; MAX_OUT]]),
-);
+pub(crate) type Row = unsafe fn(&[f32], &Planes, usize, usize, [usize; 2], &[f32], usize, Epilogue);
 
-/// One output row: `ow` pixels of `OG` channels, written as `[pixel][OG]` rows of
-/// `LANES`-wide blocks into `tile`, handed to `finish` block by block (pixel offset, rows).
-/// Weights `w[(tap · c + ci) · stride + o]` (the GEMM's packed panel), taps `kh x kw` row
-/// by row; the row reads plane rows `oy..oy + kh`.
+/// What [`row`] does with its sums: `clamp(sum + add[o], lo, hi)` written to output channel
+/// `o` of each pixel, pixels `stride` values apart from `dst`.
+pub(crate) struct Epilogue<'a> {
+    pub add: &'a [f32],
+    pub bounds: [f32; 2],
+    pub dst: *mut f32,
+    pub stride: usize,
+}
+
+/// One output row of `ow` pixels and `OG` channels, through the epilogue. Weights
+/// `w[(tap · c + ci) · w_stride + o]` (the GEMM's packed panel), taps `kh x kw` row by row;
+/// the row reads plane rows `oy..oy + kh`.
 ///
 /// # Safety
 /// `planes` must hold [`Planes::len`] values laid out as `p` says, with `oy + kh <= p.rows`
-/// and `ow + kw - 1 + LANES <= p.pitch`; the CPU must have AVX2 and FMA.
+/// and `ow + kw - 1 + LANES <= p.pitch`; `e.dst` must be valid for the row's pixels; the CPU
+/// must have AVX2 and FMA.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn row<const OG: usize>(
@@ -88,12 +88,12 @@ pub(crate) unsafe fn row<const OG: usize>(
     ow: usize,
     [kh, kw]: [usize; 2],
     w: &[f32],
-    stride: usize,
-    finish: &mut dyn FnMut(usize, &[[f32; MAX_OUT]]),
+    w_stride: usize,
+    e: Epilogue,
 ) {
     use std::arch::x86_64::*;
-    let mut tile = [[0f32; MAX_OUT]; LANES];
     let base = planes.as_ptr();
+    let (lo, hi) = (_mm256_set1_ps(e.bounds[0]), _mm256_set1_ps(e.bounds[1]));
     for x0 in (0..ow).step_by(LANES) {
         let mut acc = [_mm256_setzero_ps(); OG];
         for ky in 0..kh {
@@ -102,21 +102,21 @@ pub(crate) unsafe fn row<const OG: usize>(
                 for ci in 0..p.c {
                     let at = (ci * p.rows + oy + ky) * p.pitch + x0 + kx;
                     let v = _mm256_loadu_ps(base.add(at));
-                    let wt = w.as_ptr().add((t * p.c + ci) * stride);
+                    let wt = w.as_ptr().add((t * p.c + ci) * w_stride);
                     for (o, a) in acc.iter_mut().enumerate() {
                         *a = _mm256_fmadd_ps(_mm256_broadcast_ss(&*wt.add(o)), v, *a);
                     }
                 }
             }
         }
+        let real = LANES.min(ow - x0);
         let mut lanes = [0f32; LANES];
         for (o, a) in acc.iter().enumerate() {
-            _mm256_storeu_ps(lanes.as_mut_ptr(), *a);
-            for (l, &v) in lanes.iter().enumerate() {
-                tile[l][o] = v;
+            let v = _mm256_add_ps(*a, _mm256_broadcast_ss(&e.add[o]));
+            _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_min_ps(_mm256_max_ps(v, lo), hi));
+            for (l, &v) in lanes.iter().enumerate().take(real) {
+                *e.dst.add((x0 + l) * e.stride + o) = v;
             }
         }
-        let real = LANES.min(ow - x0);
-        finish(x0, &tile[..real]);
     }
 }
