@@ -335,28 +335,14 @@ unsafe fn pool(cx: &Ctx, x: usize, y: usize, kind: PoolKind, win: &Window) {
             0
         }
     ];
-    let [kh, kw] = win.kernel;
+    if let (Some(v), PoolKind::Max, Elem::F32) = (src_f, kind, ye) {
+        return max_pool_f32(v, cx.slice_mut::<f32>(y), [n, c, h, w], [oh, ow], win);
+    }
     for b in 0..n {
         for oy in 0..oh {
             for ox in 0..ow {
                 let y0 = (oy * win.strides[0]) as isize - win.pads[0] as isize;
                 let x0 = (ox * win.strides[1]) as isize - win.pads[1] as isize;
-                let within = y0 >= 0 && x0 >= 0 && y0 as usize + kh <= h && x0 as usize + kw <= w;
-                if let (Some(v), PoolKind::Max, true, Elem::F32) = (&src_f, kind, within, ye) {
-                    // The common case, a float max over a window inside the image, straight
-                    // into the output.
-                    let at = ((b * oh + oy) * ow + ox) * c;
-                    let out = &mut cx.slice_mut::<f32>(y)[at..at + c];
-                    let pixel = |ky: usize, kx: usize| {
-                        ((b * h + y0 as usize + ky) * w + x0 as usize + kx) * c
-                    };
-                    out.copy_from_slice(&v[pixel(0, 0)..][..c]);
-                    for t in 1..kh * kw {
-                        let from = &v[pixel(t / kw, t % kw)..][..c];
-                        out.iter_mut().zip(from).for_each(|(o, &v)| *o = o.max(v));
-                    }
-                    continue;
-                }
                 let (mut inside, mut padded) = (0usize, 0usize);
                 acc.fill(if kind == PoolKind::Max {
                     f32::NEG_INFINITY
@@ -407,6 +393,71 @@ unsafe fn pool(cx: &Ctx, x: usize, y: usize, kind: PoolKind, win: &Window) {
                     acc.iter_mut().for_each(|a| *a /= count);
                 }
                 store(cx, y, ye, at, &acc);
+            }
+        }
+    }
+}
+
+/// Float max pooling over NHWC values; the padding takes no part (ONNX's `MaxPool`). Each
+/// window's taps inside the image are found once per row and column, and the maximum is
+/// taken straight into the output.
+fn max_pool_f32(v: &[f32], out: &mut [f32], nchw: [usize; 4], ohw: [usize; 2], win: &Window) {
+    // A channel count known at compile time for the small ones (a first layer's): a copy of
+    // three values of run-time length is a call to `memmove`.
+    match nchw[1] {
+        1 => max_pool_f32_for::<1>(v, out, nchw, ohw, win),
+        2 => max_pool_f32_for::<2>(v, out, nchw, ohw, win),
+        3 => max_pool_f32_for::<3>(v, out, nchw, ohw, win),
+        4 => max_pool_f32_for::<4>(v, out, nchw, ohw, win),
+        6 => max_pool_f32_for::<6>(v, out, nchw, ohw, win),
+        8 => max_pool_f32_for::<8>(v, out, nchw, ohw, win),
+        _ => max_pool_f32_for::<0>(v, out, nchw, ohw, win),
+    }
+}
+
+/// [`max_pool_f32`] for `C` channels (0: any count).
+fn max_pool_f32_for<const C: usize>(
+    v: &[f32],
+    out: &mut [f32],
+    [n, c, h, w]: [usize; 4],
+    [oh, ow]: [usize; 2],
+    win: &Window,
+) {
+    let c = if C > 0 { C } else { c };
+    // Taps `lo..hi` of a window starting at `start` (maybe in the padding) inside `0..size`.
+    let inside = |start: isize, k: usize, size: usize| {
+        let lo = (-start).max(0) as usize;
+        let hi = (size as isize - start).clamp(0, k as isize) as usize;
+        (lo.min(hi), hi)
+    };
+    let [kh, kw] = win.kernel;
+    let mut pixels = out.chunks_exact_mut(c);
+    for b in 0..n {
+        for oy in 0..oh {
+            let y0 = (oy * win.strides[0]) as isize - win.pads[0] as isize;
+            let (ky0, ky1) = inside(y0, kh, h);
+            for ox in 0..ow {
+                let x0 = (ox * win.strides[1]) as isize - win.pads[1] as isize;
+                let (kx0, kx1) = inside(x0, kw, w);
+                let o = pixels.next().expect("one output pixel per window");
+                if ky0 == ky1 || kx0 == kx1 {
+                    o.fill(f32::NEG_INFINITY);
+                    continue;
+                }
+                let at = |ky: usize, kx: usize| {
+                    let (iy, ix) = ((y0 + ky as isize) as usize, (x0 + kx as isize) as usize);
+                    &v[((b * h + iy) * w + ix) * c..][..c]
+                };
+                o.copy_from_slice(at(ky0, kx0));
+                for ky in ky0..ky1 {
+                    for kx in kx0..kx1 {
+                        if (ky, kx) != (ky0, kx0) {
+                            o.iter_mut()
+                                .zip(at(ky, kx))
+                                .for_each(|(o, &v)| *o = o.max(v));
+                        }
+                    }
+                }
             }
         }
     }
