@@ -274,6 +274,13 @@ fn float_convolution_and_gemm_match_reference() {
     // rows that end mid-block).
     check_float_conv([1, 28, 28], 3, 1, 5, 1, 2);
     check_float_conv([2, 6, 17], 8, 1, 3, 1, 1);
+    // Depthwise: interior pixels a row at a time (8 channels; 20, whose last 4 go one by one;
+    // 5x5; stride 2), border pixels one by one; 7x7 (49 taps) pixel by pixel throughout.
+    check_float_conv([8, 9, 11], 8, 8, 3, 1, 1);
+    check_float_conv([20, 7, 9], 20, 20, 3, 1, 1);
+    check_float_conv([12, 10, 10], 12, 12, 5, 1, 2);
+    check_float_conv([16, 9, 12], 16, 16, 3, 2, 1);
+    check_float_conv([8, 9, 9], 8, 8, 7, 1, 3);
 }
 
 fn check_float_conv(

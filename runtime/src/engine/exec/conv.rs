@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use super::geometry::{Gathered, Geometry};
 use super::Ctx;
 use crate::engine::ir::{Conv, Elem, Weights, GATHER_MAX};
+use crate::engine::kernels::depthwise::FEpilogue;
 use crate::engine::kernels::requant::Output;
 #[cfg(target_arch = "x86_64")]
 use crate::engine::kernels::{narrow, sgemm::FloatMode};
@@ -392,6 +393,10 @@ unsafe fn f_depthwise(
 ) {
     let rows = geo.rows();
     let split = Split::new(rows, 1, cx.pool.threads(), rows * d.c * d.taps * 8);
+    let Output::F32 { lo, hi } = c.requant.out else {
+        unreachable!("a float depthwise layer writes f32");
+    };
+    let bounds = [lo, hi];
     let (x, y, pad) = (
         cx.ptr::<f32>(c.x) as usize,
         cx.ptr::<f32>(c.y) as usize,
@@ -403,7 +408,27 @@ unsafe fn f_depthwise(
         let mut pointers = Pointers::<f32>::new();
         let ind = pointers.table(d.taps);
         let mut cur = geo.cursor(0);
-        for m in range {
+        let mut m = range.start;
+        while m < range.end {
+            // Pixels whose windows lie inside the image, a run of a row at a time.
+            if let Some((from, run)) = geo.interior_run(m) {
+                let n = run.min(range.end - m);
+                let e = FEpilogue {
+                    add: &c.requant.add,
+                    bounds,
+                    residual: c
+                        .residual
+                        .map(|r| cx.ptr::<f32>(r).add(m * geo.ocs) as *const f32),
+                    dst: y.add(m * geo.ocs),
+                    step: geo.ocs,
+                };
+                let step = geo.window.strides[1] * geo.ics;
+                let offsets = geo.tap_offsets();
+                if d.run(cx.isa, cx.mode, x.add(from), offsets, step, n, &e) {
+                    m += n;
+                    continue;
+                }
+            }
             geo.taps(x, pad, &mut cur, m, 0, ind);
             let dst = std::slice::from_raw_parts_mut(y.add(m * geo.ocs), d.c);
             d.pixel(cx.isa, cx.mode, ind, dst);
@@ -411,6 +436,7 @@ unsafe fn f_depthwise(
                 std::slice::from_raw_parts(cx.ptr::<f32>(r).add(m * geo.ocs) as *const f32, d.c)
             });
             c.requant.finish_f32(cx.isa, 0, res, dst);
+            m += 1;
         }
     };
     cx.pool.run(split.tasks(), &task);

@@ -135,9 +135,51 @@ impl FDepthwise {
     }
 }
 
+/// Where [`FDepthwise::run`] writes: `clamp(sum + add[ch] (+ residual), lo, hi)` per
+/// channel, pixel `i` at `dst + i · step` (its residual at `residual + i · step`).
+pub(crate) struct FEpilogue<'a> {
+    pub add: &'a [f32],
+    pub bounds: [f32; 2],
+    pub residual: Option<*const f32>,
+    pub dst: *mut f32,
+    pub step: usize,
+}
+
+impl FDepthwise {
+    /// `n` output pixels in a row whose windows lie inside the image: pixel `i`'s tap `t`
+    /// reads `x + i · step + offsets[t]`, and the epilogue is applied in registers, so a row
+    /// costs one call instead of a pointer table, a kernel call and an epilogue call per
+    /// pixel. The same arithmetic as [`FDepthwise::pixel`] then `Requant::finish_f32`, so
+    /// the same bits; false (nothing written) where the CPU or the mode has no such path.
+    ///
+    /// # Safety
+    /// Every pixel's taps must be valid for `c` floats; `e.dst` (and `e.residual`) for `n`
+    /// pixels of `c` floats, `e.step` apart.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn run(
+        &self,
+        isa: Isa,
+        mode: FloatMode,
+        x: *const f32,
+        offsets: &[usize],
+        step: usize,
+        n: usize,
+        e: &FEpilogue,
+    ) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        let fits = offsets.len() == self.taps && self.taps <= x86::MAX_TAPS;
+        if mode == FloatMode::Fast && isa.has_fma() && fits {
+            x86::f_run(self, x, offsets, step, n, e);
+            return true;
+        }
+        let _ = (isa, mode, x, offsets, step, n, e);
+        false
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{FDepthwise, QDepthwise};
+    use super::{FDepthwise, FEpilogue, QDepthwise};
     use std::arch::x86_64::*;
 
     /// Sixteen int8 values at `p`, widened to int16.
@@ -232,8 +274,82 @@ mod x86 {
         f_rest(d, ptrs, out, ch)
     }
 
-    /// Taps the unrolled float path takes.
-    const MAX_TAPS: usize = 25;
+    /// Taps the unrolled float path takes (and the most [`f_run`] takes).
+    pub(super) const MAX_TAPS: usize = 25;
+
+    /// [`FDepthwise::run`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn f_run(
+        d: &FDepthwise,
+        x: *const f32,
+        offsets: &[usize],
+        step: usize,
+        n: usize,
+        e: &FEpilogue,
+    ) {
+        match d.taps {
+            9 => f_run_taps::<9>(d, x, offsets, step, n, e),
+            25 => f_run_taps::<25>(d, x, offsets, step, n, e),
+            _ => f_run_taps::<0>(d, x, offsets, step, n, e),
+        }
+    }
+
+    /// [`f_run`] for `T` taps (0: `d.taps`).
+    #[inline(always)]
+    unsafe fn f_run_taps<const T: usize>(
+        d: &FDepthwise,
+        x: *const f32,
+        offsets: &[usize],
+        step: usize,
+        n: usize,
+        e: &FEpilogue,
+    ) {
+        let taps = if T > 0 { T } else { d.taps };
+        let offsets = &offsets[..taps];
+        let (lo, hi) = (_mm256_set1_ps(e.bounds[0]), _mm256_set1_ps(e.bounds[1]));
+        // Channel blocks outside, pixels inside: a block's weights stay in registers (for
+        // the unrolled kernels) across the row.
+        let mut ch = 0;
+        while ch + 8 <= d.c {
+            let mut w = [_mm256_setzero_ps(); MAX_TAPS];
+            for (t, w) in w.iter_mut().enumerate().take(taps) {
+                *w = _mm256_loadu_ps(d.w.as_ptr().add(t * d.c + ch));
+            }
+            let add = _mm256_loadu_ps(e.add.as_ptr().add(ch));
+            for i in 0..n {
+                let base = x.add(i * step + ch);
+                let mut s = _mm256_setzero_ps();
+                for (&o, &w) in offsets.iter().zip(&w[..taps]) {
+                    s = _mm256_fmadd_ps(_mm256_loadu_ps(base.add(o)), w, s);
+                }
+                let mut v = _mm256_add_ps(s, add);
+                if let Some(r) = e.residual {
+                    v = _mm256_add_ps(v, _mm256_loadu_ps(r.add(i * e.step + ch)));
+                }
+                let out = e.dst.add(i * e.step + ch);
+                _mm256_storeu_ps(out, _mm256_min_ps(_mm256_max_ps(v, lo), hi));
+            }
+            ch += 8;
+        }
+        for i in 0..n {
+            let base = x.add(i * step);
+            let dst = e.dst.add(i * e.step);
+            let res = e.residual.map(|r| r.add(i * e.step));
+            // The channels past the last eight as the per-pixel path sums them (no fused
+            // multiply-add).
+            for ch in ch..d.c {
+                let mut s = 0f32;
+                for (t, &o) in offsets.iter().enumerate() {
+                    s += *base.add(o + ch) * d.w[t * d.c + ch];
+                }
+                let mut v = s + e.add[ch];
+                if let Some(r) = res {
+                    v += *r.add(ch);
+                }
+                *dst.add(ch) = v.max(e.bounds[0]).min(e.bounds[1]);
+            }
+        }
+    }
 
     /// Whole sixteen-channel blocks; `T` taps when non-zero, else `d.taps`.
     #[inline(always)]
