@@ -371,13 +371,32 @@ unsafe fn q_depthwise(
             let mut pointers = Pointers::<i8>::new();
             let ind = pointers.table(d.taps);
             let mut cur = geo.cursor(0);
-            for m in range {
+            let mut m = range.start;
+            while m < range.end {
+                // Pixels whose windows lie inside the image, a run of a row at a time.
+                if let Some((from, run)) = geo.interior_run(m) {
+                    let n = run.min(range.end - m);
+                    s.resize(n.max(1) * d.c, 0);
+                    let step = geo.window.strides[1] * geo.ics;
+                    let offsets = geo.tap_offsets();
+                    if d.run(cx.isa, x.add(from), offsets, step, n, &mut s) {
+                        for (i, px) in s.chunks_exact_mut(d.c).take(n).enumerate() {
+                            if let Some(za) = dyn_zp {
+                                px.iter_mut().zip(&d.sums).for_each(|(v, &w)| *v -= za * w);
+                            }
+                            epilogue(cx, c, px, 0, (m + i) * geo.ocs);
+                        }
+                        m += n;
+                        continue;
+                    }
+                }
                 geo.taps(x, pad, &mut cur, m, 0, ind);
-                d.pixel(cx.isa, ind, &mut s);
+                d.pixel(cx.isa, ind, &mut s[..d.c]);
                 if let Some(za) = dyn_zp {
                     s.iter_mut().zip(&d.sums).for_each(|(v, &w)| *v -= za * w);
                 }
-                epilogue(cx, c, &s, 0, m * geo.ocs);
+                epilogue(cx, c, &s[..d.c], 0, m * geo.ocs);
+                m += 1;
             }
         });
     };

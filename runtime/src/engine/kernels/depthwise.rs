@@ -88,6 +88,44 @@ impl QDepthwise {
     }
 }
 
+impl QDepthwise {
+    /// The int32 sums of `n` output pixels in a row whose windows lie inside the image, into
+    /// `acc` (`n · c` values, pixel after pixel): pixel `i`'s tap `t` reads
+    /// `x + i · step + offsets[t]`. Integer sums, so the same values as
+    /// [`QDepthwise::pixel`]; a block of sixteen channels keeps its tap-pair weights in
+    /// registers across the row. False (nothing written) where the CPU has no such path.
+    ///
+    /// # Safety
+    /// Every pixel's taps must be valid for `c` values.
+    pub unsafe fn run(
+        &self,
+        isa: Isa,
+        x: *const i8,
+        offsets: &[usize],
+        step: usize,
+        n: usize,
+        acc: &mut [i32],
+    ) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if isa.is_avx2() && offsets.len() == self.taps && self.taps.div_ceil(2) <= x86::MAX_PAIRS {
+            let ch = x86::q_run(self, x, offsets, step, n, acc);
+            for i in 0..n {
+                let (base, out) = (x.add(i * step), &mut acc[i * self.c..(i + 1) * self.c]);
+                for ch in ch..self.c {
+                    let mut s = 0i32;
+                    for (t, &o) in offsets.iter().enumerate() {
+                        s += *base.add(o + ch) as i32 * self.w[t * self.c + ch];
+                    }
+                    out[ch] = s;
+                }
+            }
+            return true;
+        }
+        let _ = (isa, x, offsets, step, n, acc);
+        false
+    }
+}
+
 /// f32 depthwise weights, `[tap][channel]`.
 #[derive(Debug, Clone)]
 pub(crate) struct FDepthwise {
@@ -189,7 +227,66 @@ mod x86 {
     }
 
     /// Tap pairs the fast int8 path takes (a 5x5 kernel has 13).
-    const MAX_PAIRS: usize = 13;
+    pub(super) const MAX_PAIRS: usize = 13;
+
+    /// [`QDepthwise::run`]'s whole sixteen-channel blocks; returns where they stopped.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn q_run(
+        d: &QDepthwise,
+        x: *const i8,
+        offsets: &[usize],
+        step: usize,
+        n: usize,
+        acc: &mut [i32],
+    ) -> usize {
+        match d.taps.div_ceil(2) {
+            5 => q_run_pairs::<5>(d, x, offsets, step, n, acc),
+            13 => q_run_pairs::<13>(d, x, offsets, step, n, acc),
+            _ => q_run_pairs::<0>(d, x, offsets, step, n, acc),
+        }
+    }
+
+    /// [`q_run`] for `P` tap pairs (0: as many as `d` has).
+    #[inline(always)]
+    unsafe fn q_run_pairs<const P: usize>(
+        d: &QDepthwise,
+        x: *const i8,
+        offsets: &[usize],
+        step: usize,
+        n: usize,
+        acc: &mut [i32],
+    ) -> usize {
+        let npairs = if P > 0 { P } else { d.taps.div_ceil(2) };
+        // Each pair's two offsets (a missing last tap repeats its partner, weighing zero).
+        let mut po = [[0usize; 2]; MAX_PAIRS];
+        for (pair, o) in po.iter_mut().enumerate().take(npairs) {
+            *o = [offsets[2 * pair], offsets[(2 * pair + 1).min(d.taps - 1)]];
+        }
+        let mut w = d.pairs.as_ptr() as *const __m256i;
+        let mut ch = 0;
+        while ch + 16 <= d.c {
+            let mut wv = [[_mm256_setzero_si256(); 2]; MAX_PAIRS];
+            for wv in wv.iter_mut().take(npairs) {
+                *wv = [_mm256_loadu_si256(w), _mm256_loadu_si256(w.add(1))];
+                w = w.add(2);
+            }
+            for i in 0..n {
+                let base = x.add(i * step + ch);
+                let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                for ([t, u], [wl, wh]) in po[..npairs].iter().zip(&wv[..npairs]) {
+                    let (a, b) = (widen(base.add(*t)), widen(base.add(*u)));
+                    lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(a, b), *wl));
+                    hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(a, b), *wh));
+                }
+                // lo holds channels 0-3 and 8-11, hi 4-7 and 12-15.
+                let out = acc.as_mut_ptr().add(i * d.c + ch) as *mut __m256i;
+                _mm256_storeu_si256(out, _mm256_permute2x128_si256::<0x20>(lo, hi));
+                _mm256_storeu_si256(out.add(1), _mm256_permute2x128_si256::<0x31>(lo, hi));
+            }
+            ch += 16;
+        }
+        ch
+    }
 
     /// The whole sixteen-channel blocks of one pixel; `P` pairs when non-zero, else `npairs`.
     #[inline(always)]
