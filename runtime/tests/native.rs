@@ -270,10 +270,13 @@ fn float_convolution_and_gemm_match_reference() {
     check_float_conv([3, 9, 11], 5, 1, 5, 1, 2);
     check_float_conv([1, 8, 10], 4, 1, 3, 2, 1);
     check_float_conv([2, 7, 7], 9, 1, 3, 1, 0);
-    // Eight or fewer filters, stride 1: pixels in lanes on x86_64 (blocks of eight pixels,
+    // Sixteen or fewer filters, stride 1: pixels in lanes on x86_64 (blocks of eight pixels,
     // rows that end mid-block).
     check_float_conv([1, 28, 28], 3, 1, 5, 1, 2);
     check_float_conv([2, 6, 17], 8, 1, 3, 1, 1);
+    // Sixteen and eleven filters: two passes of eight over the same planes.
+    check_float_conv([1, 10, 12], 16, 1, 3, 1, 1);
+    check_float_conv([3, 9, 9], 11, 1, 3, 1, 1);
     // Depthwise: interior pixels a row at a time (8 channels; 20, whose last 4 go one by one;
     // 5x5; stride 2), border pixels one by one; 7x7 (49 taps) pixel by pixel throughout.
     check_float_conv([8, 9, 11], 8, 8, 3, 1, 1);

@@ -277,8 +277,8 @@ unsafe fn f_gemm(cx: &Ctx, c: &Conv, p: &sgemm::FPacked, geo: &Geometry, pad: *c
     cx.pool.run(split.tasks(), &task);
 }
 
-/// Runs a gathered float layer of at most eight output channels, stride 1, with pixels in
-/// lanes (`kernels::narrow`), where the CPU and the float mode allow; false when
+/// Runs a gathered float layer of at most sixteen output channels (one panel), stride 1,
+/// with pixels in lanes (`kernels::narrow`, eight filters a pass), where the CPU and the float mode allow; false when
 /// they do not (the caller takes the GEMM path).
 unsafe fn f_narrow(cx: &Ctx, c: &Conv, p: &sgemm::FPacked, geo: &Geometry) -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -287,7 +287,7 @@ unsafe fn f_narrow(cx: &Ctx, c: &Conv, p: &sgemm::FPacked, geo: &Geometry) -> bo
         let fits = cx.mode == FloatMode::Fast
             && cx.isa.has_fma()
             && geo.groups == 1
-            && geo.og <= narrow::MAX_OUT
+            && geo.og <= sgemm::NR
             && win.strides == [1, 1]
             && win.dilations == [1, 1]
             && c.residual.is_none()
@@ -296,16 +296,25 @@ unsafe fn f_narrow(cx: &Ctx, c: &Conv, p: &sgemm::FPacked, geo: &Geometry) -> bo
         if !fits {
             return false;
         }
-        let row: narrow::Row = match geo.og {
-            1 => narrow::row::<1>,
-            2 => narrow::row::<2>,
-            3 => narrow::row::<3>,
-            4 => narrow::row::<4>,
-            5 => narrow::row::<5>,
-            6 => narrow::row::<6>,
-            7 => narrow::row::<7>,
-            _ => narrow::row::<8>,
+        // One panel of up to sixteen filters, in passes of eight over the same planes.
+        let width = |o: usize| -> narrow::Row {
+            match o {
+                1 => narrow::row::<1>,
+                2 => narrow::row::<2>,
+                3 => narrow::row::<3>,
+                4 => narrow::row::<4>,
+                5 => narrow::row::<5>,
+                6 => narrow::row::<6>,
+                7 => narrow::row::<7>,
+                _ => narrow::row::<8>,
+            }
         };
+        let eight = narrow::MAX_OUT;
+        let passes = [
+            (0, width(geo.og.min(eight))),
+            (eight, width(geo.og.saturating_sub(eight).max(1))),
+        ];
+        let passes = &passes[..geo.og.div_ceil(eight)];
         let Output::F32 { lo, hi } = c.requant.out else {
             return false;
         };
@@ -331,13 +340,24 @@ unsafe fn f_narrow(cx: &Ctx, c: &Conv, p: &sgemm::FPacked, geo: &Geometry) -> bo
                         planes.fill(at, [h, w], [win.pads[0], win.pads[1]], &mut buf);
                         image = b;
                     }
-                    let e = narrow::Epilogue {
-                        add: &c.requant.add,
-                        bounds,
-                        dst: y.add((b * oh + oy) * ow * geo.ocs),
-                        stride: geo.ocs,
-                    };
-                    row(&buf, &planes, oy, ow, win.kernel, &p.data, sgemm::NR, e);
+                    for &(o0, row) in passes {
+                        let e = narrow::Epilogue {
+                            add: &c.requant.add[o0..],
+                            bounds,
+                            dst: y.add((b * oh + oy) * ow * geo.ocs + o0),
+                            stride: geo.ocs,
+                        };
+                        row(
+                            &buf,
+                            &planes,
+                            oy,
+                            ow,
+                            win.kernel,
+                            &p.data[o0..],
+                            sgemm::NR,
+                            e,
+                        );
+                    }
                 }
             });
         };

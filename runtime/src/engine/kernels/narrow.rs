@@ -110,6 +110,16 @@ pub(crate) unsafe fn row<const OG: usize>(
             }
         }
         let real = LANES.min(ow - x0);
+        if OG == 8 {
+            // Eight filters: transpose in registers, one store of eight channels per pixel.
+            let acc: [__m256; 8] = std::array::from_fn(|o| acc[o]);
+            let bias = _mm256_loadu_ps(e.add.as_ptr());
+            for (l, v) in transpose8(acc).iter().enumerate().take(real) {
+                let v = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(*v, bias), lo), hi);
+                _mm256_storeu_ps(e.dst.add((x0 + l) * e.stride), v);
+            }
+            continue;
+        }
         let mut lanes = [0f32; LANES];
         for (o, a) in acc.iter().enumerate() {
             let v = _mm256_add_ps(*a, _mm256_broadcast_ss(&e.add[o]));
@@ -119,4 +129,36 @@ pub(crate) unsafe fn row<const OG: usize>(
             }
         }
     }
+}
+
+/// The 8x8 transpose of eight vectors: lane `l` of input `o` becomes lane `o` of output `l`.
+#[inline(always)]
+unsafe fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
+    use std::arch::x86_64::*;
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ]
 }
