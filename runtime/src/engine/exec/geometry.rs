@@ -75,6 +75,7 @@ impl Geometry {
     }
 
     /// Images, the input's `[h, w]` and the output's `[oh, ow]`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(super) fn sizes(&self) -> (usize, [usize; 2], [usize; 2]) {
         (self.batch, [self.h, self.w], [self.oh, self.ow])
     }

@@ -175,6 +175,7 @@ impl FDepthwise {
 
 /// Where [`FDepthwise::run`] writes: `clamp(sum + add[ch] (+ residual), lo, hi)` per
 /// channel, pixel `i` at `dst + i · step` (its residual at `residual + i · step`).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct FEpilogue<'a> {
     pub add: &'a [f32],
     pub bounds: [f32; 2],
@@ -205,10 +206,12 @@ impl FDepthwise {
         e: &FEpilogue,
     ) -> bool {
         #[cfg(target_arch = "x86_64")]
-        let fits = offsets.len() == self.taps && self.taps <= x86::MAX_TAPS;
-        if mode == FloatMode::Fast && isa.has_fma() && fits {
-            x86::f_run(self, x, offsets, step, n, e);
-            return true;
+        {
+            let fits = offsets.len() == self.taps && self.taps <= x86::MAX_TAPS;
+            if mode == FloatMode::Fast && isa.has_fma() && fits {
+                x86::f_run(self, x, offsets, step, n, e);
+                return true;
+            }
         }
         let _ = (isa, mode, x, offsets, step, n, e);
         false
