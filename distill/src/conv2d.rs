@@ -182,8 +182,10 @@ impl CustomOp2 for ConvOp {
                         let mut dw = vec![0f32; wlen];
                         // Columns and their gradient apart: the columns' padding is written
                         // once (see `Geometry::columns`).
-                        let mut cols = vec![0f32; rows * p];
-                        let mut dcols = vec![0f32; if want_dx { rows * p } else { 0 }];
+                        // A 1x1 stride-1 convolution's columns are its input: no buffers.
+                        let cols_len = if g.pointwise() { 0 } else { rows * p };
+                        let mut cols = vec![0f32; cols_len];
+                        let mut dcols = vec![0f32; if want_dx { cols_len } else { 0 }];
                         for smp in 0..count {
                             let i = first + smp;
                             let xs = &xv[i * image..][..image];

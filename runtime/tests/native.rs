@@ -165,6 +165,48 @@ fn dilated_convolutions_match_reference() {
     }
 }
 
+/// Float first layers of up to sixteen filters (pixels in lanes on x86_64) against the
+/// reference output by output: biases large enough that the ReLU after them passes every
+/// value, so no error hides below zero.
+#[test]
+fn narrow_float_layers_match_reference_output_by_output() {
+    for (c, h, o, k, pad) in [(1, 28, 3, 5, 2), (3, 9, 11, 3, 1), (2, 6, 16, 3, 0)] {
+        let case = ConvCase {
+            c,
+            h,
+            w: h + 5,
+            o,
+            k: [k, k],
+            group: 1,
+            stride: 1,
+            pad,
+            dilation: 1,
+        };
+        let weights: Vec<f32> = spread(case.weight_len(), 13, 100)
+            .into_iter()
+            .map(|v| v as f32 * 0.01)
+            .collect();
+        let bias: Vec<f32> = (0..o).map(|i| 20.0 + i as f32 * 0.5).collect();
+        let x: Vec<f32> = spread(2 * c * h * case.w, 5, 500)
+            .into_iter()
+            .map(|v| v as f32 * 0.002)
+            .collect();
+        let want = case.f32_reference(2, &x, &weights, &bias);
+        for m in engines(&case.f32_model(&weights, &bias)) {
+            let got = m.logits(&x, 2).unwrap();
+            for (i, (&g, &(w, mag))) in got.data.iter().zip(&want).enumerate() {
+                assert!(w > 0.0, "{case:?}: the ReLU must pass output {i}");
+                let tol = 1e-5 * (mag + 1.0);
+                assert!(
+                    (g - w).abs() <= tol,
+                    "{} {case:?} output {i}: {g} vs {w}",
+                    m.backend()
+                );
+            }
+        }
+    }
+}
+
 /// Random shapes against the reference: odd channel counts, depthwise and grouped, 1x1 to 5x5
 /// kernels, strides 1 and 2, padding up to half the kernel, images as small as the kernel.
 #[test]

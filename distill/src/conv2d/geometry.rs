@@ -107,7 +107,7 @@ impl Geometry {
     /// Stride 1 with output rows as wide as the input's ("same" padding): each tap's column
     /// row is the input plane shifted by one offset, so it is copied whole.
     fn shifted(&self) -> bool {
-        self.stride == 1 && self.ow == self.w
+        self.stride == 1 && self.ow == self.w && self.oh == self.h
     }
 
     /// For [`Geometry::shifted`] convolutions, tap `(i, j)`'s input offset from an output

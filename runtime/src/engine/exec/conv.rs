@@ -86,7 +86,7 @@ impl<T> Pointers<T> {
 }
 
 thread_local! {
-    /// A depthwise pixel's int32 sums.
+    /// The int32 sums of a depthwise pixel, or of a row's run of them.
     static SUMS: RefCell<Vec<i32>> = const { RefCell::new(Vec::new()) };
     /// The padded planes of a narrow layer's image.
     #[cfg(target_arch = "x86_64")]
@@ -278,8 +278,9 @@ unsafe fn f_gemm(cx: &Ctx, c: &Conv, p: &sgemm::FPacked, geo: &Geometry, pad: *c
 }
 
 /// Runs a gathered float layer of at most sixteen output channels (one panel), stride 1,
-/// with pixels in lanes (`kernels::narrow`, eight filters a pass), where the CPU and the float mode allow; false when
-/// they do not (the caller takes the GEMM path).
+/// with pixels in lanes (`kernels::narrow`, eight filters a pass): its GEMM would fill few of
+/// the panel's lanes. False when the layer, CPU or float mode has no such path (exact mode
+/// keeps the GEMM's summation order); the caller then takes the GEMM path.
 unsafe fn f_narrow(cx: &Ctx, c: &Conv, p: &sgemm::FPacked, geo: &Geometry) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -391,10 +392,11 @@ unsafe fn q_depthwise(
             let mut pointers = Pointers::<i8>::new();
             let ind = pointers.table(d.taps);
             let mut cur = geo.cursor(0);
+            let rows_at_once = d.has_run(cx.isa) && geo.tap_offsets().len() == d.taps;
             let mut m = range.start;
             while m < range.end {
                 // Pixels whose windows lie inside the image, a run of a row at a time.
-                if let Some((from, run)) = geo.interior_run(m) {
+                if let Some((from, run)) = rows_at_once.then(|| geo.interior_run(m)).flatten() {
                     let n = run.min(range.end - m);
                     s.resize(n.max(1) * d.c, 0);
                     let step = geo.window.strides[1] * geo.ics;
@@ -447,10 +449,11 @@ unsafe fn f_depthwise(
         let mut pointers = Pointers::<f32>::new();
         let ind = pointers.table(d.taps);
         let mut cur = geo.cursor(0);
+        let rows_at_once = d.has_run(cx.isa, cx.mode) && geo.tap_offsets().len() == d.taps;
         let mut m = range.start;
         while m < range.end {
             // Pixels whose windows lie inside the image, a run of a row at a time.
-            if let Some((from, run)) = geo.interior_run(m) {
+            if let Some((from, run)) = rows_at_once.then(|| geo.interior_run(m)).flatten() {
                 let n = run.min(range.end - m);
                 let e = FEpilogue {
                     add: &c.requant.add,

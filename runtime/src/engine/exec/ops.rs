@@ -424,6 +424,9 @@ fn max_pool_f32_for<const C: usize>(
     win: &Window,
 ) {
     let c = if C > 0 { C } else { c };
+    if c == 0 {
+        return;
+    }
     // Taps `lo..hi` of a window starting at `start` (maybe in the padding) inside `0..size`.
     let inside = |start: isize, k: usize, size: usize| {
         let lo = (-start).max(0) as usize;
@@ -440,22 +443,17 @@ fn max_pool_f32_for<const C: usize>(
                 let x0 = (ox * win.strides[1]) as isize - win.pads[1] as isize;
                 let (kx0, kx1) = inside(x0, kw, w);
                 let o = pixels.next().expect("one output pixel per window");
-                if ky0 == ky1 || kx0 == kx1 {
-                    o.fill(f32::NEG_INFINITY);
-                    continue;
-                }
                 let at = |ky: usize, kx: usize| {
                     let (iy, ix) = ((y0 + ky as isize) as usize, (x0 + kx as isize) as usize);
                     &v[((b * h + iy) * w + ix) * c..][..c]
                 };
-                o.copy_from_slice(at(ky0, kx0));
+                // From -inf, as the general loop: a window of NaNs gives -inf there too.
+                o.fill(f32::NEG_INFINITY);
                 for ky in ky0..ky1 {
                     for kx in kx0..kx1 {
-                        if (ky, kx) != (ky0, kx0) {
-                            o.iter_mut()
-                                .zip(at(ky, kx))
-                                .for_each(|(o, &v)| *o = o.max(v));
-                        }
+                        o.iter_mut()
+                            .zip(at(ky, kx))
+                            .for_each(|(o, &v)| *o = o.max(v));
                     }
                 }
             }

@@ -1,6 +1,8 @@
 //! Depthwise convolutions (one filter per channel) on channels-last activations: for each
 //! output pixel, each tap's pointer reaches the input pixel's channels (or a row of the zero
-//! point in the padding), and the channels are summed eight to a register. int8 channels
+//! point in the padding), and the channels are summed eight to a register. Where a row's
+//! windows lie inside the image, its pixels go in one call (`run`) with each tap one offset
+//! from the pixel, and a channel block's weights loaded once for the row. int8 channels
 //! go sixteen at a time on AVX2: two taps' inputs, widened to int16 and interleaved, meet
 //! their two weights in one `vpmaddwd`, which sums the pair exactly into int32.
 
@@ -89,11 +91,25 @@ impl QDepthwise {
 }
 
 impl QDepthwise {
+    /// Whether [`QDepthwise::run`] has a path on this CPU (callers skip looking for runs of
+    /// interior pixels otherwise: that costs a division per pixel).
+    pub fn has_run(&self, isa: Isa) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            isa.is_avx2() && self.taps.div_ceil(2) <= x86::MAX_PAIRS
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = isa;
+            false
+        }
+    }
+
     /// The int32 sums of `n` output pixels in a row whose windows lie inside the image, into
     /// `acc` (`n · c` values, pixel after pixel): pixel `i`'s tap `t` reads
     /// `x + i · step + offsets[t]`. Integer sums, so the same values as
-    /// [`QDepthwise::pixel`]; a block of sixteen channels keeps its tap-pair weights in
-    /// registers across the row. False (nothing written) where the CPU has no such path.
+    /// [`QDepthwise::pixel`]; a block of sixteen channels loads its tap-pair weights once for
+    /// the whole row. False (nothing written) where the CPU has no such path.
     ///
     /// # Safety
     /// Every pixel's taps must be valid for `c` values.
@@ -107,7 +123,7 @@ impl QDepthwise {
         acc: &mut [i32],
     ) -> bool {
         #[cfg(target_arch = "x86_64")]
-        if isa.is_avx2() && offsets.len() == self.taps && self.taps.div_ceil(2) <= x86::MAX_PAIRS {
+        if self.has_run(isa) && offsets.len() == self.taps {
             let ch = x86::q_run(self, x, offsets, step, n, acc);
             for i in 0..n {
                 let (base, out) = (x.add(i * step), &mut acc[i * self.c..(i + 1) * self.c]);
@@ -185,6 +201,20 @@ pub(crate) struct FEpilogue<'a> {
 }
 
 impl FDepthwise {
+    /// Whether [`FDepthwise::run`] has a path on this CPU and in this mode (callers skip
+    /// looking for runs of interior pixels otherwise: that costs a division per pixel).
+    pub fn has_run(&self, isa: Isa, mode: FloatMode) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            mode == FloatMode::Fast && isa.has_fma() && self.taps <= x86::MAX_TAPS
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (isa, mode);
+            false
+        }
+    }
+
     /// `n` output pixels in a row whose windows lie inside the image: pixel `i`'s tap `t`
     /// reads `x + i · step + offsets[t]`, and the epilogue is applied in registers, so a row
     /// costs one call instead of a pointer table, a kernel call and an epilogue call per
@@ -206,12 +236,9 @@ impl FDepthwise {
         e: &FEpilogue,
     ) -> bool {
         #[cfg(target_arch = "x86_64")]
-        {
-            let fits = offsets.len() == self.taps && self.taps <= x86::MAX_TAPS;
-            if mode == FloatMode::Fast && isa.has_fma() && fits {
-                x86::f_run(self, x, offsets, step, n, e);
-                return true;
-            }
+        if self.has_run(isa, mode) && offsets.len() == self.taps {
+            x86::f_run(self, x, offsets, step, n, e);
+            return true;
         }
         let _ = (isa, mode, x, offsets, step, n, e);
         false
@@ -407,8 +434,8 @@ mod x86 {
         let taps = if T > 0 { T } else { d.taps };
         let offsets = &offsets[..taps];
         let (lo, hi) = (_mm256_set1_ps(e.bounds[0]), _mm256_set1_ps(e.bounds[1]));
-        // Channel blocks outside, pixels inside: a block's weights stay in registers (for
-        // the unrolled kernels) across the row.
+        // Channel blocks outside, pixels inside: a block's weights are loaded once for the
+        // row (and stay in registers for 3x3 kernels).
         let mut ch = 0;
         while ch + 8 <= d.c {
             let mut w = [_mm256_setzero_ps(); MAX_TAPS];

@@ -9,7 +9,7 @@
 //! [`super::sgemm::FloatMode::Fast`]: elsewhere, and in the exact mode, such layers keep the
 //! GEMM path (and its bits).
 
-/// Most output channels a layer may have to run here (one accumulator each).
+/// Filters per pass (one accumulator each); a layer of up to sixteen runs in two passes.
 pub(crate) const MAX_OUT: usize = 8;
 /// Output pixels per vector.
 pub(crate) const LANES: usize = 8;
