@@ -207,6 +207,78 @@ fn narrow_float_layers_match_reference_output_by_output() {
     }
 }
 
+/// A float convolution (left out of quantization, as ONNX Runtime's quantizer does with
+/// `nodes_to_exclude`) followed by `QuantizeLinear`: the quantization stays a step of its own
+/// (folding it into a float layer's epilogue reached an int8 store the float kernels do not
+/// have), and the output is the float one, quantized and dequantized.
+#[test]
+fn a_float_convolution_feeding_quantize_linear_runs() {
+    let case = ConvCase {
+        c: 2,
+        h: 6,
+        w: 7,
+        o: 4,
+        k: [3, 3],
+        group: 1,
+        stride: 1,
+        pad: 1,
+        dilation: 1,
+    };
+    let weights: Vec<f32> = spread(case.weight_len(), 21, 100)
+        .into_iter()
+        .map(|v| v as f32 * 0.01)
+        .collect();
+    let bias = vec![0.1f32, -0.2, 0.3, 0.0];
+    let (scale, zp) = (0.05f32, 3i8);
+    let bytes = model(
+        vec![
+            node(
+                "Conv",
+                &["x", "w", "b"],
+                "conv",
+                vec![ints("pads", &[1; 4])],
+            ),
+            node("QuantizeLinear", &["conv", "s", "z"], "q", vec![]),
+            node("DequantizeLinear", &["q", "s", "z"], "out", vec![]),
+        ],
+        vec![
+            f32s("w", &[4, 2, 3, 3], &weights),
+            f32s("b", &[4], &bias),
+            f32s("s", &[], &[scale]),
+            i8s("z", &[], &[zp]),
+        ],
+        value("x", &[-1, 2, 6, 7]),
+        "out",
+    );
+    let x: Vec<f32> = spread(2 * 2 * 6 * 7, 4, 300)
+        .into_iter()
+        .map(|v| v as f32 * 0.01)
+        .collect();
+    // The float convolution without the ReLU of `f32_reference`: biases plus sums.
+    let relu_free: Vec<f32> = {
+        let shifted: Vec<f32> = bias.iter().map(|b| b + 100.0).collect();
+        case.f32_reference(2, &x, &weights, &shifted)
+            .into_iter()
+            .map(|(v, _)| v - 100.0)
+            .collect()
+    };
+    for m in engines(&bytes) {
+        let got = m.logits(&x, 2).unwrap();
+        for (i, (&g, &f)) in got.data.iter().zip(&relu_free).enumerate() {
+            let q = ((f / scale).round_ties_even() + zp as f32).clamp(-128.0, 127.0);
+            let want = (q - zp as f32) * scale;
+            // On the int8 grid, and the step `want` is on (a value within rounding of a
+            // step boundary may land on either side).
+            let steps = g / scale;
+            assert!(
+                (steps - steps.round()).abs() < 1e-3 && (g - want).abs() <= scale * 1.001,
+                "{} output {i}: {g} vs {want}",
+                m.backend()
+            );
+        }
+    }
+}
+
 /// Random shapes against the reference: odd channel counts, depthwise and grouped, 1x1 to 5x5
 /// kernels, strides 1 and 2, padding up to half the kernel, images as small as the kernel.
 #[test]

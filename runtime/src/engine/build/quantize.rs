@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::layers::QuantConst;
 use super::{corrupt, Builder, Node, Val};
-use crate::engine::ir::{Elem, PoolKind, QParams, Step};
+use crate::engine::ir::{Elem, PoolKind, QParams, Step, Weights};
 use crate::engine::kernels::requant::{quantize, Output};
 use crate::engine::tensor::{Data, Tensor};
 use crate::error::Result;
@@ -92,8 +92,12 @@ pub(super) fn quantize_linear<'g>(b: &mut Builder<'g>, n: &Node<'g>) -> Result<(
     };
     if let Some(s) = b.sole_producer(a) {
         let fused = match &mut b.steps[s] {
+            // Only integer layers: their epilogue can store int8; the float kernels write f32.
             Step::Conv(c) => match c.requant.out {
-                Output::F32 { lo, hi } if c.residual.is_none() => {
+                Output::F32 { lo, hi }
+                    if c.residual.is_none()
+                        && matches!(*c.weights, Weights::Q(_) | Weights::QDepthwise(_)) =>
+                {
                     let r = &mut c.requant;
                     r.mult.iter_mut().for_each(|m| *m /= q.scale);
                     r.add.iter_mut().for_each(|v| *v /= q.scale);
