@@ -1,5 +1,5 @@
 //! Differential: a convolution shaped and weighted by the bytes (dense, grouped or depthwise,
-//! 1x1 to 5x5, strides 1-3, padding, batch 1-3, int8 or f32) run on the native engine at one
+//! 1x1 to 5x5, strides 1-3, padding (each side its own), batch 1-3, int8 or f32) run on the native engine at one
 //! and at three threads against the reference loop of `runtime/tests/support`: int8 sums must
 //! match exactly, f32 within float rounding of the sum of |terms|.
 #![no_main]
@@ -19,7 +19,8 @@ fuzz_target!(|data: &[u8]| {
     let (depthwise, float) = (d(0) & 1 == 1, d(0) & 2 == 2);
     let k = [[1, 1], [2, 2], [3, 3], [5, 5], [1, 3], [3, 1]][d(1) % 6];
     let stride = 1 + d(2) % 3;
-    let pad = d(3) % (k[0].min(k[1]) / 2 + 1);
+    // Each side's padding from two bits of d(3): asymmetric pads as TensorFlow's SAME makes.
+    let pad = [0, 1, 2, 3].map(|i| ((d(3) >> (2 * i)) & 3) % (k[0].min(k[1]) / 2 + 1));
     let (c, o, group) = if depthwise {
         let c = 1 + d(4) % 24;
         (c, c, c)

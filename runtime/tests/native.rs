@@ -126,7 +126,7 @@ fn dilated_convolutions_match_reference() {
         k: [k, k],
         group,
         stride,
-        pad,
+        pad: [pad; 4],
         dilation,
     };
     let cases = [
@@ -165,12 +165,20 @@ fn dilated_convolutions_match_reference() {
     }
 }
 
-/// Float first layers of up to sixteen filters (pixels in lanes on x86_64) against the
-/// reference output by output: biases large enough that the ReLU after them passes every
+/// Float first layers of up to sixteen filters (pixels in lanes on x86_64), symmetric and
+/// asymmetric padding, against the reference output by output: biases large enough that the ReLU after them passes every
 /// value, so no error hides below zero.
 #[test]
 fn narrow_float_layers_match_reference_output_by_output() {
-    for (c, h, o, k, pad) in [(1, 28, 3, 5, 2), (3, 9, 11, 3, 1), (2, 6, 16, 3, 0)] {
+    // The last two are TensorFlow's SAME on even kernels and a lopsided pad: more padding at
+    // the bottom and right than at the top and left.
+    for (c, h, o, k, pad) in [
+        (1, 28, 3, 5, [2; 4]),
+        (3, 9, 11, 3, [1; 4]),
+        (2, 6, 16, 3, [0; 4]),
+        (1, 10, 8, 4, [1, 1, 2, 2]),
+        (2, 7, 5, 3, [0, 2, 1, 0]),
+    ] {
         let case = ConvCase {
             c,
             h,
@@ -221,7 +229,7 @@ fn a_float_convolution_feeding_quantize_linear_runs() {
         k: [3, 3],
         group: 1,
         stride: 1,
-        pad: 1,
+        pad: [1; 4],
         dilation: 1,
     };
     let weights: Vec<f32> = spread(case.weight_len(), 21, 100)
@@ -320,7 +328,7 @@ fn check_conv(
         k,
         group,
         stride,
-        pad,
+        pad: [pad; 4],
         dilation: 1,
     };
     check_conv_case(case);
@@ -502,6 +510,27 @@ fn check_float_conv(
             assert!((*g as f64 - w).abs() < 1e-4, "{}: {g} vs {w}", m.backend());
         }
     }
+    // Threads split pixels and channels, never one output's sum: one and two threads agree
+    // bit for bit (depthwise row paths and narrow layers included).
+    let on = |threads| {
+        Model::from_bytes_with(
+            &bytes,
+            Options {
+                backend: Backend::Native,
+                threads,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .logits(&x, n)
+        .unwrap()
+        .data
+    };
+    assert_eq!(
+        on(1),
+        on(2),
+        "{c}x{h}x{w}, {o} filters, group {group}, k {k}"
+    );
 }
 
 /// A few hundred bytes declaring 10^12 elements must be refused before any allocation.
@@ -837,7 +866,7 @@ fn fuzz_dynamic_quantization_divides_by_the_scale_as_the_spec_does() {
         k: [2, 2],
         group: 2,
         stride: 1,
-        pad: 0,
+        pad: [0; 4],
         dilation: 1,
     };
     let weights: Vec<i8> = (0..case.weight_len()).map(|i| [2, 0][i % 2]).collect();

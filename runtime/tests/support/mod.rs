@@ -132,7 +132,8 @@ pub struct ConvCase {
     pub k: [usize; 2],
     pub group: usize,
     pub stride: usize,
-    pub pad: usize,
+    /// ONNX order: top, left, bottom, right.
+    pub pad: [usize; 4],
     pub dilation: usize,
 }
 
@@ -145,8 +146,8 @@ impl ConvCase {
     pub fn out_hw(&self) -> (usize, usize) {
         let [sh, sw] = self.span();
         (
-            (self.h + 2 * self.pad - sh) / self.stride + 1,
-            (self.w + 2 * self.pad - sw) / self.stride + 1,
+            (self.h + self.pad[0] + self.pad[2] - sh) / self.stride + 1,
+            (self.w + self.pad[1] + self.pad[3] - sw) / self.stride + 1,
         )
     }
 
@@ -158,7 +159,7 @@ impl ConvCase {
     fn attrs(&self) -> Vec<AttributeProto> {
         vec![
             ints("strides", &[self.stride as i64; 2]),
-            ints("pads", &[self.pad as i64; 4]),
+            ints("pads", &self.pad.map(|p| p as i64)),
             ints("dilations", &[self.dilation as i64; 2]),
             int("group", self.group as i64),
         ]
@@ -225,8 +226,9 @@ impl ConvCase {
                             for ky in 0..kh {
                                 for kx in 0..kw {
                                     let d = self.dilation;
-                                    let y = (oy * self.stride + ky * d) as i64 - self.pad as i64;
-                                    let xx = (ox * self.stride + kx * d) as i64 - self.pad as i64;
+                                    let y = (oy * self.stride + ky * d) as i64 - self.pad[0] as i64;
+                                    let xx =
+                                        (ox * self.stride + kx * d) as i64 - self.pad[1] as i64;
                                     let inside = y >= 0 && xx >= 0 && y < h as i64 && xx < w as i64;
                                     let v = inside.then(|| {
                                         x[((img * c + g * cg + ic) * h + y as usize) * w
