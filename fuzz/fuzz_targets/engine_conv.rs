@@ -1,7 +1,8 @@
 //! Differential: a convolution shaped and weighted by the bytes (dense, grouped or depthwise,
-//! 1x1 to 5x5, strides 1-3, padding (each side its own), batch 1-3, int8 or f32) run on the native engine at one
-//! and at three threads against the reference loop of `runtime/tests/support`: int8 sums must
-//! match exactly, f32 within float rounding of the sum of |terms|.
+//! 1x1 to 5x5, strides 1-3, each side's padding its own, batch 1-3, int8 or f32) run on the
+//! native engine at one and at three threads against the reference loop of
+//! `runtime/tests/support`: int8 sums must match exactly, f32 within float rounding of the
+//! sum of |terms|.
 #![no_main]
 
 #[path = "../../runtime/tests/support/mod.rs"]
