@@ -28,7 +28,7 @@ venv() {
     "$dir/bin/pip" install --quiet --disable-pip-version-check "$@"
     echo "$dir/bin/python"
 }
-torch_py=$(venv torch torch onnx onnxscript "onnxruntime>=1.31" numpy)
+torch_py=$(venv torch torch torchvision onnx onnxscript "onnxruntime>=1.31" numpy)
 tf_py=$(venv tf tensorflow-cpu ai-edge-litert onnx "onnxruntime>=1.31" numpy)
 
 # The ort backend loads the very ONNX Runtime the comparison imports.
