@@ -20,12 +20,21 @@ pub(crate) struct Isa(Set);
 enum Set {
     /// Plain Rust (any CPU).
     Portable,
-    /// x86_64 with AVX2 and FMA.
-    #[cfg(target_arch = "x86_64")]
-    Avx2Fma,
     /// x86_64 with AVX2 but no FMA (rare; int8 kernels only).
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// x86_64 with AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    Avx2Fma,
+    /// AVX2 and FMA with AVX-VNNI, the VEX-encoded `vpdpbusd` (Alder Lake and later client
+    /// cores, Zen 5).
+    #[cfg(target_arch = "x86_64")]
+    AvxVnni,
+    /// AVX2 and FMA with AVX-512 VNNI and VL, the EVEX-encoded `vpdpbusd` on 256-bit
+    /// registers (Ice Lake and later servers, Zen 4): the int8 kernels are those of
+    /// [`Set::AvxVnni`] in the other encoding.
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
     /// aarch64 NEON (always present), without the dot-product instructions (Cortex-A72,
     /// the Raspberry Pi 4).
     #[cfg(target_arch = "aarch64")]
@@ -35,39 +44,78 @@ enum Set {
     NeonDot,
 }
 
+/// Which encoding of x86's `vpdpbusd` (u8 x i8 quads summed into i32 lanes) a CPU has.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Vnni {
+    /// AVX-VNNI.
+    Vex,
+    /// AVX-512 VNNI with VL.
+    Evex,
+}
+
 impl Isa {
     /// Plain Rust, on any CPU.
     pub(crate) const PORTABLE: Isa = Isa(Set::Portable);
 
-    /// The best set this CPU supports, detected once per process. `EDGEKD_ISA=portable` (or,
-    /// on aarch64, `neon`) asks for less, to compare paths on one machine.
+    /// The best set this CPU supports, detected once per process. `EDGEKD_ISA` names a
+    /// lesser one (any of [`Isa::available`]'s names: `portable`, `avx2+fma`, `neon`, ...) to
+    /// compare paths on one machine; a name the CPU lacks leaves the best.
     pub(crate) fn detect() -> Isa {
         static DETECTED: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
         *DETECTED.get_or_init(|| {
             let asked = std::env::var("EDGEKD_ISA").unwrap_or_default();
-            if asked == "portable" {
-                return Isa::PORTABLE;
-            }
-            #[cfg(target_arch = "x86_64")]
-            {
-                if std::is_x86_feature_detected!("avx2") {
-                    return if std::is_x86_feature_detected!("fma") {
-                        Isa(Set::Avx2Fma)
-                    } else {
-                        Isa(Set::Avx2)
-                    };
-                }
-            }
-            #[cfg(target_arch = "aarch64")]
-            {
-                if asked != "neon" && std::arch::is_aarch64_feature_detected!("dotprod") {
-                    return Isa(Set::NeonDot);
-                }
-                return Isa(Set::Neon);
-            }
-            #[allow(unreachable_code)]
-            Isa::PORTABLE
+            let sets = Isa::available();
+            let best = *sets.last().expect("portable is always available");
+            // Older spellings: `avx2` for the FMA set, `dotprod` for the SDOT one.
+            let asked = match asked.as_str() {
+                "avx2" if sets.iter().any(|i| i.name() == "avx2+fma") => "avx2+fma",
+                "dotprod" => "neon+dotprod",
+                other => other,
+            };
+            sets.into_iter().find(|i| i.name() == asked).unwrap_or(best)
         })
+    }
+
+    /// Every set this CPU supports, from [`Isa::PORTABLE`] up: the kernels' tests run each.
+    pub(crate) fn available() -> Vec<Isa> {
+        #[allow(unused_mut)]
+        let mut sets = vec![Isa::PORTABLE];
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::is_x86_feature_detected as has;
+            if has!("avx2") {
+                if !has!("fma") {
+                    sets.push(Isa(Set::Avx2));
+                } else {
+                    sets.push(Isa(Set::Avx2Fma));
+                    if has!("avx512vnni") && has!("avx512vl") {
+                        sets.push(Isa(Set::Avx512Vnni));
+                    }
+                    if has!("avxvnni") {
+                        sets.push(Isa(Set::AvxVnni));
+                    }
+                }
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            sets.push(Isa(Set::Neon));
+            if std::arch::is_aarch64_feature_detected!("dotprod") {
+                sets.push(Isa(Set::NeonDot));
+            }
+        }
+        sets
+    }
+
+    /// The `vpdpbusd` encoding this set may use, if any.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn vnni(self) -> Option<Vnni> {
+        match self.0 {
+            Set::AvxVnni => Some(Vnni::Vex),
+            Set::Avx512Vnni => Some(Vnni::Evex),
+            _ => None,
+        }
     }
 
     /// x86_64's AVX2 (then the CPU has it).
@@ -75,7 +123,10 @@ impl Isa {
     pub(crate) fn is_avx2(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            matches!(self.0, Set::Avx2 | Set::Avx2Fma)
+            matches!(
+                self.0,
+                Set::Avx2 | Set::Avx2Fma | Set::AvxVnni | Set::Avx512Vnni
+            )
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -88,7 +139,7 @@ impl Isa {
     pub(crate) fn has_fma(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            self.0 == Set::Avx2Fma
+            matches!(self.0, Set::Avx2Fma | Set::AvxVnni | Set::Avx512Vnni)
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -130,6 +181,10 @@ impl Isa {
             Set::Avx2Fma => "avx2+fma",
             #[cfg(target_arch = "x86_64")]
             Set::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Set::AvxVnni => "avx2+fma+avxvnni",
+            #[cfg(target_arch = "x86_64")]
+            Set::Avx512Vnni => "avx2+fma+avx512vnni",
             #[cfg(target_arch = "aarch64")]
             Set::Neon => "neon",
             #[cfg(target_arch = "aarch64")]
