@@ -294,14 +294,17 @@ pub(super) struct Cursor {
 /// kernel reads as one dense row.
 pub(super) struct Gathered<T: Copy, const N: usize> {
     block: [T; N],
-    rows: [*const T; 8],
+    rows: [*const T; ROWS_MAX],
 }
+
+/// The most rows a micro-kernel call takes.
+const ROWS_MAX: usize = 12;
 
 impl<T: Copy + Default, const N: usize> Gathered<T, N> {
     pub(super) fn new() -> Self {
         Gathered {
             block: [T::default(); N],
-            rows: [std::ptr::null(); 8],
+            rows: [std::ptr::null(); ROWS_MAX],
         }
     }
 
@@ -353,4 +356,4 @@ impl<T: Copy + Default, const N: usize> Gathered<T, N> {
     }
 }
 
-const _: () = assert!(qgemm::MR <= 8 && sgemm::MR <= 8);
+const _: () = assert!(qgemm::MR <= ROWS_MAX && sgemm::MR <= ROWS_MAX);

@@ -26,15 +26,14 @@ enum Set {
     /// x86_64 with AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     Avx2Fma,
-    /// AVX2 and FMA with AVX-VNNI, the VEX-encoded `vpdpbusd` (Alder Lake and later client
-    /// cores, Zen 5).
+    /// AVX2 and FMA with AVX-VNNI, the VEX-encoded `vpdpbusd` on 256-bit registers (Alder
+    /// Lake and later client cores).
     #[cfg(target_arch = "x86_64")]
     AvxVnni,
-    /// AVX2 and FMA with AVX-512 VNNI and VL, the EVEX-encoded `vpdpbusd` on 256-bit
-    /// registers (Ice Lake and later servers, Zen 4): the int8 kernels are those of
-    /// [`Set::AvxVnni`] in the other encoding.
+    /// AVX-512 (F, BW, VL) with VNNI: `vpdpbusd` on 512-bit registers (Ice Lake and later
+    /// servers, Zen 4 and 5).
     #[cfg(target_arch = "x86_64")]
-    Avx512Vnni,
+    Avx512,
     /// aarch64 NEON (always present), without the dot-product instructions (Cortex-A72,
     /// the Raspberry Pi 4).
     #[cfg(target_arch = "aarch64")]
@@ -42,16 +41,6 @@ enum Set {
     /// aarch64 NEON with SDOT/UDOT (Cortex-A76 and later: the Raspberry Pi 5, most phones).
     #[cfg(target_arch = "aarch64")]
     NeonDot,
-}
-
-/// Which encoding of x86's `vpdpbusd` (u8 x i8 quads summed into i32 lanes) a CPU has.
-#[cfg(target_arch = "x86_64")]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Vnni {
-    /// AVX-VNNI.
-    Vex,
-    /// AVX-512 VNNI with VL.
-    Evex,
 }
 
 impl Isa {
@@ -89,11 +78,12 @@ impl Isa {
                     sets.push(Isa(Set::Avx2));
                 } else {
                     sets.push(Isa(Set::Avx2Fma));
-                    if has!("avx512vnni") && has!("avx512vl") {
-                        sets.push(Isa(Set::Avx512Vnni));
-                    }
                     if has!("avxvnni") {
                         sets.push(Isa(Set::AvxVnni));
+                    }
+                    if has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vnni")
+                    {
+                        sets.push(Isa(Set::Avx512));
                     }
                 }
             }
@@ -108,14 +98,16 @@ impl Isa {
         sets
     }
 
-    /// The `vpdpbusd` encoding this set may use, if any.
+    /// x86_64's AVX-VNNI (the 256-bit, VEX-encoded `vpdpbusd`) without AVX-512.
     #[cfg(target_arch = "x86_64")]
-    pub(crate) fn vnni(self) -> Option<Vnni> {
-        match self.0 {
-            Set::AvxVnni => Some(Vnni::Vex),
-            Set::Avx512Vnni => Some(Vnni::Evex),
-            _ => None,
-        }
+    pub(crate) fn has_avx_vnni(self) -> bool {
+        self.0 == Set::AvxVnni
+    }
+
+    /// x86_64's AVX-512 F, BW, VL and VNNI.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn has_avx512(self) -> bool {
+        self.0 == Set::Avx512
     }
 
     /// x86_64's AVX2 (then the CPU has it).
@@ -125,7 +117,7 @@ impl Isa {
         {
             matches!(
                 self.0,
-                Set::Avx2 | Set::Avx2Fma | Set::AvxVnni | Set::Avx512Vnni
+                Set::Avx2 | Set::Avx2Fma | Set::AvxVnni | Set::Avx512
             )
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -139,7 +131,7 @@ impl Isa {
     pub(crate) fn has_fma(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            matches!(self.0, Set::Avx2Fma | Set::AvxVnni | Set::Avx512Vnni)
+            matches!(self.0, Set::Avx2Fma | Set::AvxVnni | Set::Avx512)
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -184,7 +176,7 @@ impl Isa {
             #[cfg(target_arch = "x86_64")]
             Set::AvxVnni => "avx2+fma+avxvnni",
             #[cfg(target_arch = "x86_64")]
-            Set::Avx512Vnni => "avx2+fma+avx512vnni",
+            Set::Avx512 => "avx512+vnni",
             #[cfg(target_arch = "aarch64")]
             Set::Neon => "neon",
             #[cfg(target_arch = "aarch64")]

@@ -21,7 +21,7 @@ use super::Isa;
 /// Output columns per panel.
 pub(crate) const NR: usize = 8;
 /// Rows per micro-kernel call.
-pub(crate) const MR: usize = 4;
+pub(crate) const MR: usize = 8;
 
 /// Constant int8 weights packed for the micro-kernels.
 #[derive(Debug, Clone)]
@@ -105,25 +105,54 @@ impl QPacked {
         debug_assert!(rows <= MR && panels <= 2 && ind.len() >= rows * self.taps);
         let b = self.data.as_ptr().add(first_panel * self.panel_len());
         #[cfg(target_arch = "x86_64")]
-        if let Some(vnni) = isa.vnni() {
+        if isa.has_avx512() {
+            // Sixteen columns per register: eight rows give eight independent sums in flight.
             let off = &self.offset_sums[first_panel * NR..];
-            macro_rules! pick {
-                ($tile:ident) => {
+            macro_rules! tile {
+                ($($r:literal)*) => {
                     match (rows, panels) {
-                        (4, 2) => x86::$tile::<4, 2>(self, ind, b, off, acc),
-                        (4, _) => x86::$tile::<4, 1>(self, ind, b, off, acc),
-                        (3, 2) => x86::$tile::<3, 2>(self, ind, b, off, acc),
-                        (3, _) => x86::$tile::<3, 1>(self, ind, b, off, acc),
-                        (2, 2) => x86::$tile::<2, 2>(self, ind, b, off, acc),
-                        (2, _) => x86::$tile::<2, 1>(self, ind, b, off, acc),
-                        (_, 2) => x86::$tile::<1, 2>(self, ind, b, off, acc),
-                        (_, _) => x86::$tile::<1, 1>(self, ind, b, off, acc),
+                        $(
+                            ($r, 2) => x86::vnni512::<$r, 2>(self, ind, b, off, acc),
+                            ($r, _) => x86::vnni512::<$r, 1>(self, ind, b, off, acc),
+                        )*
+                        _ => unreachable!("at most {MR} rows"),
                     }
                 };
             }
-            return match vnni {
-                super::Vnni::Vex => pick!(vnni_vex),
-                super::Vnni::Evex => pick!(vnni_evex),
+            return tile!(1 2 3 4 5 6 7 8);
+        }
+        // The other kernels keep four rows' sums in registers: taller tiles go in fours.
+        for r0 in (0..rows).step_by(4) {
+            let n = 4.min(rows - r0);
+            let (ind, acc) = (&ind[r0 * self.taps..], &mut acc[r0..r0 + n]);
+            self.accumulate4(isa, ind, n, b, first_panel, panels, acc);
+        }
+    }
+
+    /// [`QPacked::accumulate`] for at most four rows, `b` the first panel's weights.
+    unsafe fn accumulate4(
+        &self,
+        isa: Isa,
+        ind: &[*const i8],
+        rows: usize,
+        b: *const i8,
+        first_panel: usize,
+        panels: usize,
+        acc: &mut [[i32; 2 * NR]],
+    ) {
+        let _ = first_panel;
+        #[cfg(target_arch = "x86_64")]
+        if isa.has_avx_vnni() {
+            let off = &self.offset_sums[first_panel * NR..];
+            return match (rows, panels) {
+                (4, 2) => x86::vnni256::<4, 2>(self, ind, b, off, acc),
+                (4, _) => x86::vnni256::<4, 1>(self, ind, b, off, acc),
+                (3, 2) => x86::vnni256::<3, 2>(self, ind, b, off, acc),
+                (3, _) => x86::vnni256::<3, 1>(self, ind, b, off, acc),
+                (2, 2) => x86::vnni256::<2, 2>(self, ind, b, off, acc),
+                (2, _) => x86::vnni256::<2, 1>(self, ind, b, off, acc),
+                (_, 2) => x86::vnni256::<1, 2>(self, ind, b, off, acc),
+                (_, _) => x86::vnni256::<1, 1>(self, ind, b, off, acc),
             };
         }
         #[cfg(target_arch = "x86_64")]
@@ -180,7 +209,7 @@ unsafe fn portable(
     rows: usize,
     b: *const i8,
     panels: usize,
-    acc: &mut [[i32; 2 * NR]; MR],
+    acc: &mut [[i32; 2 * NR]],
 ) {
     for (r, acc) in acc.iter_mut().enumerate().take(rows) {
         *acc = [0; 2 * NR];
@@ -216,10 +245,10 @@ mod x86 {
         p: &QPacked,
         ind: &[*const i8],
         b: *const i8,
-        acc: &mut [[i32; 2 * NR]; MR],
+        acc: &mut [[i32; 2 * NR]],
     ) {
         let ones = _mm256_set1_epi16(1);
-        let mut c = [_mm256_setzero_si256(); 2 * MR];
+        let mut c = [_mm256_setzero_si256(); 8];
         let step = p.quads * NR * 4;
         let second = if PANELS == 2 { p.panel_len() } else { 0 };
         for t in 0..p.taps {
@@ -254,74 +283,111 @@ mod x86 {
         }
     }
 
-    /// The VNNI tiles, one per encoding of `vpdpbusd` (the same instruction for two CPU
-    /// families: a VEX-only CPU faults on the EVEX form and the reverse): `R` rows by one or
-    /// two panels, each lane one column, a quad's four products summed into it at once.
-    /// `offset` holds 128 · the weight sums of the tile's columns.
-    macro_rules! vnni_tile {
-        ($name:ident, $features:literal, $dot:ident) => {
-            #[target_feature(enable = $features)]
-            pub(super) unsafe fn $name<const R: usize, const PANELS: usize>(
-                p: &QPacked,
-                ind: &[*const i8],
-                b: *const i8,
-                offset: &[i32],
-                acc: &mut [[i32; 2 * NR]; MR],
-            ) {
-                let flip = _mm256_set1_epi8(i8::MIN);
-                let mut c = [_mm256_setzero_si256(); 2 * MR];
-                let step = p.quads * NR * 4;
-                let second = if PANELS == 2 { p.panel_len() } else { 0 };
-                for t in 0..p.taps {
-                    let mut rows = [std::ptr::null(); MR];
-                    for (r, row) in rows.iter_mut().enumerate().take(R) {
-                        *row = ind[r * p.taps + t];
-                    }
-                    let b0 = b.add(t * step);
-                    let b1 = b0.add(second);
-                    for q in 0..p.quads {
-                        let w0 = _mm256_loadu_si256(b0.add(q * 32) as *const __m256i);
-                        let w1 = if PANELS == 2 {
-                            _mm256_loadu_si256(b1.add(q * 32) as *const __m256i)
-                        } else {
-                            w0
-                        };
-                        for r in 0..R {
-                            let a = (rows[r].add(q * 4) as *const i32).read_unaligned();
-                            let ua = _mm256_xor_si256(_mm256_set1_epi32(a), flip);
-                            c[2 * r] = $dot(c[2 * r], ua, w0);
-                            if PANELS == 2 {
-                                c[2 * r + 1] = $dot(c[2 * r + 1], ua, w1);
-                            }
-                        }
-                    }
-                }
-                let o0 = _mm256_loadu_si256(offset.as_ptr() as *const __m256i);
-                let o1 = if PANELS == 2 {
-                    _mm256_loadu_si256(offset.as_ptr().add(NR) as *const __m256i)
+    /// AVX-VNNI: `R` (≤ 4) rows by one or two panels, each lane one column, a quad's four
+    /// products summed into it at once. `offset` holds 128 · the weight sums of the tile's
+    /// columns.
+    #[target_feature(enable = "avx2,avxvnni")]
+    pub(super) unsafe fn vnni256<const R: usize, const PANELS: usize>(
+        p: &QPacked,
+        ind: &[*const i8],
+        b: *const i8,
+        offset: &[i32],
+        acc: &mut [[i32; 2 * NR]],
+    ) {
+        let flip = _mm256_set1_epi8(i8::MIN);
+        let mut c = [_mm256_setzero_si256(); 8];
+        let step = p.quads * NR * 4;
+        let second = if PANELS == 2 { p.panel_len() } else { 0 };
+        for t in 0..p.taps {
+            let mut rows = [std::ptr::null(); 4];
+            for (r, row) in rows.iter_mut().enumerate().take(R) {
+                *row = ind[r * p.taps + t];
+            }
+            let b0 = b.add(t * step);
+            let b1 = b0.add(second);
+            for q in 0..p.quads {
+                let w0 = _mm256_loadu_si256(b0.add(q * 32) as *const __m256i);
+                let w1 = if PANELS == 2 {
+                    _mm256_loadu_si256(b1.add(q * 32) as *const __m256i)
                 } else {
-                    o0
+                    w0
                 };
                 for r in 0..R {
-                    let lo = _mm256_sub_epi32(c[2 * r], o0);
-                    let hi = if PANELS == 2 {
-                        _mm256_sub_epi32(c[2 * r + 1], o1)
-                    } else {
-                        c[2 * r + 1]
-                    };
-                    _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, lo);
-                    _mm256_storeu_si256(acc[r].as_mut_ptr().add(NR) as *mut __m256i, hi);
+                    let a = (rows[r].add(q * 4) as *const i32).read_unaligned();
+                    let ua = _mm256_xor_si256(_mm256_set1_epi32(a), flip);
+                    c[2 * r] = _mm256_dpbusd_avx_epi32(c[2 * r], ua, w0);
+                    if PANELS == 2 {
+                        c[2 * r + 1] = _mm256_dpbusd_avx_epi32(c[2 * r + 1], ua, w1);
+                    }
                 }
             }
+        }
+        let o0 = _mm256_loadu_si256(offset.as_ptr() as *const __m256i);
+        let o1 = if PANELS == 2 {
+            _mm256_loadu_si256(offset.as_ptr().add(NR) as *const __m256i)
+        } else {
+            o0
         };
+        for r in 0..R {
+            let lo = _mm256_sub_epi32(c[2 * r], o0);
+            let hi = _mm256_sub_epi32(c[2 * r + 1], o1);
+            _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, lo);
+            if PANELS == 2 {
+                _mm256_storeu_si256(acc[r].as_mut_ptr().add(NR) as *mut __m256i, hi);
+            }
+        }
     }
-    vnni_tile!(vnni_vex, "avx2,avxvnni", _mm256_dpbusd_avx_epi32);
-    vnni_tile!(vnni_evex, "avx2,avx512vnni,avx512vl", _mm256_dpbusd_epi32);
+
+    /// AVX-512 VNNI: `R` (≤ 8) rows by sixteen columns (two panels, or one with the upper
+    /// half zero), one 512-bit register of sums per row.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(super) unsafe fn vnni512<const R: usize, const PANELS: usize>(
+        p: &QPacked,
+        ind: &[*const i8],
+        b: *const i8,
+        offset: &[i32],
+        acc: &mut [[i32; 2 * NR]; MR],
+    ) {
+        let flip = _mm512_set1_epi8(i8::MIN);
+        let mut c = [_mm512_setzero_si512(); MR];
+        let step = p.quads * NR * 4;
+        let second = if PANELS == 2 { p.panel_len() } else { 0 };
+        for t in 0..p.taps {
+            let mut rows = [std::ptr::null(); MR];
+            for (r, row) in rows.iter_mut().enumerate().take(R) {
+                *row = ind[r * p.taps + t];
+            }
+            let b0 = b.add(t * step);
+            let b1 = b0.add(second);
+            for q in 0..p.quads {
+                let lo = _mm256_loadu_si256(b0.add(q * 32) as *const __m256i);
+                let w = if PANELS == 2 {
+                    let hi = _mm256_loadu_si256(b1.add(q * 32) as *const __m256i);
+                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+                } else {
+                    _mm512_zextsi256_si512(lo)
+                };
+                for r in 0..R {
+                    let a = (rows[r].add(q * 4) as *const i32).read_unaligned();
+                    let ua = _mm512_xor_si512(_mm512_set1_epi32(a), flip);
+                    c[r] = _mm512_dpbusd_epi32(c[r], ua, w);
+                }
+            }
+        }
+        let o = if PANELS == 2 {
+            _mm512_loadu_si512(offset.as_ptr() as *const _)
+        } else {
+            _mm512_zextsi256_si512(_mm256_loadu_si256(offset.as_ptr() as *const __m256i))
+        };
+        for r in 0..R {
+            _mm512_storeu_si512(acc[r].as_mut_ptr() as *mut _, _mm512_sub_epi32(c[r], o));
+        }
+    }
 }
 
 #[cfg(target_arch = "aarch64")]
 mod arm {
-    use super::{QPacked, MR, NR};
+    use super::{QPacked, NR};
     use std::arch::aarch64::*;
 
     /// `acc += Σ_k a[k] · b[k]` per 32-bit lane, four bytes each (SDOT). Written as assembly:
@@ -349,9 +415,9 @@ mod arm {
         p: &QPacked,
         ind: &[*const i8],
         b: *const i8,
-        acc: &mut [[i32; 2 * NR]; MR],
+        acc: &mut [[i32; 2 * NR]],
     ) {
-        let mut c = [[vdupq_n_s32(0); 4]; MR];
+        let mut c = [[vdupq_n_s32(0); 4]; 4];
         let step = p.quads * NR * 4;
         for t in 0..p.taps {
             let b0 = b.add(t * step);
@@ -500,7 +566,7 @@ mod tests {
                 let panels = (n.div_ceil(NR) - panel).min(2);
                 let runs = Isa::available()
                     .into_iter()
-                    .flat_map(|isa| [(isa, MR), (isa, 3), (isa, 2), (isa, 1)]);
+                    .flat_map(|isa| [MR, 7, 5, 4, 3, 2, 1].map(|rows| (isa, rows)));
                 for (isa, nrows) in runs {
                     let mut acc = [[0i32; 2 * NR]; MR];
                     unsafe { packed.accumulate(isa, &ind, nrows, panel, panels, &mut acc) };

@@ -9,10 +9,11 @@
 
 use super::Isa;
 
-/// Output columns per panel (two AVX registers, four NEON ones).
+/// Output columns per panel (one AVX-512 register, two AVX ones, four NEON ones).
 pub(crate) const NR: usize = 16;
-/// Rows per micro-kernel call.
-pub(crate) const MR: usize = 6;
+/// Rows per micro-kernel call: twelve sums of one register each in flight on AVX-512; the
+/// other kernels take them six at a time.
+pub(crate) const MR: usize = 12;
 
 /// How float layers are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -81,11 +82,26 @@ impl FPacked {
         let b = self.data.as_ptr().add(panel * self.panel_len());
         if mode == FloatMode::Fast {
             #[cfg(target_arch = "x86_64")]
-            if isa.has_fma() {
-                return x86::tile(self, ind, rows, b, acc);
+            if isa.has_avx512() {
+                return x86::tile512(self, ind, rows, b, acc);
             }
-            #[cfg(target_arch = "aarch64")]
-            return arm::tile(self, ind, rows, b, acc);
+            for r0 in (0..rows).step_by(6) {
+                let n = 6.min(rows - r0);
+                let (ind, acc) = (&ind[r0 * self.taps..], &mut acc[r0..r0 + n]);
+                #[cfg(target_arch = "x86_64")]
+                if isa.has_fma() {
+                    x86::tile(self, ind, n, b, acc);
+                    continue;
+                }
+                #[cfg(target_arch = "aarch64")]
+                {
+                    arm::tile(self, ind, n, b, acc);
+                    continue;
+                }
+                #[allow(unreachable_code)]
+                portable(self, ind, n, b, acc);
+            }
+            return;
         }
         let _ = isa;
         portable(self, ind, rows, b, acc)
@@ -98,7 +114,7 @@ unsafe fn portable(
     ind: &[*const f32],
     rows: usize,
     b: *const f32,
-    acc: &mut [[f32; NR]; MR],
+    acc: &mut [[f32; NR]],
 ) {
     for (r, acc) in acc.iter_mut().enumerate().take(rows) {
         *acc = [0.0; NR];
@@ -128,7 +144,7 @@ mod x86 {
         ind: &[*const f32],
         rows: usize,
         b: *const f32,
-        acc: &mut [[f32; NR]; MR],
+        acc: &mut [[f32; NR]],
     ) {
         match rows {
             6 => rows_n::<6>(p, ind, b, acc),
@@ -145,7 +161,7 @@ mod x86 {
         p: &FPacked,
         ind: &[*const f32],
         b: *const f32,
-        acc: &mut [[f32; NR]; MR],
+        acc: &mut [[f32; NR]],
     ) {
         let mut c0 = [_mm256_setzero_ps(); R];
         let mut c1 = [_mm256_setzero_ps(); R];
@@ -171,11 +187,59 @@ mod x86 {
             _mm256_storeu_ps(acc[r].as_mut_ptr().add(8), c1[r]);
         }
     }
+
+    /// Up to twelve rows by sixteen columns on AVX-512: one accumulator per row, the row's
+    /// input value broadcast from memory into the fused multiply-add.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tile512(
+        p: &FPacked,
+        ind: &[*const f32],
+        rows: usize,
+        b: *const f32,
+        acc: &mut [[f32; NR]; MR],
+    ) {
+        macro_rules! rows {
+            ($($r:literal)*) => {
+                match rows {
+                    $($r => rows512::<$r>(p, ind, b, acc),)*
+                    _ => unreachable!("at most {MR} rows"),
+                }
+            };
+        }
+        rows!(1 2 3 4 5 6 7 8 9 10 11 12)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn rows512<const R: usize>(
+        p: &FPacked,
+        ind: &[*const f32],
+        b: *const f32,
+        acc: &mut [[f32; NR]; MR],
+    ) {
+        let mut c = [_mm512_setzero_ps(); R];
+        for t in 0..p.taps {
+            let mut a = [std::ptr::null::<f32>(); R];
+            for r in 0..R {
+                a[r] = ind[r * p.taps + t];
+            }
+            let mut w = b.add(t * p.cin * NR);
+            for ci in 0..p.cin {
+                let wv = _mm512_loadu_ps(w);
+                for r in 0..R {
+                    c[r] = _mm512_fmadd_ps(_mm512_set1_ps(*a[r].add(ci)), wv, c[r]);
+                }
+                w = w.add(NR);
+            }
+        }
+        for r in 0..R {
+            _mm512_storeu_ps(acc[r].as_mut_ptr(), c[r]);
+        }
+    }
 }
 
 #[cfg(target_arch = "aarch64")]
 mod arm {
-    use super::{FPacked, MR, NR};
+    use super::{FPacked, NR};
     use std::arch::aarch64::*;
 
     /// Up to six rows by sixteen columns: four `float32x4_t` accumulators per row, fused
@@ -185,7 +249,7 @@ mod arm {
         ind: &[*const f32],
         rows: usize,
         b: *const f32,
-        acc: &mut [[f32; NR]; MR],
+        acc: &mut [[f32; NR]],
     ) {
         match rows {
             6 => rows_n::<6>(p, ind, b, acc),
@@ -201,7 +265,7 @@ mod arm {
         p: &FPacked,
         ind: &[*const f32],
         b: *const f32,
-        acc: &mut [[f32; NR]; MR],
+        acc: &mut [[f32; NR]],
     ) {
         let mut c = [[vdupq_n_f32(0.0); 4]; R];
         for t in 0..p.taps {
@@ -251,13 +315,16 @@ mod tests {
             let ind: Vec<*const f32> = (0..MR * taps)
                 .map(|i| unsafe { a.as_ptr().add(i * cin) })
                 .collect();
-            for rows in [MR, 3, 1] {
+            let runs = Isa::available().into_iter().flat_map(|isa| {
+                [MR, 11, 7, 6, 3, 1].into_iter().flat_map(move |rows| {
+                    [FloatMode::Exact, FloatMode::Fast].map(|mode| (isa, rows, mode))
+                })
+            });
+            for (isa, rows, mode) in runs {
                 for panel in 0..n.div_ceil(NR) {
-                    for mode in [FloatMode::Exact, FloatMode::Fast] {
+                    {
                         let mut acc = [[0f32; NR]; MR];
-                        unsafe {
-                            packed.accumulate(Isa::detect(), mode, &ind, rows, panel, &mut acc)
-                        };
+                        unsafe { packed.accumulate(isa, mode, &ind, rows, panel, &mut acc) };
                         for r in 0..rows {
                             for j in 0..NR.min(n - panel * NR) {
                                 let o = panel * NR + j;
@@ -269,7 +336,8 @@ mod tests {
                                 let got = acc[r][j] as f64;
                                 assert!(
                                     (got - want).abs() < 1e-4 * (1.0 + want.abs()),
-                                    "{mode:?} {rows} rows: {got} vs {want}"
+                                    "{} {mode:?} {rows} rows: {got} vs {want}",
+                                    isa.name()
                                 );
                             }
                         }
