@@ -53,8 +53,10 @@ student() { # NAME SPEC DATA [train flags...]
     if [ ! -f "$work/$name/$name.int8-qop-percentile.onnx" ]; then
         "$edgekd" train -m "$spec" -o "$work/ck/$name" --data "$data" --train-limit 2000 \
             --epochs 1 --quiet "$@" >&2
+        # Near-chance weights (one short epoch) may lose more than export's default 0.5 pp
+        # in int8; latency does not depend on it, so any accuracy is kept.
         "$edgekd" export "$work/ck/$name" --format f32,int8 --int8-format qoperator \
-            --data "$data" --out "$work/$name" >&2
+            --data "$data" --out "$work/$name" --max-accuracy-drop 100 >&2
     fi
     echo "$name=$work/$name/$name.f32.onnx,$work/$name/$name.int8-qop-percentile.onnx"
 }
