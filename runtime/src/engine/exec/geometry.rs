@@ -270,9 +270,65 @@ impl Geometry {
         taps: usize,
         ind: &mut [*const T],
     ) {
-        for (r, m) in rows.enumerate() {
-            self.taps(x, pad, cur, m, g, &mut ind[r * taps..(r + 1) * taps]);
+        if self.pointwise || taps > FAST_TAPS {
+            for (r, m) in rows.enumerate() {
+                self.taps(x, pad, cur, m, g, &mut ind[r * taps..(r + 1) * taps]);
+            }
+            return;
         }
+        // Rows side by side in one output row whose windows lie inside the image (most rows)
+        // have the first one's pointers, `stride` pixels on each: no bounds checks per tap.
+        let step = self.window.strides[1] * self.ics;
+        let offsets = &self.tap_offsets[..taps];
+        let (m0, n) = (rows.start, rows.len());
+        let mut r = 0;
+        while r < n {
+            if cur.m != m0 + r {
+                *cur = self.cursor(m0 + r);
+            }
+            let Some((start, run)) = self.inside_run(cur, n - r) else {
+                self.taps(x, pad, cur, m0 + r, g, &mut ind[r * taps..(r + 1) * taps]);
+                r += 1;
+                continue;
+            };
+            let base = x.add(start + g * self.cg);
+            for (k, row) in ind[r * taps..(r + run) * taps]
+                .chunks_exact_mut(taps)
+                .enumerate()
+            {
+                let first = base.add(k * step);
+                for (i, &o) in row.iter_mut().zip(offsets) {
+                    *i = first.add(o);
+                }
+            }
+            cur.m += run - 1;
+            cur.ox += run - 1;
+            self.advance(cur);
+            r += run;
+        }
+    }
+
+    /// When the window of the row at `c` lies inside the image: where it starts (in values
+    /// from the input's start) and how many rows from it on, at most `n`, in the same output
+    /// row, are such too.
+    fn inside_run(&self, c: &Cursor, n: usize) -> Option<(usize, usize)> {
+        let win = &self.window;
+        let reach = |k: usize, d: usize| (k - 1) * d;
+        let y0 = (c.oy * win.strides[0]).checked_sub(win.pads[0])?;
+        if y0 + reach(win.kernel[0], win.dilations[0]) >= self.h {
+            return None;
+        }
+        let x0 = (c.ox * win.strides[1]).checked_sub(win.pads[1])?;
+        let last = self
+            .w
+            .checked_sub(1 + reach(win.kernel[1], win.dilations[1]))?;
+        if x0 > last {
+            return None;
+        }
+        let run = ((last - x0) / win.strides[1] + 1)
+            .min(self.ow - c.ox)
+            .min(n);
+        Some((((c.b * self.h + y0) * self.w + x0) * self.ics, run))
     }
 }
 
