@@ -8,6 +8,8 @@ pub(crate) mod depthwise;
 pub(crate) mod narrow;
 pub(crate) mod qgemm;
 pub(crate) mod requant;
+#[cfg(target_arch = "x86_64")]
+mod requant_avx512;
 pub(crate) mod sgemm;
 
 /// The instruction sets the kernels use. Only [`Isa::detect`] (and [`Isa::PORTABLE`]) make

@@ -74,6 +74,11 @@ impl Requant {
             &self.add[ch0..ch0 + n],
         );
         #[cfg(target_arch = "x86_64")]
+        if isa.has_avx512() {
+            // SAFETY: AVX-512 is detected; the slices have n elements each.
+            return unsafe { super::requant_avx512::to_q8(acc, b, m, a, [zp, lo, hi], dst) };
+        }
+        #[cfg(target_arch = "x86_64")]
         if isa.is_avx2() {
             // SAFETY: AVX2 is detected; the slices have n elements each.
             return unsafe { x86::to_q8(acc, b, m, a, zp, lo, hi, dst) };
@@ -100,6 +105,23 @@ impl Requant {
         dst: *mut i8,
         stride: usize,
     ) {
+        #[cfg(target_arch = "x86_64")]
+        if isa.has_avx512() && cols <= 16 {
+            let Output::Q8 { zp, lo, hi } = self.out else {
+                unreachable!("an int8 epilogue");
+            };
+            let c = ch0..ch0 + cols;
+            return super::requant_avx512::tile_to_q8(
+                acc,
+                cols,
+                &self.bias[c.clone()],
+                &self.mult[c.clone()],
+                &self.add[c],
+                [zp, lo, hi],
+                dst,
+                stride,
+            );
+        }
         #[cfg(target_arch = "x86_64")]
         if isa.is_avx2() && (cols == 16 || cols == 8) {
             let Output::Q8 { zp, lo, hi } = self.out else {
@@ -538,8 +560,15 @@ mod x86 {
 mod tests {
     use super::*;
 
+    /// Every set this CPU has against the portable path, bit for bit.
     #[test]
     fn every_path_rounds_and_clamps_alike() {
+        for isa in Isa::available() {
+            rounds_and_clamps_like_the_portable_path(isa);
+        }
+    }
+
+    fn rounds_and_clamps_like_the_portable_path(isa: Isa) {
         let acc: Vec<i32> = (0..21).map(|i| (i * 7919 % 4001) - 2000).collect();
         let r = |out| Requant {
             bias: (0..21).map(|i| i * 3 - 30).collect(),
@@ -554,12 +583,12 @@ mod tests {
         });
         let (mut a, mut b) = (vec![0i8; 19], vec![0i8; 19]);
         q.to_q8(Isa::PORTABLE, &acc[2..], 2, &mut a);
-        q.to_q8(Isa::detect(), &acc[2..], 2, &mut b);
+        q.to_q8(isa, &acc[2..], 2, &mut b);
         assert_eq!(a, b);
         let f = r(Output::F32 { lo: 0.0, hi: 6.0 });
         let (mut a, mut b) = (vec![0f32; 21], vec![0f32; 21]);
         f.to_f32(Isa::PORTABLE, &acc, 0, &mut a);
-        f.to_f32(Isa::detect(), &acc, 0, &mut b);
+        f.to_f32(isa, &acc, 0, &mut b);
         assert_eq!(a, b);
         // Whole tiles: sixteen, eight and odd column counts, one to four rows, sums far
         // outside the int8 range (ties are checked on `quantize` below).
@@ -571,16 +600,17 @@ mod tests {
                 _ => (i as i32 * 7919 % 4001) - 2000,
             };
         }
-        for (cols, rows) in [(16, 4), (16, 1), (8, 3), (5, 2)] {
+        for (cols, rows) in [(16, 4), (16, 1), (8, 3), (5, 2), (13, 4), (1, 1)] {
             let mut got = vec![0i8; rows * 21];
-            unsafe { q.tile_to_q8(Isa::detect(), &tile[..rows], cols, 3, got.as_mut_ptr(), 21) };
+            unsafe { q.tile_to_q8(isa, &tile[..rows], cols, 3, got.as_mut_ptr(), 21) };
             for r in 0..rows {
                 let mut want = vec![0i8; cols];
                 q.to_q8(Isa::PORTABLE, &tile[r][..cols], 3, &mut want);
                 assert_eq!(
                     got[r * 21..r * 21 + cols],
                     want[..],
-                    "{cols} columns, row {r}"
+                    "{} {cols} columns, row {r}",
+                    isa.name()
                 );
             }
         }
@@ -589,8 +619,8 @@ mod tests {
         for n in [3, 8, 11, 16, 19] {
             let (mut a, mut b) = (vec![0i8; n], vec![0i8; n]);
             q.to_q8(Isa::PORTABLE, &flat[..n], 1, &mut a);
-            q.to_q8(Isa::detect(), &flat[..n], 1, &mut b);
-            assert_eq!(a, b, "{n} values");
+            q.to_q8(isa, &flat[..n], 1, &mut b);
+            assert_eq!(a, b, "{} {n} values", isa.name());
         }
         // Half-way values go to the even neighbour, as QuantizeLinear says.
         assert_eq!(
@@ -612,7 +642,7 @@ mod tests {
         };
         let (mut a, mut b) = (vec![0i8; 16], vec![0i8; 16]);
         nan.to_q8(Isa::PORTABLE, &[7; 16], 0, &mut a);
-        nan.to_q8(Isa::detect(), &[7; 16], 0, &mut b);
+        nan.to_q8(isa, &[7; 16], 0, &mut b);
         assert_eq!((a.clone(), b), (vec![-100; 16], a));
     }
 }
