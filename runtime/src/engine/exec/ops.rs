@@ -111,6 +111,20 @@ unsafe fn q_add_avx2(
     q_add(va, vb, pa, pb, bounds, out)
 }
 
+/// [`q_add`] compiled for AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn q_add_avx512(
+    va: &[i8],
+    vb: &[i8],
+    pa: (f32, i32),
+    pb: (f32, i32),
+    bounds: [f32; 2],
+    out: QSum,
+) {
+    q_add(va, vb, pa, pb, bounds, out)
+}
+
 /// # Safety
 /// As [`super::run_step`].
 pub(super) unsafe fn run(cx: &Ctx, step: &Step) {
@@ -154,6 +168,11 @@ pub(super) unsafe fn run(cx: &Ctx, step: &Step) {
                 Elem::Q8(q) => QSum::Q8(cx.slice_mut::<i8>(*y), q),
                 _ => QSum::F32(cx.slice_mut::<f32>(*y)),
             };
+            #[cfg(target_arch = "x86_64")]
+            if cx.isa.has_avx512() {
+                // SAFETY: AVX-512 is detected.
+                return q_add_avx512(va, vb, pa, pb, [*lo, *hi], out);
+            }
             #[cfg(target_arch = "x86_64")]
             if cx.isa.is_avx2() {
                 // SAFETY: AVX2 is detected.
