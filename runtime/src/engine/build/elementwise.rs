@@ -59,6 +59,7 @@ fn fold_into_layer(b: &mut Builder, a: ActId, op: Arith, c: &Tensor, const_first
             true
         }
         (Output::F32 { lo, hi }, _) if lo == f32::NEG_INFINITY && hi == f32::INFINITY => {
+            r.float_ops = true;
             match (op, const_first) {
                 (Arith::Add, _) => (0..o).for_each(|i| r.add[i] += at(i)),
                 (Arith::Sub, false) => (0..o).for_each(|i| r.add[i] -= at(i)),
@@ -352,6 +353,7 @@ pub(super) fn cast<'g>(b: &mut Builder<'g>, n: &Node<'g>) -> Result<()> {
             if let Some(s) = b.sole_producer(a) {
                 if let Step::Conv(c) = &mut b.steps[s] {
                     if c.requant.out == Output::I32 {
+                        c.requant.float_ops = true;
                         c.requant.out = Output::F32 {
                             lo: f32::NEG_INFINITY,
                             hi: f32::INFINITY,

@@ -78,6 +78,8 @@ pub(super) fn f32_out(n: usize, add: Vec<f32>) -> Requant {
         bias: vec![0; n],
         mult: vec![1.0; n],
         add,
+        div: 1.0,
+        float_ops: false,
         out: Output::F32 {
             lo: f32::NEG_INFINITY,
             hi: f32::INFINITY,
@@ -92,6 +94,8 @@ pub(super) fn int_requant(sums: &[i32], za: i32) -> Requant {
         bias: sums.iter().map(|&s| -za * s).collect(),
         mult: vec![1.0; n],
         add: vec![0.0; n],
+        div: 1.0,
+        float_ops: false,
         out: Output::I32,
     }
 }

@@ -99,8 +99,12 @@ pub(super) fn quantize_linear<'g>(b: &mut Builder<'g>, n: &Node<'g>) -> Result<(
                         && matches!(*c.weights, Weights::Q(_) | Weights::QDepthwise(_)) =>
                 {
                     let r = &mut c.requant;
-                    r.mult.iter_mut().for_each(|m| *m /= q.scale);
-                    r.add.iter_mut().for_each(|v| *v /= q.scale);
+                    if r.float_ops {
+                        r.div = q.scale;
+                    } else {
+                        r.mult.iter_mut().for_each(|m| *m /= q.scale);
+                        r.add.iter_mut().for_each(|v| *v /= q.scale);
+                    }
                     let (lo, hi) = q_bounds(lo, hi, q);
                     r.out = Output::Q8 { zp: q.zp, lo, hi };
                     true

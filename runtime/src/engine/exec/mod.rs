@@ -1,9 +1,11 @@
 //! Running a program: every value at its planned offset in one arena, each step reading and
-//! writing there. Convolutions are in [`conv`], everything else in [`ops`].
+//! writing there. Convolutions are in [`conv`], the quantization steps in [`quant`],
+//! everything else in [`ops`].
 
 mod conv;
 mod geometry;
 mod ops;
+mod quant;
 
 use super::build::Program;
 use super::ir::{Act, Step};

@@ -1,7 +1,8 @@
 //! From int32 sums to outputs: `v = (acc + bias[c]) · mult[c] + add[c]` per output channel,
-//! then either f32 (clamped to the activation's range) or int8 (`round_half_even(v) + zp`,
-//! clamped; the activation folded into the clamp). The order of operations is fixed (a
-//! multiply, then an add, no fused multiply-add), so every path gives the same bits.
+//! then either f32 (clamped to the activation's range) or int8 (`round_half_even(v / div) +
+//! zp`, clamped; the activation folded into the clamp). The order of operations is fixed (a
+//! multiply, then an add, no fused multiply-add, then the division where there is one), so
+//! every path gives the same bits.
 
 use super::Isa;
 
@@ -37,6 +38,15 @@ pub(crate) struct Requant {
     pub mult: Vec<f32>,
     /// Added after the multiply.
     pub add: Vec<f32>,
+    /// Divides `v` before an int8 output rounds it: a `QuantizeLinear`'s scale where the
+    /// graph computed the float value with operators of its own (QOperator files:
+    /// `ConvInteger`, `Cast`, `Mul`, then `QuantizeLinear`), which divide as the spec says;
+    /// 1 where the scale went into `mult` (QDQ layers, which ONNX Runtime fuses that way).
+    /// Folding it into `mult` instead lands one level off where `v / scale` is next to a
+    /// rounding tie.
+    pub div: f32,
+    /// Whether `mult` and `add` came from the graph's own float operators (see `div`).
+    pub float_ops: bool,
     /// What is written.
     pub out: Output,
 }
@@ -76,16 +86,23 @@ impl Requant {
         #[cfg(target_arch = "x86_64")]
         if isa.has_avx512() {
             // SAFETY: AVX-512 is detected; the slices have n elements each.
-            return unsafe { super::requant_avx512::to_q8(acc, b, m, a, [zp, lo, hi], dst) };
+            return unsafe {
+                super::requant_avx512::to_q8(acc, b, m, a, [zp, lo, hi], self.div, dst)
+            };
         }
         #[cfg(target_arch = "x86_64")]
         if isa.is_avx2() {
             // SAFETY: AVX2 is detected; the slices have n elements each.
-            return unsafe { x86::to_q8(acc, b, m, a, zp, lo, hi, dst) };
+            return unsafe { x86::to_q8(acc, b, m, a, [zp, lo, hi], self.div, dst) };
         }
         let _ = isa;
         for i in 0..n {
-            dst[i] = quantize(((acc[i] + b[i]) as f32) * m[i] + a[i], zp, lo, hi);
+            dst[i] = quantize(
+                (((acc[i] + b[i]) as f32) * m[i] + a[i]) / self.div,
+                zp,
+                lo,
+                hi,
+            );
         }
     }
 
@@ -118,6 +135,7 @@ impl Requant {
                 &self.mult[c.clone()],
                 &self.add[c],
                 [zp, lo, hi],
+                self.div,
                 dst,
                 stride,
             );
@@ -135,6 +153,7 @@ impl Requant {
                 &self.mult[c.clone()],
                 &self.add[c],
                 [zp, lo, hi],
+                self.div,
                 dst,
                 stride,
             );
@@ -440,15 +459,19 @@ mod x86 {
         lo: __m256,
         hi: __m256,
         zp: __m256i,
+        div: Option<__m256>,
     }
 
-    /// `round(clamp((s + bias) · mult + add)) + zp`, eight lanes.
+    /// `round(clamp(((s + bias) · mult + add) / div)) + zp`, eight lanes.
     #[inline(always)]
     unsafe fn requant8(s: __m256i, k: Constants) -> __m256i {
-        let v = _mm256_add_ps(
+        let mut v = _mm256_add_ps(
             _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(s, k.bias)), k.mult),
             k.add,
         );
+        if let Some(d) = k.div {
+            v = _mm256_div_ps(v, d);
+        }
         let v = _mm256_min_ps(_mm256_max_ps(v, k.lo), k.hi);
         _mm256_add_epi32(_mm256_cvtps_epi32(v), k.zp)
     }
@@ -460,6 +483,7 @@ mod x86 {
         m: &[f32],
         a: &[f32],
         [zp, lo, hi]: [i32; 3],
+        div: f32,
         i: usize,
     ) -> Constants {
         Constants {
@@ -469,6 +493,7 @@ mod x86 {
             lo: _mm256_set1_ps((lo - zp) as f32),
             hi: _mm256_set1_ps((hi - zp) as f32),
             zp: _mm256_set1_epi32(zp),
+            div: (div != 1.0).then(|| _mm256_set1_ps(div)),
         }
     }
 
@@ -489,13 +514,14 @@ mod x86 {
         b: &[i32],
         m: &[f32],
         a: &[f32],
-        [zp, lo, hi]: [i32; 3],
+        bounds: [i32; 3],
+        div: f32,
         dst: *mut i8,
         stride: usize,
     ) {
-        let k0 = constants(b, m, a, [zp, lo, hi], 0);
+        let k0 = constants(b, m, a, bounds, div, 0);
         if cols == 16 {
-            let k1 = constants(b, m, a, [zp, lo, hi], 8);
+            let k1 = constants(b, m, a, bounds, div, 8);
             for (r, row) in acc.iter().enumerate() {
                 let q0 = requant8(load(row, 0), k0);
                 let q1 = requant8(load(row, 8), k1);
@@ -523,14 +549,13 @@ mod x86 {
         b: &[i32],
         m: &[f32],
         a: &[f32],
-        zp: i32,
-        lo: i32,
-        hi: i32,
+        [zp, lo, hi]: [i32; 3],
+        div: f32,
         dst: &mut [i8],
     ) {
         // As in `tile_to_q8`: the clamp in float at integer bounds, sixteen values a pass.
         let n = acc.len();
-        let k = |i| constants(b, m, a, [zp, lo, hi], i);
+        let k = |i| constants(b, m, a, [zp, lo, hi], div, i);
         let mut i = 0;
         while i + 16 <= n {
             let q0 = requant8(load(acc, i), k(i));
@@ -551,7 +576,8 @@ mod x86 {
             i += 8;
         }
         for i in i..n {
-            dst[i] = super::quantize(((acc[i] + b[i]) as f32) * m[i] + a[i], zp, lo, hi);
+            let v = (((acc[i] + b[i]) as f32) * m[i] + a[i]) / div;
+            dst[i] = super::quantize(v, zp, lo, hi);
         }
     }
 }
@@ -564,16 +590,21 @@ mod tests {
     #[test]
     fn every_path_rounds_and_clamps_alike() {
         for isa in Isa::available() {
-            rounds_and_clamps_like_the_portable_path(isa);
+            // Without and with a division (a QuantizeLinear after the graph's own float ops).
+            for div in [1.0, 0.037] {
+                rounds_and_clamps_like_the_portable_path(isa, div);
+            }
         }
     }
 
-    fn rounds_and_clamps_like_the_portable_path(isa: Isa) {
+    fn rounds_and_clamps_like_the_portable_path(isa: Isa, div: f32) {
         let acc: Vec<i32> = (0..21).map(|i| (i * 7919 % 4001) - 2000).collect();
         let r = |out| Requant {
             bias: (0..21).map(|i| i * 3 - 30).collect(),
-            mult: (0..21).map(|i| 0.011 + i as f32 * 0.0007).collect(),
-            add: (0..21).map(|i| (i as f32 - 10.0) * 0.25).collect(),
+            mult: (0..21).map(|i| (0.011 + i as f32 * 0.0007) * div).collect(),
+            add: (0..21).map(|i| (i as f32 - 10.0) * 0.25 * div).collect(),
+            div,
+            float_ops: div != 1.0,
             out,
         };
         let q = r(Output::Q8 {
@@ -634,6 +665,8 @@ mod tests {
             bias: vec![0; 16],
             mult: vec![f32::NAN; 16],
             add: vec![0.0; 16],
+            div: 1.0,
+            float_ops: false,
             out: Output::Q8 {
                 zp: 5,
                 lo: -100,

@@ -1,5 +1,5 @@
 //! The int8 epilogue on AVX-512: sixteen channels per register, the same arithmetic as the
-//! AVX2 and portable paths (`round(clamp((s + bias) · mult + add)) + zp`, the multiply and
+//! AVX2 and portable paths (`round(clamp(((s + bias) · mult + add) / div)) + zp`, the multiply and
 //! the add not fused, so every path gives the same bytes), and masked loads and stores for
 //! the channels past the last sixteen instead of a scalar tail.
 
@@ -14,6 +14,7 @@ struct Constants {
     lo: __m512,
     hi: __m512,
     zp: __m512i,
+    div: Option<__m512>,
 }
 
 /// Channels `i..i + 16` (those under `mask`) of the layer's constants.
@@ -23,6 +24,7 @@ unsafe fn constants(
     m: &[f32],
     a: &[f32],
     [zp, lo, hi]: [i32; 3],
+    div: f32,
     i: usize,
     mask: __mmask16,
 ) -> Constants {
@@ -35,16 +37,21 @@ unsafe fn constants(
         lo: _mm512_set1_ps((lo - zp) as f32),
         hi: _mm512_set1_ps((hi - zp) as f32),
         zp: _mm512_set1_epi32(zp),
+        div: (div != 1.0).then(|| _mm512_set1_ps(div)),
     }
 }
 
-/// Sixteen int8 results (in an int32 register's lanes, already in range).
+/// Sixteen int8 results (in an int32 register's lanes, already in range); `div` as in
+/// [`super::requant::Requant::div`].
 #[inline(always)]
 unsafe fn requant16(s: __m512i, k: Constants) -> __m512i {
-    let v = _mm512_add_ps(
+    let mut v = _mm512_add_ps(
         _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s, k.bias)), k.mult),
         k.add,
     );
+    if let Some(d) = k.div {
+        v = _mm512_div_ps(v, d);
+    }
     let v = _mm512_min_ps(_mm512_max_ps(v, k.lo), k.hi);
     _mm512_add_epi32(_mm512_cvtps_epi32(v), k.zp)
 }
@@ -73,11 +80,12 @@ pub(super) unsafe fn tile_to_q8<const W: usize>(
     m: &[f32],
     a: &[f32],
     bounds: [i32; 3],
+    div: f32,
     dst: *mut i8,
     stride: usize,
 ) {
     let mask = lanes(cols);
-    let k = constants(b, m, a, bounds, 0, mask);
+    let k = constants(b, m, a, bounds, div, 0, mask);
     for (r, row) in acc.iter().enumerate() {
         let q = requant16(_mm512_maskz_loadu_epi32(mask, row.as_ptr()), k);
         _mm512_mask_cvtsepi32_storeu_epi8(dst.add(r * stride), mask, q);
@@ -96,13 +104,14 @@ pub(super) unsafe fn to_q8(
     m: &[f32],
     a: &[f32],
     bounds: [i32; 3],
+    div: f32,
     dst: &mut [i8],
 ) {
     let n = acc.len();
     let mut i = 0;
     while i < n {
         let mask = lanes(n - i);
-        let k = constants(b, m, a, bounds, i, mask);
+        let k = constants(b, m, a, bounds, div, i, mask);
         let q = requant16(_mm512_maskz_loadu_epi32(mask, acc.as_ptr().add(i)), k);
         _mm512_mask_cvtsepi32_storeu_epi8(dst.as_mut_ptr().add(i), mask, q);
         i += 16;
