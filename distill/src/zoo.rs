@@ -27,7 +27,7 @@ pub fn lenet(c1: usize, c2: usize, f1: usize, f2: usize) -> Architecture {
 /// of n basic blocks of `width`, 2·`width` and 4·`width` channels, stride 2 at the start of
 /// the second and third (He et al. 2016 §4.2 use width 16). None unless depth = 6n + 2, n ≥ 1.
 pub fn resnet(depth: usize, width: usize) -> Option<Architecture> {
-    if depth < 8 || (depth - 2) % 6 != 0 || width == 0 {
+    if depth < 8 || !(depth - 2).is_multiple_of(6) || width == 0 {
         return None;
     }
     let n = (depth - 2) / 6;

@@ -148,7 +148,7 @@ fn worker(s: &Shared) {
                 break;
             }
             spins += 1;
-            if spins % 64 != 0 || start.elapsed() < SPIN {
+            if !spins.is_multiple_of(64) || start.elapsed() < SPIN {
                 std::hint::spin_loop();
                 continue;
             }

@@ -135,7 +135,7 @@ impl Tensor {
         } else {
             typed_len
         };
-        if (from_raw && raw.len() % size != 0) || stored != n {
+        if (from_raw && !raw.len().is_multiple_of(size)) || stored != n {
             return Err(format!(
                 "tensor `{}` declares shape {shape:?} ({n} values) but stores {stored}",
                 t.name

@@ -95,23 +95,7 @@ impl Geometry {
     /// (in values from the input's start), and how many output rows from `m` on, in the
     /// same image row, are such too (each `stride · ics` values after the one before).
     pub(super) fn interior_run(&self, m: usize) -> Option<(usize, usize)> {
-        let c = self.cursor(m);
-        let win = &self.window;
-        let reach = |k: usize, d: usize| (k - 1) * d;
-        let y0 = (c.oy * win.strides[0]).checked_sub(win.pads[0])?;
-        if y0 + reach(win.kernel[0], win.dilations[0]) >= self.h {
-            return None;
-        }
-        let x0 = (c.ox * win.strides[1]).checked_sub(win.pads[1])?;
-        let last = self
-            .w
-            .checked_sub(1 + reach(win.kernel[1], win.dilations[1]))?;
-        if x0 > last {
-            return None;
-        }
-        // Columns x0, x0 + s, ... up to `last`, and no further than the output row's end.
-        let run = ((last - x0) / win.strides[1] + 1).min(self.ow - c.ox);
-        Some((((c.b * self.h + y0) * self.w + x0) * self.ics, run))
+        self.inside_run(&self.cursor(m), usize::MAX)
     }
 
     /// The output position of row `m`.

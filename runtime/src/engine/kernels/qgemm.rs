@@ -103,10 +103,10 @@ impl QPacked {
         acc: &mut [[i32; 2 * NR]; MR],
     ) {
         debug_assert!(rows <= MR && panels <= 2 && ind.len() >= rows * self.taps);
-        let b = self.data.as_ptr().add(first_panel * self.panel_len());
         #[cfg(target_arch = "x86_64")]
         if isa.has_avx512() {
             // Sixteen columns per register: eight rows give eight independent sums in flight.
+            let b = self.data.as_ptr().add(first_panel * self.panel_len());
             let off = &self.offset_sums[first_panel * NR..];
             macro_rules! tile {
                 ($($r:literal)*) => {
@@ -125,22 +125,21 @@ impl QPacked {
         for r0 in (0..rows).step_by(4) {
             let n = 4.min(rows - r0);
             let (ind, acc) = (&ind[r0 * self.taps..], &mut acc[r0..r0 + n]);
-            self.accumulate4(isa, ind, n, b, first_panel, panels, acc);
+            self.accumulate4(isa, ind, first_panel, panels, acc);
         }
     }
 
-    /// [`QPacked::accumulate`] for at most four rows, `b` the first panel's weights.
+    /// [`QPacked::accumulate`] for `acc.len()` (at most four) rows.
     unsafe fn accumulate4(
         &self,
         isa: Isa,
         ind: &[*const i8],
-        rows: usize,
-        b: *const i8,
         first_panel: usize,
         panels: usize,
         acc: &mut [[i32; 2 * NR]],
     ) {
-        let _ = first_panel;
+        let rows = acc.len();
+        let b = self.data.as_ptr().add(first_panel * self.panel_len());
         #[cfg(target_arch = "x86_64")]
         if isa.has_avx_vnni() {
             let off = &self.offset_sums[first_panel * NR..];

@@ -123,40 +123,20 @@ impl Requant {
         stride: usize,
     ) {
         #[cfg(target_arch = "x86_64")]
-        if isa.has_avx512() && cols <= 16 {
+        {
             let Output::Q8 { zp, lo, hi } = self.out else {
                 unreachable!("an int8 epilogue");
             };
             let c = ch0..ch0 + cols;
-            return super::requant_avx512::tile_to_q8(
-                acc,
-                cols,
-                &self.bias[c.clone()],
-                &self.mult[c.clone()],
-                &self.add[c],
-                [zp, lo, hi],
-                self.div,
-                dst,
-                stride,
-            );
-        }
-        #[cfg(target_arch = "x86_64")]
-        if isa.is_avx2() && (cols == 16 || cols == 8) {
-            let Output::Q8 { zp, lo, hi } = self.out else {
-                unreachable!("an int8 epilogue");
-            };
-            let c = ch0..ch0 + cols;
-            return x86::tile_to_q8(
-                acc,
-                cols,
-                &self.bias[c.clone()],
-                &self.mult[c.clone()],
-                &self.add[c],
-                [zp, lo, hi],
-                self.div,
-                dst,
-                stride,
-            );
+            let (b, m, a) = (&self.bias[c.clone()], &self.mult[c.clone()], &self.add[c]);
+            let (bounds, div) = ([zp, lo, hi], self.div);
+            if isa.has_avx512() && cols <= 16 {
+                use super::requant_avx512::tile_to_q8;
+                return tile_to_q8(acc, cols, b, m, a, bounds, div, dst, stride);
+            }
+            if isa.is_avx2() && (cols == 16 || cols == 8) {
+                return x86::tile_to_q8(acc, cols, b, m, a, bounds, div, dst, stride);
+            }
         }
         for (r, row) in acc.iter().enumerate() {
             let out = std::slice::from_raw_parts_mut(dst.add(r * stride), cols);
