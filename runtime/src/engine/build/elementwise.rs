@@ -59,7 +59,25 @@ fn fold_into_layer(b: &mut Builder, a: ActId, op: Arith, c: &Tensor, const_first
             true
         }
         (Output::F32 { lo, hi }, _) if lo == f32::NEG_INFINITY && hi == f32::INFINITY => {
-            r.float_ops = true;
+            // After the graph's own float operators (a Cast of the sums, or a fold before
+            // this one), only folds that keep their rounding are taken: a first Mul (`x · c`
+            // as `x · 1 · c`) and an Add or Sub onto `x · m` with nothing added yet. Others
+            // (`(x · m1) · m2` as `x · (m1 · m2)`, ...) regroup the arithmetic, and a
+            // QuantizeLinear after them could land a level off; they stay steps of their own.
+            if r.float_ops {
+                let (unscaled, no_add) = (
+                    r.mult.iter().all(|&m| m == 1.0),
+                    r.add.iter().all(|&a| a == 0.0),
+                );
+                let exact = match (op, const_first) {
+                    (Arith::Mul, _) => unscaled && no_add,
+                    (Arith::Add, _) | (Arith::Sub, false) => no_add,
+                    _ => false,
+                };
+                if !exact {
+                    return false;
+                }
+            }
             match (op, const_first) {
                 (Arith::Add, _) => (0..o).for_each(|i| r.add[i] += at(i)),
                 (Arith::Sub, false) => (0..o).for_each(|i| r.add[i] -= at(i)),
@@ -77,6 +95,7 @@ fn fold_into_layer(b: &mut Builder, a: ActId, op: Arith, c: &Tensor, const_first
                 }),
                 _ => return false,
             }
+            r.float_ops = true;
             true
         }
         _ => false,

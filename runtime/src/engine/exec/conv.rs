@@ -58,7 +58,7 @@ impl Split {
 }
 
 /// Tap pointers for one tile live on the stack up to this many.
-const STACK_POINTERS: usize = 6 * 81;
+const STACK_POINTERS: usize = 12 * 81;
 
 /// A task's table of tap pointers: on the stack when it fits, else on the heap.
 struct Pointers<T> {

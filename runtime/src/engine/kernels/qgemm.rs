@@ -70,7 +70,7 @@ impl QPacked {
         }
         let mut offset_sums = vec![0i32; panels * NR];
         for (o, s) in col_sums.iter().enumerate() {
-            offset_sums[o] = 128 * s;
+            offset_sums[o] = s.wrapping_mul(128);
         }
         QPacked {
             taps,
@@ -331,9 +331,7 @@ mod x86 {
             let lo = _mm256_sub_epi32(c[2 * r], o0);
             let hi = _mm256_sub_epi32(c[2 * r + 1], o1);
             _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, lo);
-            if PANELS == 2 {
-                _mm256_storeu_si256(acc[r].as_mut_ptr().add(NR) as *mut __m256i, hi);
-            }
+            _mm256_storeu_si256(acc[r].as_mut_ptr().add(NR) as *mut __m256i, hi);
         }
     }
 
@@ -549,15 +547,10 @@ mod tests {
             let a = bytes(MR * taps * cin.div_ceil(4) * 4, seed + 9, -128, 127);
             let packed = QPacked::pack(n, taps, cin, |o, t, ci| w[(o * taps + t) * cin + ci]);
             let quads = cin.div_ceil(4);
-            // Each row's taps sit one after another; padding bytes beyond cin are zero.
-            let mut rows = vec![0i8; MR * taps * quads * 4];
-            for r in 0..MR {
-                for t in 0..taps {
-                    for ci in 0..cin {
-                        rows[(r * taps + t) * quads * 4 + ci] = a[(r * taps + t) * quads * 4 + ci];
-                    }
-                }
-            }
+            // Each row's taps sit one after another; the bytes beyond cin are whatever follows
+            // (the next pixel's channels at run time): they meet zero weights, also after VNNI
+            // flips them into u8.
+            let rows = a.clone();
             let ind: Vec<*const i8> = (0..MR * taps)
                 .map(|i| unsafe { rows.as_ptr().add(i * quads * 4) })
                 .collect();

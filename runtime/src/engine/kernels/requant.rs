@@ -603,7 +603,7 @@ mod tests {
         assert_eq!(a, b);
         // Whole tiles: sixteen, eight and odd column counts, one to four rows, sums far
         // outside the int8 range (ties are checked on `quantize` below).
-        let mut tile = [[0i32; 16]; 4];
+        let mut tile = [[0i32; 16]; 8];
         for (i, v) in tile.iter_mut().flatten().enumerate() {
             *v = match i % 5 {
                 0 => 1 << 30,
@@ -611,7 +611,7 @@ mod tests {
                 _ => (i as i32 * 7919 % 4001) - 2000,
             };
         }
-        for (cols, rows) in [(16, 4), (16, 1), (8, 3), (5, 2), (13, 4), (1, 1)] {
+        for (cols, rows) in [(16, 8), (16, 4), (16, 1), (8, 3), (5, 2), (13, 8), (1, 1)] {
             let mut got = vec![0i8; rows * 21];
             unsafe { q.tile_to_q8(isa, &tile[..rows], cols, 3, got.as_mut_ptr(), 21) };
             for r in 0..rows {
