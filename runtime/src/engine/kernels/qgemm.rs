@@ -43,6 +43,19 @@ pub(crate) struct QPacked {
     offset_sums: Vec<i32>,
 }
 
+/// Calls the kernel instance for a tile's shape: `rows` (one of `rs`) by one or two panels.
+macro_rules! by_shape {
+    ($rows:expr, $panels:expr, $m:ident :: $f:ident $args:tt, [$($r:literal)*]) => {
+        match ($rows, $panels) {
+            $(
+                ($r, 2) => $m::$f::<$r, 2> $args,
+                ($r, _) => $m::$f::<$r, 1> $args,
+            )*
+            _ => unreachable!("more rows than the kernel takes"),
+        }
+    };
+}
+
 impl QPacked {
     /// Packs `n` output channels of `taps x cin` weights, `w(o, tap, ci)` each.
     pub fn pack(
@@ -108,18 +121,7 @@ impl QPacked {
             // Sixteen columns per register: eight rows give eight independent sums in flight.
             let b = self.data.as_ptr().add(first_panel * self.panel_len());
             let off = &self.offset_sums[first_panel * NR..];
-            macro_rules! tile {
-                ($($r:literal)*) => {
-                    match (rows, panels) {
-                        $(
-                            ($r, 2) => x86::vnni512::<$r, 2>(self, ind, b, off, acc),
-                            ($r, _) => x86::vnni512::<$r, 1>(self, ind, b, off, acc),
-                        )*
-                        _ => unreachable!("at most {MR} rows"),
-                    }
-                };
-            }
-            return tile!(1 2 3 4 5 6 7 8);
+            return by_shape!(rows, panels, x86::vnni512(self, ind, b, off, acc), [1 2 3 4 5 6 7 8]);
         }
         // The other kernels keep four rows' sums in registers: taller tiles go in fours.
         for r0 in (0..rows).step_by(4) {
@@ -143,42 +145,15 @@ impl QPacked {
         #[cfg(target_arch = "x86_64")]
         if isa.has_avx_vnni() {
             let off = &self.offset_sums[first_panel * NR..];
-            return match (rows, panels) {
-                (4, 2) => x86::vnni256::<4, 2>(self, ind, b, off, acc),
-                (4, _) => x86::vnni256::<4, 1>(self, ind, b, off, acc),
-                (3, 2) => x86::vnni256::<3, 2>(self, ind, b, off, acc),
-                (3, _) => x86::vnni256::<3, 1>(self, ind, b, off, acc),
-                (2, 2) => x86::vnni256::<2, 2>(self, ind, b, off, acc),
-                (2, _) => x86::vnni256::<2, 1>(self, ind, b, off, acc),
-                (_, 2) => x86::vnni256::<1, 2>(self, ind, b, off, acc),
-                (_, _) => x86::vnni256::<1, 1>(self, ind, b, off, acc),
-            };
+            return by_shape!(rows, panels, x86::vnni256(self, ind, b, off, acc), [4 3 2 1]);
         }
         #[cfg(target_arch = "x86_64")]
         if isa.is_avx2() && self.symmetric {
-            return match (rows, panels) {
-                (4, 2) => x86::tile::<4, 2>(self, ind, b, acc),
-                (4, _) => x86::tile::<4, 1>(self, ind, b, acc),
-                (3, 2) => x86::tile::<3, 2>(self, ind, b, acc),
-                (3, _) => x86::tile::<3, 1>(self, ind, b, acc),
-                (2, 2) => x86::tile::<2, 2>(self, ind, b, acc),
-                (2, _) => x86::tile::<2, 1>(self, ind, b, acc),
-                (_, 2) => x86::tile::<1, 2>(self, ind, b, acc),
-                (_, _) => x86::tile::<1, 1>(self, ind, b, acc),
-            };
+            return by_shape!(rows, panels, x86::tile(self, ind, b, acc), [4 3 2 1]);
         }
         #[cfg(target_arch = "aarch64")]
         if isa.has_dot() {
-            return match (rows, panels) {
-                (4, 2) => arm::dot::<4, 2>(self, ind, b, acc),
-                (4, _) => arm::dot::<4, 1>(self, ind, b, acc),
-                (3, 2) => arm::dot::<3, 2>(self, ind, b, acc),
-                (3, _) => arm::dot::<3, 1>(self, ind, b, acc),
-                (2, 2) => arm::dot::<2, 2>(self, ind, b, acc),
-                (2, _) => arm::dot::<2, 1>(self, ind, b, acc),
-                (_, 2) => arm::dot::<1, 2>(self, ind, b, acc),
-                (_, _) => arm::dot::<1, 1>(self, ind, b, acc),
-            };
+            return by_shape!(rows, panels, arm::dot(self, ind, b, acc), [4 3 2 1]);
         }
         #[cfg(target_arch = "aarch64")]
         if isa.is_neon() {
