@@ -44,6 +44,7 @@ pub(crate) struct QPacked {
 }
 
 /// Calls the kernel instance for a tile's shape: `rows` (one of `rs`) by one or two panels.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 macro_rules! by_shape {
     ($rows:expr, $panels:expr, $m:ident :: $f:ident $args:tt, [$($r:literal)*]) => {
         match ($rows, $panels) {
