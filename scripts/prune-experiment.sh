@@ -26,18 +26,6 @@ mkdir -p "$RUNS" "$OUT"
         --out "$RUNS/sparse92" | tee "$OUT/sparse.txt"
 "$EDGEKD" distill --config experiments/prune-mnist-sparse.toml --threads 1 --resume -q | tee "$OUT/sparse-recover.txt"
 
-onnx="$RUNS/onnx"
-mkdir -p "$onnx"
-for pair in teacher:teacher60 pruned-kd:recovered pruned-finetune:recovered/runs/alone-seed0 \
-    scratch-kd:scratch sparse92-kd:sparse92-recovered; do
-    name=${pair%%:*}
-    "$EDGEKD" export "$RUNS/${pair#*:}" --format f32,int8 --data "$DATA" --stem "$name" \
-        --out "$onnx" --latency 0 --max-accuracy-drop 100 > "$OUT/export-$name.txt"
-done
-students=$(ls "$onnx"/*.onnx | grep -v '/teacher.f32.onnx' | paste -sd, -)
-"$EDGEKD" bench --teacher "$onnx/teacher.f32.onnx" --student "$students" --batch 1,64 \
-    --threads 1 --data "$DATA" --json "$OUT/bench.json" --plot "$OUT/accuracy-vs-latency.png" \
-    | tee "$OUT/bench.txt"
-for f in "$onnx"/*.onnx; do
-    printf '%s %s bytes, %s gzipped\n' "$(basename "$f")" "$(stat -c %s "$f")" "$(gzip -c "$f" | wc -c)"
-done | tee "$OUT/sizes.txt"
+EDGEKD=$EDGEKD scripts/bench-exports.sh "$OUT" "$RUNS/onnx" "$DATA" teacher:"$RUNS/teacher60" \
+    pruned-kd:"$RUNS/recovered" pruned-finetune:"$RUNS/recovered/runs/alone-seed0" \
+    scratch-kd:"$RUNS/scratch" sparse92-kd:"$RUNS/sparse92-recovered"
