@@ -826,19 +826,31 @@ fn backends_agree(path: &Path, variant: &str, ort: bool) {
     // Every variant runs on the native engine (float layers included, for device builds
     // without tract).
     let native = load(Backend::Native).unwrap_or_else(|e| panic!("{variant}: {e}"));
-    let (diff, agree) = agreement(&native.logits(&x, n).unwrap(), &reference);
+    let logits = native.logits(&x, n).unwrap();
+    let (diff, agree) = agreement(&logits, &reference);
     // QOperator and dynamic graphs give tract's integers exactly. In QDQ graphs tract
     // requantizes through float, so an activation on a rounding tie may land one level
-    // apart: one step of one activation, not a different computation. f16 graphs: the
-    // native engine does f16 arithmetic in f32 (values rounded to f16 where the file stores
-    // them), tract in f16.
-    let tolerance = match variant {
-        v if v.contains("qdq") || v.starts_with("f16") => 0.05,
-        _ => 1e-4,
+    // apart: one step of one activation, not a different computation. Such a row then
+    // differs by however much the later layers amplify that step (0.07 has been seen), so
+    // QDQ rows must match exactly except a rare few. f16 graphs: the native engine does f16
+    // arithmetic in f32 (values rounded to f16 where the file stores them), tract in f16.
+    let (tolerance, rows_off_allowed) = match variant {
+        v if v.contains("qdq") => (0.3, n / 100),
+        v if v.starts_with("f16") => (0.05, n),
+        _ => (1e-4, 0),
     };
+    let rows_off = (0..n)
+        .filter(|&i| {
+            logits
+                .row(i)
+                .iter()
+                .zip(reference.row(i))
+                .any(|(a, b)| (a - b).abs() > 1e-4)
+        })
+        .count();
     assert!(
-        diff < tolerance && agree >= 99.5,
-        "{variant}: native {diff} / {agree}%"
+        diff < tolerance && agree >= 99.5 && rows_off <= rows_off_allowed,
+        "{variant}: native {diff} / {agree}%, {rows_off} of {n} rows differ"
     );
     // Two threads split the batch and must not change a bit.
     let two = Model::load_with(
@@ -850,7 +862,7 @@ fn backends_agree(path: &Path, variant: &str, ort: bool) {
         },
     )
     .unwrap();
-    assert_eq!(two.logits(&x, n).unwrap(), native.logits(&x, n).unwrap());
+    assert_eq!(two.logits(&x, n).unwrap(), logits);
     if ort {
         let o = load(Backend::Ort).unwrap();
         let (diff, agree) = agreement(&o.logits(&x, n).unwrap(), &reference);
