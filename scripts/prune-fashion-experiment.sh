@@ -3,8 +3,7 @@
 # (experiments/fashion-teacher-resnet20.toml, committed in results/fashion/teacher-resnet20)
 # pruned by taylor scores to 0.45x its MACs, then recovered by distillation from the unpruned
 # teacher beside fine-tuning the same pruned weights on labels alone, 3 seeds each
-# (experiments/prune-fashion-recover.toml, and at T = 2, alpha 0.5 in
-# experiments/prune-fashion-recover-t2.toml); f32 and int8 exports of the teacher and of seed 0
+# (experiments/prune-fashion-recover.toml, and again at T = 2, alpha 0.5); f32 and int8 exports of the teacher and of seed 0
 # of each recovery, timed by `edgekd bench` at batch 1 and 64 on one thread and drawn as
 # accuracy against latency.
 #
@@ -27,8 +26,8 @@ mkdir -p "$OUT/recovered-t2/runs"
 for d in "$OUT"/recovered/runs/alone-seed*; do
     [ -e "$OUT/recovered-t2/runs/$(basename "$d")" ] || cp -r "$d" "$OUT/recovered-t2/runs/"
 done
-"$EDGEKD" distill --config experiments/prune-fashion-recover-t2.toml --threads 2 --resume -q |
-    tee "$OUT/recover-t2.txt"
+"$EDGEKD" distill --config experiments/prune-fashion-recover.toml -T 2 --alpha 0.5 \
+    --out "$OUT/recovered-t2" --threads 2 --resume -q | tee "$OUT/recover-t2.txt"
 
 EDGEKD=$EDGEKD scripts/bench-exports.sh "$OUT" runs/prune-fashion/onnx "$DATA" \
     teacher:results/fashion/teacher-resnet20 pruned-kd:"$OUT/recovered" \
