@@ -22,6 +22,7 @@ a virtual environment:
 
 import json
 import pathlib
+import platform
 import subprocess
 import sys
 import time
@@ -295,10 +296,33 @@ def fmt(s):
     return f"{s * 1e6:,.0f} µs" if s < 1e-2 else f"{s * 1e3:,.1f} ms"
 
 
+def cpu_model():
+    """The CPU's name, with family and model where a virtual machine hides the rest (AMD
+    family 25 model 1 is Zen 3, family 26 Zen 5)."""
+    fields = {}
+    try:
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = fields.get("model name", platform.machine())
+    if "cpu family" in fields:
+        name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+    return name
+
+
+def ort_version():
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
 def compare(edgekd, out, pairs):
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
+    isa = "?"
     for pair in pairs:
         name, files = pair.split("=", 1)
         f32, int8 = [pathlib.Path(f) for f in files.split(",")]
@@ -314,7 +338,9 @@ def compare(edgekd, out, pairs):
              "--batch", ",".join(map(str, BATCHES)), "--time", "1", "--no-memory", "--json", str(report)],
             check=True, stdout=subprocess.DEVNULL,
         )
-        ms = json.loads(report.read_text())["measurements"]
+        bench = json.loads(report.read_text())
+        ms = bench["measurements"]
+        isa = (bench.get("platform") or {}).get("isa", isa)
         for fmt_name, path, lite in [("f32", f32, lite_f32), ("int8", int8, lite_int8)]:
             for batch in BATCHES:
                 pick = lambda b: next(m for m in ms if pathlib.Path(m["path"]).name == path.name and m["backend"] == b and m["batch"] == batch)
@@ -327,7 +353,11 @@ def compare(edgekd, out, pairs):
                     "ort": ort_["latency"]["mean"], "ort_min": ort_["latency"]["min"],
                     "litert": lite_mean, "litert_min": lite_min, "ratio": ours["latency"]["mean"] / best,
                 })
+    # The machines under these tables keep changing: each table names its own.
     table = [
+        f"One thread, mean latency; {cpu_model()}, edgekd's kernels: {isa}; "
+        f"ONNX Runtime {ort_version()}.",
+        "",
         "| model | format | batch | edgekd (engine) | ONNX Runtime | LiteRT (XNNPACK) | edgekd / best |",
         "|---|---|---|---|---|---|---|",
     ] + [
