@@ -2,7 +2,8 @@
 # edgekd's inference engine beside ONNX Runtime and LiteRT (TFLite's interpreter with XNNPACK),
 # one thread, batch 1 and 64, measured in one run on the same networks:
 #   - PyTorch's CIFAR ResNet-20 and MobileNetV2 x0.5 (3x32x32): f32 from torch.onnx.export
-#     (dynamic batch), int8 from ONNX Runtime's quantizer (QDQ, per-channel weights);
+#     (dynamic batch), int8 from ONNX Runtime's quantizer (QDQ, per-channel weights, and again
+#     with reduce_range: seven-bit weights, which edgekd's AVX2 kernel runs without its sign trick);
 #   - edgekd's own students, exported by `edgekd export` (f32 and int8 QOperator): mlp:64 and
 #     cnn:lenet5-half on MNIST, resnet:8 and mobilenetv2:0.25 on Fashion-MNIST shapes.
 # Each network is rebuilt in Keras with the ONNX file's weights, checked against it, converted
@@ -60,11 +61,11 @@ student() { # NAME SPEC DATA [train flags...]
     fi
     echo "$name=$work/$name/$name.f32.onnx,$work/$name/$name.int8-qop-percentile.onnx"
 }
-pairs=(
-    "resnet20=$work/torch-resnet20.f32.onnx,$work/torch-resnet20.int8-ort-qdq.onnx"
-    "mobilenetv2-0.5=$work/torch-mobilenetv2-0.5.f32.onnx,$work/torch-mobilenetv2-0.5.int8-ort-qdq.onnx"
-)
-[ -f "$work/torch-resnet20.int8-ort-qdq.onnx" ] || "$torch_py" scripts/compare_runtimes.py torch-models "$work"
+pairs=()
+for m in resnet20 mobilenetv2-0.5; do
+    pairs+=("$m=$work/torch-$m.f32.onnx,$work/torch-$m.int8-ort-qdq.onnx,$work/torch-$m.int8-ort-qdq-7bit.onnx")
+done
+[ -f "$work/torch-mobilenetv2-0.5.int8-ort-qdq-7bit.onnx" ] || "$torch_py" scripts/compare_runtimes.py torch-models "$work"
 pairs+=("$(student mlp64 mlp:64 "$mnist")")
 pairs+=("$(student lenet5-half cnn:lenet5-half "$mnist")")
 pairs+=("$(student resnet8 resnet:8 "$fashion" --optimizer sgd --lr 0.05)")

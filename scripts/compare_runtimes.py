@@ -8,10 +8,11 @@ a virtual environment:
       PyTorch's CIFAR ResNet-20 and MobileNetV2 x0.5 (3x32x32, random weights, random batch
       norm statistics): f32 ONNX from torch.onnx.export with a dynamic batch, and int8 from
       ONNX Runtime's quantizer (quant_pre_process + quantize_static, QDQ, u8 activations, s8
-      per-channel weights), the way users make them.
+      per-channel weights), the way users make them; and a second int8 file with
+      `reduce_range` (seven-bit weights, what ONNX Runtime advises for CPUs without VNNI).
 
   compare_runtimes.py compare EDGEKD OUT PAIR... (needs tensorflow, ai-edge-litert, onnxruntime)
-      Each PAIR is `NAME=F32.onnx,INT8.onnx`. The f32 file's architecture is rebuilt in Keras
+      Each PAIR is `NAME=F32.onnx,INT8.onnx[,INT8-7BIT.onnx]`. The f32 file's architecture is rebuilt in Keras
       with its very weights (copied from the ONNX initializers; the script checks the Keras
       model gives the ONNX model's outputs), converted to float32 and to full-integer int8
       TFLite (per-channel weights, calibrated on random inputs), and timed in LiteRT's
@@ -125,8 +126,14 @@ def torch_models(out):
             str(pre), str(int8), Reader(), quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
         )
+        int8_7bit = out / f"torch-{name}.int8-ort-qdq-7bit.onnx"
+        quantize_static(
+            str(pre), str(int8_7bit), Reader(), quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+            reduce_range=True,
+        )
         pre.unlink()
-        print(f"{name}={f32},{int8}")
+        print(f"{name}={f32},{int8},{int8_7bit}")
 
 
 # --- step 2: Keras twins, LiteRT and edgekd ---------------------------------------------------
@@ -325,7 +332,7 @@ def compare(edgekd, out, pairs):
     isa = "?"
     for pair in pairs:
         name, files = pair.split("=", 1)
-        f32, int8 = [pathlib.Path(f) for f in files.split(",")]
+        f32, int8, *int8_7bit = [pathlib.Path(f) for f in files.split(",")]
         keras_model, dims, _ = keras_from_onnx(f32)
         diff, scale = check_twin(keras_model, dims, f32)
         print(f"{name}: Keras twin of {f32.name} within {diff:.2e} of its outputs (max |logit| {scale:.2f})", file=sys.stderr)
@@ -334,14 +341,17 @@ def compare(edgekd, out, pairs):
         (out / f"{name}.int8.tflite").write_bytes(lite_int8)
         report = out / f"{name}.bench.json"
         subprocess.run(
-            [edgekd, "bench", "--teacher", str(f32), "--student", str(int8), "--backend", "auto,ort",
+            [edgekd, "bench", "--teacher", str(f32), "--student", ",".join(map(str, [int8, *int8_7bit])), "--backend", "auto,ort",
              "--batch", ",".join(map(str, BATCHES)), "--time", "1", "--no-memory", "--json", str(report)],
             check=True, stdout=subprocess.DEVNULL,
         )
         bench = json.loads(report.read_text())
         ms = bench["measurements"]
         isa = (bench.get("platform") or {}).get("isa", isa)
-        for fmt_name, path, lite in [("f32", f32, lite_f32), ("int8", int8, lite_int8)]:
+        # LiteRT has no seven-bit variant: its int8 file stands beside both ONNX ones.
+        variants = [("f32", f32, lite_f32), ("int8", int8, lite_int8)]
+        variants += [("int8, 7-bit weights", path, lite_int8) for path in int8_7bit]
+        for fmt_name, path, lite in variants:
             for batch in BATCHES:
                 pick = lambda b: next(m for m in ms if pathlib.Path(m["path"]).name == path.name and m["backend"] == b and m["batch"] == batch)
                 ours, ort_ = pick("auto"), pick("ort")

@@ -15,6 +15,12 @@
 //! the three of `vpmaddubsw`, `vpmaddwd` and the add, and no int16 step to overflow): the
 //! activations are offset into u8 (a + 128, a flip of the top bit) and the offset's share,
 //! 128 times each column's weight sum, is subtracted at the end.
+//!
+//! Without VNNI the same u8 offset feeds `vpmaddubsw` straight (ONNX Runtime's U8S8 kernel,
+//! three vector operations per 32 products instead of the sign trick's four) when every weight
+//! lies in [-64, 64]: the int16 pair sums then stay within 2·255·64 = 32640, so nothing
+//! saturates. Seven-bit weights are what ONNX Runtime's quantizer writes with
+//! `reduce_range` for CPUs without VNNI; full-range weights keep the sign trick.
 
 use super::Isa;
 
@@ -37,6 +43,10 @@ pub(crate) struct QPacked {
     /// Whether every weight lies in [-127, 127] (the AVX2 kernel needs it).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub symmetric: bool,
+    /// Whether every weight lies in [-64, 64] (seven bits: the AVX2 kernel can skip the sign
+    /// trick).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub narrow: bool,
     /// Per column of every panel, 128 · its weight sum: what the VNNI kernels' u8 offset
     /// adds to each sum.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -69,13 +79,14 @@ impl QPacked {
         let panels = n.div_ceil(NR);
         let mut data = vec![0i8; panels * taps * quads * NR * 4];
         let mut col_sums = vec![0i32; n];
-        let mut symmetric = true;
+        let (mut symmetric, mut narrow) = (true, true);
         for o in 0..n {
             let (panel, col) = (o / NR, o % NR);
             for t in 0..taps {
                 for ci in 0..cin {
                     let v = w(o, t, ci);
                     symmetric &= v != i8::MIN;
+                    narrow &= (-64..=64).contains(&v);
                     col_sums[o] += v as i32;
                     let at = (((panel * taps + t) * quads + ci / 4) * NR + col) * 4 + ci % 4;
                     data[at] = v;
@@ -92,6 +103,7 @@ impl QPacked {
             data,
             col_sums,
             symmetric,
+            narrow,
             offset_sums,
         }
     }
@@ -147,6 +159,11 @@ impl QPacked {
         if isa.has_avx_vnni() {
             let off = &self.offset_sums[first_panel * NR..];
             return by_shape!(rows, panels, x86::vnni256(self, ind, b, off, acc), [4 3 2 1]);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if isa.is_avx2() && self.narrow {
+            let off = &self.offset_sums[first_panel * NR..];
+            return by_shape!(rows, panels, x86::unsigned(self, ind, b, off, acc), [4 3 2 1]);
         }
         #[cfg(target_arch = "x86_64")]
         if isa.is_avx2() && self.symmetric {
@@ -255,6 +272,62 @@ mod x86 {
         for r in 0..R {
             _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, c[2 * r]);
             _mm256_storeu_si256(acc[r].as_mut_ptr().add(NR) as *mut __m256i, c[2 * r + 1]);
+        }
+    }
+
+    /// Seven-bit weights on AVX2: `R` (≤ 4) rows by one or two panels, activations offset
+    /// into u8 as for VNNI, `vpmaddubsw` pairs (within ±32640 for weights in [-64, 64]) summed
+    /// into int32 lanes by `vpmaddwd`. `offset` holds 128 · the weight sums of the tile's
+    /// columns.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn unsigned<const R: usize, const PANELS: usize>(
+        p: &QPacked,
+        ind: &[*const i8],
+        b: *const i8,
+        offset: &[i32],
+        acc: &mut [[i32; 2 * NR]],
+    ) {
+        let (flip, ones) = (_mm256_set1_epi8(i8::MIN), _mm256_set1_epi16(1));
+        let mut c = [_mm256_setzero_si256(); 8];
+        let step = p.quads * NR * 4;
+        let second = if PANELS == 2 { p.panel_len() } else { 0 };
+        for t in 0..p.taps {
+            let mut rows = [std::ptr::null(); 4];
+            for (r, row) in rows.iter_mut().enumerate().take(R) {
+                *row = ind[r * p.taps + t];
+            }
+            let b0 = b.add(t * step);
+            let b1 = b0.add(second);
+            for q in 0..p.quads {
+                let w0 = _mm256_loadu_si256(b0.add(q * 32) as *const __m256i);
+                let w1 = if PANELS == 2 {
+                    _mm256_loadu_si256(b1.add(q * 32) as *const __m256i)
+                } else {
+                    w0
+                };
+                for r in 0..R {
+                    let a = (rows[r].add(q * 4) as *const i32).read_unaligned();
+                    let ua = _mm256_xor_si256(_mm256_set1_epi32(a), flip);
+                    let p0 = _mm256_maddubs_epi16(ua, w0);
+                    c[2 * r] = _mm256_add_epi32(c[2 * r], _mm256_madd_epi16(p0, ones));
+                    if PANELS == 2 {
+                        let p1 = _mm256_maddubs_epi16(ua, w1);
+                        c[2 * r + 1] = _mm256_add_epi32(c[2 * r + 1], _mm256_madd_epi16(p1, ones));
+                    }
+                }
+            }
+        }
+        let o0 = _mm256_loadu_si256(offset.as_ptr() as *const __m256i);
+        let o1 = if PANELS == 2 {
+            _mm256_loadu_si256(offset.as_ptr().add(NR) as *const __m256i)
+        } else {
+            o0
+        };
+        for r in 0..R {
+            let lo = _mm256_sub_epi32(c[2 * r], o0);
+            let hi = _mm256_sub_epi32(c[2 * r + 1], o1);
+            _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, lo);
+            _mm256_storeu_si256(acc[r].as_mut_ptr().add(NR) as *mut __m256i, hi);
         }
     }
 
@@ -519,11 +592,31 @@ mod tests {
             ];
             cases.push((n, taps, cin, 10 + i as u64));
         }
+        // Seven-bit weights (the AVX2 kernel without the sign trick): seeds 100 and up.
+        cases.extend([
+            (16, 9, 16, 100),
+            (13, 3, 7, 101),
+            (24, 1, 67, 102),
+            (40, 9, 33, 103),
+        ]);
         for (n, taps, cin, seed) in cases {
             let mut w = bytes(n * taps * cin, seed, -127, 127);
+            if seed >= 100 {
+                // Random in [-64, 64], then the ends of that range; odd seeds pair the
+                // largest weights of one sign with the largest activations below.
+                w = bytes(n * taps * cin, seed, -64, 64);
+                if seed % 2 == 1 {
+                    for (i, v) in w.iter_mut().enumerate() {
+                        *v = if i % 4 < 2 { 64 } else { -64 };
+                    }
+                }
+                assert!(
+                    QPacked::pack(n, taps, cin, |o, t, ci| w[(o * taps + t) * cin + ci]).narrow
+                );
+            }
             // Odd seeds: weights at the ends of the range, -128 included every fourth case
             // (the AVX2 kernel hands those to the portable path, VNNI takes them).
-            if seed % 2 == 1 {
+            if seed % 2 == 1 && seed < 100 {
                 let low = if seed % 4 == 3 { -128 } else { -127 };
                 for (i, v) in w.iter_mut().enumerate() {
                     *v = if i % 3 == 0 {
@@ -535,7 +628,14 @@ mod tests {
                     };
                 }
             }
-            let a = bytes(MR * taps * cin.div_ceil(4) * 4, seed + 9, -128, 127);
+            let mut a = bytes(MR * taps * cin.div_ceil(4) * 4, seed + 9, -128, 127);
+            if seed >= 100 && seed % 2 == 1 {
+                // 127 becomes 255 in u8: with two weights of 64, a pair sums to 32640, the
+                // most an int16 pair sum reaches; -128 (0 in u8) beside -64 weights.
+                for (i, v) in a.iter_mut().enumerate() {
+                    *v = if i % 4 < 2 { 127 } else { -128 };
+                }
+            }
             let packed = QPacked::pack(n, taps, cin, |o, t, ci| w[(o * taps + t) * cin + ci]);
             let quads = cin.div_ceil(4);
             // Each row's taps sit one after another; the bytes beyond cin are whatever follows
