@@ -275,6 +275,20 @@ mod x86 {
         }
     }
 
+    /// The four bytes at `p` in every 32-bit lane, broadcast by the load unit (see
+    /// `broadcast`: intrinsics give a 128-bit flip and a shuffle instead).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn broadcast256(p: *const i8) -> __m256i {
+        let v: __m256i;
+        std::arch::asm!(
+            "vpbroadcastd {v}, dword ptr [{p}]",
+            v = out(ymm_reg) v, p = in(reg) p,
+            options(pure, readonly, nostack, preserves_flags)
+        );
+        v
+    }
+
     /// Seven-bit weights on AVX2: `R` (≤ 4) rows by one or two panels, activations offset
     /// into u8 as for VNNI, `vpmaddubsw` pairs (within ±32640 for weights in [-64, 64]) summed
     /// into int32 lanes by `vpmaddwd`. `offset` holds 128 · the weight sums of the tile's
@@ -306,8 +320,7 @@ mod x86 {
                     w0
                 };
                 for r in 0..R {
-                    let a = (rows[r].add(q * 4) as *const i32).read_unaligned();
-                    let ua = _mm256_xor_si256(_mm256_set1_epi32(a), flip);
+                    let ua = _mm256_xor_si256(broadcast256(rows[r].add(q * 4)), flip);
                     let p0 = _mm256_maddubs_epi16(ua, w0);
                     c[2 * r] = _mm256_add_epi32(c[2 * r], _mm256_madd_epi16(p0, ones));
                     if PANELS == 2 {
