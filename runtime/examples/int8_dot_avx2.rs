@@ -73,8 +73,14 @@ mod avx2 {
         _mm256_set1_epi32((p as *const i32).read_unaligned())
     }
 
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn sign_trick(d: &Data, passes: usize) -> i64 {
+    /// The byte kernels' loop: `row(at, w0, w1)` gives row `at`'s int16 pair sums against
+    /// both panels, which `vpmaddwd` with ones adds into the int32 lanes.
+    #[inline(always)]
+    unsafe fn byte_tile(
+        d: &Data,
+        passes: usize,
+        row: impl Fn(usize, __m256i, __m256i) -> (__m256i, __m256i),
+    ) -> i64 {
         let ones = _mm256_set1_epi16(1);
         let mut c: Acc = [_mm256_setzero_si256(); 8];
         for _ in 0..passes {
@@ -82,10 +88,7 @@ mod avx2 {
                 let w0 = _mm256_loadu_si256(d.w.as_ptr().add(q * 64) as *const __m256i);
                 let w1 = _mm256_loadu_si256(d.w.as_ptr().add(q * 64 + 32) as *const __m256i);
                 for r in 0..4 {
-                    let a = bcast(d.a.as_ptr().add((r * QUADS + q) * 4));
-                    let ua = _mm256_sign_epi8(a, a);
-                    let p0 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(w0, a));
-                    let p1 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(w1, a));
+                    let (p0, p1) = row((r * QUADS + q) * 4, w0, w1);
                     c[2 * r] = _mm256_add_epi32(c[2 * r], _mm256_madd_epi16(p0, ones));
                     c[2 * r + 1] = _mm256_add_epi32(c[2 * r + 1], _mm256_madd_epi16(p1, ones));
                 }
@@ -95,24 +98,22 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2")]
+    pub unsafe fn sign_trick(d: &Data, passes: usize) -> i64 {
+        byte_tile(d, passes, |at, w0, w1| {
+            let a = bcast(d.a.as_ptr().add(at));
+            let ua = _mm256_sign_epi8(a, a);
+            let p0 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(w0, a));
+            (p0, _mm256_maddubs_epi16(ua, _mm256_sign_epi8(w1, a)))
+        })
+    }
+
+    #[target_feature(enable = "avx2")]
     pub unsafe fn stored_abs(d: &Data, passes: usize) -> i64 {
-        let ones = _mm256_set1_epi16(1);
-        let mut c: Acc = [_mm256_setzero_si256(); 8];
-        for _ in 0..passes {
-            for q in 0..QUADS {
-                let w0 = _mm256_loadu_si256(d.w.as_ptr().add(q * 64) as *const __m256i);
-                let w1 = _mm256_loadu_si256(d.w.as_ptr().add(q * 64 + 32) as *const __m256i);
-                for r in 0..4 {
-                    let at = (r * QUADS + q) * 4;
-                    let (a, ua) = (bcast(d.a.as_ptr().add(at)), bcast(d.abs.as_ptr().add(at)));
-                    let p0 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(w0, a));
-                    let p1 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(w1, a));
-                    c[2 * r] = _mm256_add_epi32(c[2 * r], _mm256_madd_epi16(p0, ones));
-                    c[2 * r + 1] = _mm256_add_epi32(c[2 * r + 1], _mm256_madd_epi16(p1, ones));
-                }
-            }
-        }
-        sum(c)
+        byte_tile(d, passes, |at, w0, w1| {
+            let (a, ua) = (bcast(d.a.as_ptr().add(at)), bcast(d.abs.as_ptr().add(at)));
+            let p0 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(w0, a));
+            (p0, _mm256_maddubs_epi16(ua, _mm256_sign_epi8(w1, a)))
+        })
     }
 
     #[target_feature(enable = "avx2")]
@@ -144,23 +145,11 @@ mod avx2 {
 
     #[target_feature(enable = "avx2")]
     pub unsafe fn saturating(d: &Data, passes: usize) -> i64 {
-        let ones = _mm256_set1_epi16(1);
-        let mut c: Acc = [_mm256_setzero_si256(); 8];
-        for _ in 0..passes {
-            for q in 0..QUADS {
-                let w0 = _mm256_loadu_si256(d.w.as_ptr().add(q * 64) as *const __m256i);
-                let w1 = _mm256_loadu_si256(d.w.as_ptr().add(q * 64 + 32) as *const __m256i);
-                for r in 0..4 {
-                    // ONNX Runtime's activations are u8 already: any bytes stand for them.
-                    let a = bcast(d.abs.as_ptr().add((r * QUADS + q) * 4));
-                    let p0 = _mm256_maddubs_epi16(a, w0);
-                    let p1 = _mm256_maddubs_epi16(a, w1);
-                    c[2 * r] = _mm256_add_epi32(c[2 * r], _mm256_madd_epi16(p0, ones));
-                    c[2 * r + 1] = _mm256_add_epi32(c[2 * r + 1], _mm256_madd_epi16(p1, ones));
-                }
-            }
-        }
-        sum(c)
+        byte_tile(d, passes, |at, w0, w1| {
+            // ONNX Runtime's activations are u8 already: any bytes stand for them.
+            let a = bcast(d.abs.as_ptr().add(at));
+            (_mm256_maddubs_epi16(a, w0), _mm256_maddubs_epi16(a, w1))
+        })
     }
 
     /// Nanoseconds per 256 multiply-adds: the fastest of `rounds` timings.

@@ -167,7 +167,7 @@ impl QPacked {
         }
         #[cfg(target_arch = "x86_64")]
         if isa.is_avx2() && self.symmetric {
-            return by_shape!(rows, panels, x86::tile(self, ind, b, acc), [4 3 2 1]);
+            return by_shape!(rows, panels, x86::tile(self, ind, b, &[], acc), [4 3 2 1]);
         }
         #[cfg(target_arch = "aarch64")]
         if isa.has_dot() {
@@ -229,52 +229,6 @@ mod x86 {
     use super::{QPacked, MR, NR};
     use std::arch::x86_64::*;
 
-    /// `R` (≤ 4) rows by one or two panels: eight columns per `__m256i` of int32 sums, each
-    /// lane one column (the four products of a quad are summed inside the lane by
-    /// `vpmaddubsw` and `vpmaddwd`), so no horizontal reduction is needed.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn tile<const R: usize, const PANELS: usize>(
-        p: &QPacked,
-        ind: &[*const i8],
-        b: *const i8,
-        acc: &mut [[i32; 2 * NR]],
-    ) {
-        let ones = _mm256_set1_epi16(1);
-        let mut c = [_mm256_setzero_si256(); 8];
-        let step = p.quads * NR * 4;
-        let second = if PANELS == 2 { p.panel_len() } else { 0 };
-        for t in 0..p.taps {
-            let mut rows = [std::ptr::null(); MR];
-            for (r, row) in rows.iter_mut().enumerate().take(R) {
-                *row = ind[r * p.taps + t];
-            }
-            let b0 = b.add(t * step);
-            let b1 = b0.add(second);
-            for q in 0..p.quads {
-                let w0 = _mm256_loadu_si256(b0.add(q * 32) as *const __m256i);
-                let w1 = if PANELS == 2 {
-                    _mm256_loadu_si256(b1.add(q * 32) as *const __m256i)
-                } else {
-                    w0
-                };
-                for r in 0..R {
-                    let a = _mm256_set1_epi32((rows[r].add(q * 4) as *const i32).read_unaligned());
-                    let ua = _mm256_sign_epi8(a, a);
-                    let p0 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(w0, a));
-                    c[2 * r] = _mm256_add_epi32(c[2 * r], _mm256_madd_epi16(p0, ones));
-                    if PANELS == 2 {
-                        let p1 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(w1, a));
-                        c[2 * r + 1] = _mm256_add_epi32(c[2 * r + 1], _mm256_madd_epi16(p1, ones));
-                    }
-                }
-            }
-        }
-        for r in 0..R {
-            _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, c[2 * r]);
-            _mm256_storeu_si256(acc[r].as_mut_ptr().add(NR) as *mut __m256i, c[2 * r + 1]);
-        }
-    }
-
     /// The four bytes at `p` in every 32-bit lane, broadcast by the load unit (see
     /// `broadcast`: intrinsics give a 128-bit flip and a shuffle instead).
     #[inline]
@@ -289,113 +243,106 @@ mod x86 {
         v
     }
 
-    /// Seven-bit weights on AVX2: `R` (≤ 4) rows by one or two panels, activations offset
-    /// into u8 as for VNNI, `vpmaddubsw` pairs (within ±32640 for weights in [-64, 64]) summed
-    /// into int32 lanes by `vpmaddwd`. `offset` holds 128 · the weight sums of the tile's
-    /// columns.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn unsigned<const R: usize, const PANELS: usize>(
-        p: &QPacked,
-        ind: &[*const i8],
-        b: *const i8,
-        offset: &[i32],
-        acc: &mut [[i32; 2 * NR]],
-    ) {
-        let (flip, ones) = (_mm256_set1_epi8(i8::MIN), _mm256_set1_epi16(1));
-        let mut c = [_mm256_setzero_si256(); 8];
-        let step = p.quads * NR * 4;
-        let second = if PANELS == 2 { p.panel_len() } else { 0 };
-        for t in 0..p.taps {
-            let mut rows = [std::ptr::null(); 4];
-            for (r, row) in rows.iter_mut().enumerate().take(R) {
-                *row = ind[r * p.taps + t];
-            }
-            let b0 = b.add(t * step);
-            let b1 = b0.add(second);
-            for q in 0..p.quads {
-                let w0 = _mm256_loadu_si256(b0.add(q * 32) as *const __m256i);
-                let w1 = if PANELS == 2 {
-                    _mm256_loadu_si256(b1.add(q * 32) as *const __m256i)
-                } else {
-                    w0
-                };
-                for r in 0..R {
-                    let ua = _mm256_xor_si256(broadcast256(rows[r].add(q * 4)), flip);
-                    let p0 = _mm256_maddubs_epi16(ua, w0);
-                    c[2 * r] = _mm256_add_epi32(c[2 * r], _mm256_madd_epi16(p0, ones));
-                    if PANELS == 2 {
-                        let p1 = _mm256_maddubs_epi16(ua, w1);
-                        c[2 * r + 1] = _mm256_add_epi32(c[2 * r + 1], _mm256_madd_epi16(p1, ones));
+    /// The 256-bit kernels: `R` (≤ 4) rows by one or two panels, eight columns per `__m256i`
+    /// of int32 sums, each lane one column, so no horizontal reduction is needed. `$dot` adds
+    /// a quad's four products into a lane from `$a`, the row's four activations in every
+    /// lane. With `offset`, the activations went in as u8 (a + 128) and `offset` holds 128 ·
+    /// the weight sums of the tile's columns, taken off at the end. The kernels differ only
+    /// in that step; where it computes the same value for both panels (a row's |a| or flip),
+    /// LLVM computes it once.
+    macro_rules! quad_kernel {
+        ($(#[$doc:meta])* $name:ident, $features:literal, offset: $offset:literal,
+         |$c:ident, $a:ident, $w:ident| $dot:expr) => {
+            $(#[$doc])*
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name<const R: usize, const PANELS: usize>(
+                p: &QPacked,
+                ind: &[*const i8],
+                b: *const i8,
+                offset: &[i32],
+                acc: &mut [[i32; 2 * NR]],
+            ) {
+                let mut c = [_mm256_setzero_si256(); 8];
+                let step = p.quads * NR * 4;
+                let second = if PANELS == 2 { p.panel_len() } else { 0 };
+                for t in 0..p.taps {
+                    let mut rows = [std::ptr::null(); 4];
+                    for (r, row) in rows.iter_mut().enumerate().take(R) {
+                        *row = ind[r * p.taps + t];
+                    }
+                    let b0 = b.add(t * step);
+                    let b1 = b0.add(second);
+                    for q in 0..p.quads {
+                        let w0 = _mm256_loadu_si256(b0.add(q * 32) as *const __m256i);
+                        let w1 = if PANELS == 2 {
+                            _mm256_loadu_si256(b1.add(q * 32) as *const __m256i)
+                        } else {
+                            w0
+                        };
+                        for r in 0..R {
+                            let a = broadcast256(rows[r].add(q * 4));
+                            c[2 * r] = {
+                                let ($c, $a, $w) = (c[2 * r], a, w0);
+                                $dot
+                            };
+                            if PANELS == 2 {
+                                c[2 * r + 1] = {
+                                    let ($c, $a, $w) = (c[2 * r + 1], a, w1);
+                                    $dot
+                                };
+                            }
+                        }
                     }
                 }
+                let (mut o0, mut o1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                if $offset {
+                    o0 = _mm256_loadu_si256(offset.as_ptr() as *const __m256i);
+                    if PANELS == 2 {
+                        o1 = _mm256_loadu_si256(offset.as_ptr().add(NR) as *const __m256i);
+                    }
+                }
+                for r in 0..R {
+                    let lo = _mm256_sub_epi32(c[2 * r], o0);
+                    let hi = _mm256_sub_epi32(c[2 * r + 1], o1);
+                    _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, lo);
+                    _mm256_storeu_si256(acc[r].as_mut_ptr().add(NR) as *mut __m256i, hi);
+                }
             }
-        }
-        let o0 = _mm256_loadu_si256(offset.as_ptr() as *const __m256i);
-        let o1 = if PANELS == 2 {
-            _mm256_loadu_si256(offset.as_ptr().add(NR) as *const __m256i)
-        } else {
-            o0
         };
-        for r in 0..R {
-            let lo = _mm256_sub_epi32(c[2 * r], o0);
-            let hi = _mm256_sub_epi32(c[2 * r + 1], o1);
-            _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, lo);
-            _mm256_storeu_si256(acc[r].as_mut_ptr().add(NR) as *mut __m256i, hi);
-        }
     }
 
-    /// AVX-VNNI: `R` (≤ 4) rows by one or two panels, each lane one column, a quad's four
-    /// products summed into it at once. `offset` holds 128 · the weight sums of the tile's
-    /// columns.
-    #[target_feature(enable = "avx2,avxvnni")]
-    pub(super) unsafe fn vnni256<const R: usize, const PANELS: usize>(
-        p: &QPacked,
-        ind: &[*const i8],
-        b: *const i8,
-        offset: &[i32],
-        acc: &mut [[i32; 2 * NR]],
-    ) {
-        let flip = _mm256_set1_epi8(i8::MIN);
-        let mut c = [_mm256_setzero_si256(); 8];
-        let step = p.quads * NR * 4;
-        let second = if PANELS == 2 { p.panel_len() } else { 0 };
-        for t in 0..p.taps {
-            let mut rows = [std::ptr::null(); 4];
-            for (r, row) in rows.iter_mut().enumerate().take(R) {
-                *row = ind[r * p.taps + t];
-            }
-            let b0 = b.add(t * step);
-            let b1 = b0.add(second);
-            for q in 0..p.quads {
-                let w0 = _mm256_loadu_si256(b0.add(q * 32) as *const __m256i);
-                let w1 = if PANELS == 2 {
-                    _mm256_loadu_si256(b1.add(q * 32) as *const __m256i)
-                } else {
-                    w0
-                };
-                for r in 0..R {
-                    let a = (rows[r].add(q * 4) as *const i32).read_unaligned();
-                    let ua = _mm256_xor_si256(_mm256_set1_epi32(a), flip);
-                    c[2 * r] = _mm256_dpbusd_avx_epi32(c[2 * r], ua, w0);
-                    if PANELS == 2 {
-                        c[2 * r + 1] = _mm256_dpbusd_avx_epi32(c[2 * r + 1], ua, w1);
-                    }
-                }
-            }
+    quad_kernel!(
+        /// Plain AVX2, any weights in [-127, 127]: |a| (u8) times b·sign(a) with `vpmaddubsw`,
+        /// whose pair sums stay within 2·128·127, summed into the lanes by `vpmaddwd`.
+        tile,
+        "avx2",
+        offset: false,
+        |c, a, w| {
+            let p = _mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(w, a));
+            _mm256_add_epi32(c, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
         }
-        let o0 = _mm256_loadu_si256(offset.as_ptr() as *const __m256i);
-        let o1 = if PANELS == 2 {
-            _mm256_loadu_si256(offset.as_ptr().add(NR) as *const __m256i)
-        } else {
-            o0
-        };
-        for r in 0..R {
-            let lo = _mm256_sub_epi32(c[2 * r], o0);
-            let hi = _mm256_sub_epi32(c[2 * r + 1], o1);
-            _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, lo);
-            _mm256_storeu_si256(acc[r].as_mut_ptr().add(NR) as *mut __m256i, hi);
+    );
+
+    quad_kernel!(
+        /// Seven-bit weights on plain AVX2: `vpmaddubsw` on the u8 activations straight,
+        /// its pair sums within ±2·255·64 = 32640, summed into the lanes by `vpmaddwd`.
+        unsigned,
+        "avx2",
+        offset: true,
+        |c, a, w| {
+            let ua = _mm256_xor_si256(a, _mm256_set1_epi8(i8::MIN));
+            let p = _mm256_maddubs_epi16(ua, w);
+            _mm256_add_epi32(c, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
         }
-    }
+    );
+
+    quad_kernel!(
+        /// AVX-VNNI: a quad's four u8 x i8 products summed into the lane at once.
+        vnni256,
+        "avx2,avxvnni",
+        offset: true,
+        |c, a, w| _mm256_dpbusd_avx_epi32(c, _mm256_xor_si256(a, _mm256_set1_epi8(i8::MIN)), w)
+    );
 
     /// The four bytes at `p` in every 32-bit lane, loaded by the load unit's broadcast.
     /// Written as assembly: from intrinsics LLVM flips the bytes in a 128-bit register first
